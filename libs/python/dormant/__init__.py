@@ -1,0 +1,47 @@
+"""Dormant: an MQTT-native function mesh. The SDK that function authors and callers import."""
+
+from .app import FunctionSpec, ServiceSpec
+from .context import ANONYMOUS, Context, UserContext
+from .decorators import function, service
+from .errors import (
+    BusinessLogicError,
+    DormantError,
+    Forbidden,
+    NotFound,
+    SystemError,
+    TimeoutError,
+    Unauthenticated,
+    Unavailable,
+    ValidationError,
+)
+
+__all__ = [
+    "ANONYMOUS",
+    "BusinessLogicError",
+    "Client",
+    "Context",
+    "DormantError",
+    "Forbidden",
+    "FunctionSpec",
+    "NotFound",
+    "ServiceSpec",
+    "SystemError",
+    "TimeoutError",
+    "Unauthenticated",
+    "Unavailable",
+    "UserContext",
+    "ValidationError",
+    "function",
+    "service",
+]
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The client pulls in the MQTT stack; handler code that never calls out does not pay for it.
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    raise AttributeError(name)

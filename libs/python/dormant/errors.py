@@ -1,0 +1,117 @@
+"""Typed call errors: the closed set of error types that cross the wire.
+
+Every error a caller can see is one of these classes; ``type`` is the name carried in the
+response payload ``{"type", "message", "details"}``. ``error_from_payload`` turns a wire payload
+back into the matching exception on the caller's side.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, ClassVar
+
+__all__ = [
+    "BusinessLogicError",
+    "DormantError",
+    "Forbidden",
+    "NotFound",
+    "SystemError",
+    "TimeoutError",
+    "Unauthenticated",
+    "Unavailable",
+    "ValidationError",
+    "error_from_payload",
+]
+
+
+class DormantError(Exception):
+    """Base of every typed call error."""
+
+    type: ClassVar[str] = "SystemError"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_payload(self) -> dict[str, Any]:
+        """The wire form of this error."""
+        return {"type": self.type, "message": self.message, "details": self.details}
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, details={self.details!r})"
+
+
+class ValidationError(DormantError):
+    """The input (or a handler's output) does not match the function's schema."""
+
+    type = "ValidationError"
+
+
+class BusinessLogicError(DormantError):
+    """A domain rule was violated; raised on purpose by handler code."""
+
+    type = "BusinessLogicError"
+
+
+class SystemError(DormantError):  # noqa: A001 - the wire name
+    """An infrastructure failure or an unexpected exception in a handler."""
+
+    type = "SystemError"
+
+
+class TimeoutError(DormantError, builtins.TimeoutError):  # noqa: A001 - the wire name
+    """The call ran past its deadline (or the caller stopped waiting)."""
+
+    type = "TimeoutError"
+
+
+class Unauthenticated(DormantError):
+    """The call carried no valid identity where one is required."""
+
+    type = "Unauthenticated"
+
+
+class Forbidden(DormantError):
+    """The caller's identity may not make this call."""
+
+    type = "Forbidden"
+
+
+class NotFound(DormantError):
+    """No such service, version or function."""
+
+    type = "NotFound"
+
+
+class Unavailable(DormantError):
+    """Nothing is serving the target right now (no subscriber, broker down, draining)."""
+
+    type = "Unavailable"
+
+
+ERROR_TYPES: dict[str, type[DormantError]] = {
+    cls.type: cls
+    for cls in (
+        ValidationError,
+        BusinessLogicError,
+        SystemError,
+        TimeoutError,
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        Unavailable,
+    )
+}
+
+
+def error_from_payload(payload: Any) -> DormantError:
+    """Build the typed exception named by a wire error payload (unknown shapes become SystemError)."""
+    if not isinstance(payload, dict):
+        return SystemError("malformed error response", details={"payload": payload})
+    cls = ERROR_TYPES.get(str(payload.get("type")), SystemError)
+    message = payload.get("message")
+    return cls(message if isinstance(message, str) else str(message), payload.get("details"))
