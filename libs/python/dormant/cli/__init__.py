@@ -1,0 +1,39 @@
+"""The ``dormant`` command: one console script fronting codegen, catalog, pods, calls and the local mesh.
+
+Each subcommand lives in its own module and imports its component only when it runs, so
+``dormant call`` does not load codegen and the SDK never depends on the sidecar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import build_cmds, call_cmd, deploy_cmd, dev_cmd, pod_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dormant",
+        description="Dormant: an MQTT-native function mesh with sleeping pods.",
+    )
+    parser.add_argument("--version", action="version", version="dormant 0.1.0")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (build_cmds, deploy_cmd, pod_cmd, call_cmd, dev_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

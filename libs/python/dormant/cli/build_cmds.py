@@ -1,0 +1,119 @@
+"""``dormant generate``, ``dormant build`` and ``dormant publish``: from a service directory to a version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import wire
+from .common import add_settings_flags, fail, settings_from
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("generate", help="generate models, dispatch glue and interface.json for a service")
+    p.add_argument("dir", type=Path, help="the service directory")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the output is stale")
+    p.set_defaults(run=run_generate)
+
+    p = sub.add_parser("build", help="pack the service into a deterministic OCI app layer and print its digest")
+    p.add_argument("dir", type=Path)
+    add_settings_flags(p, layers=True)
+    p.set_defaults(run=run_build)
+
+    p = sub.add_parser("publish", help="build the service and register it as a new immutable version")
+    p.add_argument("dir", type=Path)
+    add_settings_flags(p, catalog=True, layers=True)
+    p.set_defaults(run=run_publish)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from dormant_codegen import CodegenError, generate
+
+    try:
+        result = generate(args.dir, check=args.check)
+    except CodegenError as exc:
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return 1
+    if args.check:
+        if result.stale:
+            for name in result.stale:
+                print(f"stale: {name}", file=sys.stderr)
+            print(f"error: generated code in {args.dir} is stale; run `dormant generate {args.dir}`",
+                  file=sys.stderr)
+            return 1
+        print(f"up to date: {args.dir}")
+        return 0
+    print(f"generated {args.dir / 'generated'} ({result.interface_hash})")
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from dormant_codegen import CodegenError, build
+
+    from ..layers import LayerStore
+
+    settings = settings_from(args)
+    try:
+        result = build(args.dir, LayerStore(settings.layer_store))
+    except CodegenError as exc:
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return 1
+    print(result.ref.layer_digest)
+    print(f"image {result.ref} in {settings.layer_store}", file=sys.stderr)
+    return 0
+
+
+def topic_mappings(service: str) -> dict[str, str]:
+    """The topics a version of ``service`` answers on, recorded with the version."""
+    return {
+        "live": wire.function_topic(service, "{function}"),
+        "version": wire.version_topic(service, 0, "{function}").replace("/v0/", "/v{version}/"),
+        "envelope": wire.envelope_topic(service),
+    }
+
+
+async def publish(service_dir: Path, catalog_url: str, layer_store: Path, actor: str = "cli") -> tuple[str, int]:
+    """Build ``service_dir`` and register it; returns (service name, new version)."""
+    from dormant_catalog import open_catalog
+    from dormant_codegen import build
+
+    from ..layers import LayerStore
+
+    result = await asyncio.to_thread(build, service_dir, LayerStore(layer_store))
+    interface: dict[str, Any] = result.interface
+    service = str(interface["service"])
+    catalog = await open_catalog(catalog_url)
+    try:
+        version = await catalog.register_version(
+            app_name=service,
+            app_layer_image=str(result.ref),
+            base_image=str(interface["baseRuntime"]),
+            interface_hash=str(interface["interfaceHash"]),
+            schema_definition=interface,
+            topic_mappings=topic_mappings(service),
+            actor=actor,
+        )
+    finally:
+        await catalog.close()
+    return service, version
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from dormant_codegen import CodegenError
+
+    settings = settings_from(args)
+    try:
+        service, version = asyncio.run(publish(args.dir, settings.catalog_url, settings.layer_store))
+    except CodegenError as exc:
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        return fail(f"cannot reach the catalog: {exc}")
+    print(f"published {service} v{version}")
+    return 0

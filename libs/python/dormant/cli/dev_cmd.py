@@ -1,0 +1,173 @@
+"""``dormant dev``: the whole mesh on one machine, in one command.
+
+Starts a local Postgres (unless a catalog URL is given) and a private Mosquitto with Dormant's broker
+config (unless a broker URL is given), uses a local OCI layout as the layer store, publishes and
+deploys the service in DIR (default: the example), starts ``--pods`` pooled pods, waits until the
+service answers, prints how to call it and the line ``ready``. Ctrl-C stops every child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ..errors import NotFound
+from .common import add_settings_flags, fail
+
+PR_SET_PDEATHSIG = 1
+SERVING_TIMEOUT_S = 90.0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("dev", help="run the local mesh (Postgres, Mosquitto, pods) serving the service in DIR")
+    p.add_argument("dir", nargs="?", type=Path, default=None, help="service directory (default: the example)")
+    p.add_argument("--pods", type=int, default=2, help="pooled pods to start (default 2)")
+    p.add_argument("--broker-port", type=int, default=None, help="port of the private broker (default: a free one)")
+    p.add_argument("--state-dir", type=Path, default=Path(".dormant/dev"), help="data of the local mesh")
+    p.add_argument("--lease", type=float, default=5.0, help="slot lease length in seconds")
+    add_settings_flags(p, broker=True, catalog=True, layers=True)
+    p.set_defaults(run=run_dev)
+
+
+def default_service_dir() -> Path | None:
+    """``examples/user-service`` from the current directory or the source checkout."""
+    candidates = [Path.cwd() / "examples" / "user-service",
+                  Path(__file__).resolve().parents[4] / "examples" / "user-service"]
+    return next((c for c in candidates if (c / "schemas").is_dir()), None)
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    service_dir = args.dir or default_service_dir()
+    if service_dir is None or not service_dir.is_dir():
+        return fail("no service directory: pass one, e.g. `dormant dev examples/user-service`")
+    if args.pods < 1:
+        return fail("--pods must be at least 1")
+    try:
+        return asyncio.run(_dev(args, service_dir.resolve()))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _die_with_parent() -> None:
+    """In a child: get SIGTERM when the ``dormant dev`` process dies, whatever kills it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
+    from ..local.broker import MosquittoNotInstalled, MosquittoProcess
+    from .build_cmds import publish
+    from .deploy_cmd import deploy
+
+    state = args.state_dir.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    async with contextlib.AsyncExitStack() as stack:
+        catalog_url = args.catalog_url or os.environ.get("DORMANT_CATALOG_URL")
+        if not catalog_url:
+            from ..local.postgres import LocalPostgres
+
+            print("starting local Postgres ...", file=sys.stderr)
+            pg = LocalPostgres(data_dir=state / "postgres")
+            await pg.start()
+            stack.push_async_callback(pg.stop)
+            catalog_url = await pg.create_database("dormant")
+        broker_url = args.broker_url or os.environ.get("DORMANT_BROKER_URL")
+        if not broker_url:
+            try:
+                broker = MosquittoProcess(port=args.broker_port, data_dir=state / "mosquitto",
+                                          log_file=state / "mosquitto.log")
+            except MosquittoNotInstalled as exc:
+                return fail(str(exc))
+            await broker.start()
+            stack.push_async_callback(broker.stop)
+            broker_url = broker.url
+        layer_store = Path(args.layer_store or os.environ.get("DORMANT_LAYER_STORE") or state / "layers")
+
+        service, version = await publish(service_dir, catalog_url, layer_store, actor="dev")
+        print(f"published {service} v{version}", file=sys.stderr)
+        print(await deploy(catalog_url, service, version, args.pods), file=sys.stderr)
+
+        env = {**os.environ, "DORMANT_BROKER_URL": broker_url, "DORMANT_CATALOG_URL": catalog_url,
+               "DORMANT_LAYER_STORE": str(layer_store)}
+        pods: list[asyncio.subprocess.Process] = []
+        for index in range(args.pods):
+            pod = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "dormant_sidecar",
+                "--pod-id", f"dev-pod-{index + 1}",
+                "--work-dir", str(state / "pods" / f"pod-{index + 1}"),
+                "--lease", str(args.lease),
+                env=env, preexec_fn=_die_with_parent,
+            )
+            pods.append(pod)
+        stack.push_async_callback(_stop_children, pods)
+
+        if not await _wait_serving(broker_url, service, stop):
+            return fail(f"{service} did not start serving within {SERVING_TIMEOUT_S:g}s")
+        _print_banner(broker_url, catalog_url, service, version, args.pods)
+        print("ready", flush=True)
+        await stop.wait()
+        print("stopping ...", file=sys.stderr)
+    return 0
+
+
+async def _wait_serving(broker_url: str, service: str, stop: asyncio.Event) -> bool:
+    """Ping the live topic until a runtime answers (an unknown function gets NotFound)."""
+    from ..client import Client
+    from ..errors import DormantError
+
+    deadline = asyncio.get_running_loop().time() + SERVING_TIMEOUT_S
+    async with Client(broker_url) as client:
+        while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
+            try:
+                await client.call(service, "__ping", {}, timeout=0.5)
+            except NotFound:
+                return True
+            except DormantError:
+                await asyncio.sleep(0.1)
+    return False
+
+
+async def _stop_children(children: list[asyncio.subprocess.Process], grace: float = 20.0) -> None:
+    for child in children:
+        if child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            await asyncio.wait_for(child.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()
+
+
+def _print_banner(broker_url: str, catalog_url: str, service: str, version: int, pods: int) -> None:
+    port = broker_url.rsplit(":", 1)[-1]
+    print(
+        f"""
+Dormant dev mesh
+  broker   {broker_url}
+  catalog  {catalog_url}
+  service  {service} v{version} on {pods} pod(s)
+
+Call it (in another shell):
+  export DORMANT_BROKER_URL={broker_url}
+  dormant call {service}.createUser '{{"email": "ann@example.com", "name": "Ann"}}'
+  mosquitto_rr -V 5 -p {port} -t service/{service}/createUser -e reply/me \\
+      -m '{{"email": "bob@example.com", "name": "Bob"}}'
+Ctrl-C stops the mesh.
+""",
+        file=sys.stderr,
+        flush=True,
+    )

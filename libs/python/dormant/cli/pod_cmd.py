@@ -1,0 +1,34 @@
+"""``dormant pod``: run one pooled pod (sidecar + runtime) in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_settings_flags, settings_from
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("pod", help="run one pooled pod that claims a replica slot and serves it")
+    p.add_argument("--pod-id", default=None)
+    p.add_argument("--work-dir", type=Path, default=None, help="where layers are unpacked (default: a temp dir)")
+    p.add_argument("--lease", type=float, default=10.0, help="lease length in seconds")
+    add_settings_flags(p, broker=True, catalog=True, layers=True)
+    p.set_defaults(run=run_pod_cmd)
+
+
+def run_pod_cmd(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from dormant_sidecar import run_pod
+
+    settings = settings_from(args)
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="dormant-pod-"))
+    return run_pod(
+        broker_url=settings.broker_url,
+        catalog_url=settings.catalog_url,
+        layer_store=settings.layer_store,
+        work_dir=work_dir,
+        pod_id=args.pod_id,
+        lease_s=args.lease,
+    )

@@ -1,0 +1,125 @@
+"""Entry point: ``python -m dormant_runtime`` (sidecar-controlled) or ``--app-dir DIR`` (standalone)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from dormant.config import Settings
+
+from .control import EventChannel, read_commands
+from .dispatcher import Dispatcher
+from .loader import LoadError, load_service
+from .server import Server
+
+log = logging.getLogger("dormant.runtime")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dormant_runtime", description=__doc__)
+    parser.add_argument("--app-dir", type=Path, help="serve this unpacked app layer at once (standalone)")
+    parser.add_argument("--version", type=int, default=1, help="version number to serve as (standalone)")
+    parser.add_argument("--not-live", action="store_true", help="serve only the version topic")
+    parser.add_argument("--broker-url", default=None)
+    parser.add_argument("--max-in-flight", type=int, default=256)
+    parser.add_argument("--drain-timeout", type=float, default=30.0)
+    return parser.parse_args(argv)
+
+
+async def _serve(
+    app_dir: Path, version: int, live: bool, args: argparse.Namespace, events: EventChannel, stop: asyncio.Event
+) -> int:
+    try:
+        spec = load_service(app_dir)
+        dispatcher = Dispatcher(spec, version)
+    except LoadError as exc:
+        events.emit("failed", error=str(exc))
+        log.error("%s", exc)
+        return 1
+    except Exception as exc:
+        events.emit("failed", error=f"{type(exc).__name__}: {exc}")
+        log.exception("could not start the service")
+        return 1
+    pod_id = os.environ.get("DORMANT_POD_ID") or uuid.uuid4().hex[:8]
+    server = Server(
+        dispatcher,
+        broker_url=args.broker_url or Settings.from_env().broker_url,
+        version=version,
+        live=live,
+        client_id=f"dormant-rt-{spec.name}-v{version}-{pod_id}-{uuid.uuid4().hex[:6]}",
+        max_in_flight=args.max_in_flight,
+    )
+    running = asyncio.create_task(server.run())
+    ready = asyncio.create_task(server.wait_ready())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.done():
+        events.emit("ready", service=spec.name, version=version)
+    await stopping
+    left = await server.drain(args.drain_timeout)
+    await running
+    events.emit("drained", cut_off=left)
+    return 0
+
+
+async def _main(args: argparse.Namespace) -> int:
+    events = EventChannel.from_env()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if args.app_dir is not None:
+        return await _serve(args.app_dir, args.version, not args.not_live, args, events, stop)
+    commands = await read_commands()
+    events.emit("standby")
+    while True:
+        command: dict[str, Any] | None = await commands.get()
+        if command is None or command.get("cmd") == "drain":
+            events.emit("drained", cut_off=0)
+            return 0
+        if command.get("cmd") == "load":
+            break
+    serve = asyncio.create_task(
+        _serve(
+            Path(str(command["app_dir"])),
+            int(command["version"]),
+            bool(command.get("live", True)),
+            args,
+            events,
+            stop,
+        )
+    )
+
+    async def watch_commands() -> None:
+        while True:
+            cmd = await commands.get()
+            if cmd is None or cmd.get("cmd") == "drain":
+                stop.set()
+                return
+
+    watcher = asyncio.create_task(watch_commands())
+    try:
+        return await serve
+    finally:
+        watcher.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(
+        level=os.environ.get("DORMANT_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
