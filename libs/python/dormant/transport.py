@@ -8,6 +8,7 @@ default implementation, built on aiomqtt (paho underneath), with TCP_NODELAY on 
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,17 @@ class Transport(Protocol):
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
+class _DropBacklogNotices(logging.Filter):
+    """aiomqtt warns whenever more than ten publishes wait for their PUBACK: normal under load."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pending publish calls" not in record.msg
+
+
+_LIBRARY_LOG = logging.getLogger("dormant.transport.aiomqtt")
+_LIBRARY_LOG.addFilter(_DropBacklogNotices())
+
+
 class AiomqttTransport:
     """The default transport: aiomqtt, MQTT 5, TCP_NODELAY."""
 
@@ -90,6 +102,7 @@ class AiomqttTransport:
             username=address.username,
             password=address.password,
             identifier=client_id,
+            logger=_LIBRARY_LOG,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=clean_start,
             keepalive=keepalive,
