@@ -78,7 +78,10 @@ def topic_mappings(service: str) -> dict[str, str]:
 
 
 async def publish(service_dir: Path, catalog_url: str, layer_store: Path, actor: str = "cli") -> tuple[str, int]:
-    """Build ``service_dir`` and register it; returns (service name, new version)."""
+    """Build ``service_dir`` and register it; returns (service name, version).
+
+    When the built image is the one the latest version already has, that version is returned.
+    """
     from dormant_catalog import open_catalog
     from dormant_codegen import build
 
@@ -89,6 +92,12 @@ async def publish(service_dir: Path, catalog_url: str, layer_store: Path, actor:
     service = str(interface["service"])
     catalog = await open_catalog(catalog_url)
     try:
+        # Like AWS Lambda's PublishVersion: unchanged code and interface publish no new version.
+        latest = await catalog.latest_version(service)
+        if latest is not None:
+            record = await catalog.get_version(service, latest)
+            if record is not None and record.app_layer_image == str(result.ref):
+                return service, latest
         version = await catalog.register_version(
             app_name=service,
             app_layer_image=str(result.ref),

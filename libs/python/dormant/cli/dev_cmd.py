@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import sys
@@ -114,7 +115,12 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
 
         if not await _wait_serving(broker_url, service, stop):
             return fail(f"{service} did not start serving within {SERVING_TIMEOUT_S:g}s")
-        _print_banner(broker_url, catalog_url, service, version, args.pods)
+        _print_banner(broker_url, catalog_url, service, version, args.pods,
+                      _example_call(service_dir, service))
+        info = {"brokerUrl": broker_url, "catalogUrl": catalog_url, "layerStore": str(layer_store),
+                "service": service, "version": version, "pods": args.pods}
+        (state / "mesh.json").write_text(json.dumps(info, indent=2) + "\n")
+        stack.callback((state / "mesh.json").unlink, missing_ok=True)
         print("ready", flush=True)
         await stop.wait()
         print("stopping ...", file=sys.stderr)
@@ -152,8 +158,19 @@ async def _stop_children(children: list[asyncio.subprocess.Process], grace: floa
             await child.wait()
 
 
-def _print_banner(broker_url: str, catalog_url: str, service: str, version: int, pods: int) -> None:
+def _example_call(service_dir: Path, service: str) -> tuple[str, str]:
+    """A function to show in the banner and an input for it (the example's, or ``{}``)."""
+    interface = json.loads((service_dir / "generated" / "interface.json").read_text())
+    functions = sorted(interface.get("functions", {}))
+    if "createUser" in functions:
+        return "createUser", '{"email": "ann@example.com", "name": "Ann"}'
+    return (functions[0] if functions else "someFunction"), "{}"
+
+
+def _print_banner(broker_url: str, catalog_url: str, service: str, version: int, pods: int,
+                  example: tuple[str, str]) -> None:
     port = broker_url.rsplit(":", 1)[-1]
+    function, params = example
     print(
         f"""
 Dormant dev mesh
@@ -163,9 +180,8 @@ Dormant dev mesh
 
 Call it (in another shell):
   export DORMANT_BROKER_URL={broker_url}
-  dormant call {service}.createUser '{{"email": "ann@example.com", "name": "Ann"}}'
-  mosquitto_rr -V 5 -p {port} -t service/{service}/createUser -e reply/me \\
-      -m '{{"email": "bob@example.com", "name": "Bob"}}'
+  dormant call {service}.{function} '{params}'
+  mosquitto_rr -V 5 -p {port} -t service/{service}/{function} -e reply/me -m '{params}'
 Ctrl-C stops the mesh.
 """,
         file=sys.stderr,
