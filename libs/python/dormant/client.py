@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from . import wire
 from .config import Settings
 from .errors import TimeoutError, Unavailable
-from .transport import AiomqttTransport, Transport, TransportError
+from .transport import Transport, TransportError, new_transport
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -58,7 +58,7 @@ class Client:
         await self.close()
 
     async def connect(self) -> None:
-        transport = AiomqttTransport(self.broker_url, client_id=self.client_id)
+        transport = new_transport(self.broker_url, client_id=self.client_id)
         try:
             await transport.connect()
         except TransportError as exc:

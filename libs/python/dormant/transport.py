@@ -1,6 +1,8 @@
 """The MQTT seam: one small async interface over the client library, so the rest of Dormant never
 touches a library type.
 
+Two implementations: ``AiomqttTransport`` (aiomqtt over paho, the default) and ``NativeTransport``
+(``dormant.mqtt``, Dormant's own asyncio MQTT 5 client); ``$DORMANT_MQTT_CLIENT`` picks one.
 Everything above this module speaks ``Inbound`` messages and plain values (topic, payload bytes,
 response topic, correlation data, user properties, expiry). ``connect_transport`` returns the
 default implementation, built on aiomqtt (paho underneath), with TCP_NODELAY on its socket.
@@ -9,7 +11,9 @@ default implementation, built on aiomqtt (paho underneath), with TCP_NODELAY on 
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,6 +23,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from . import mqtt
 from .config import parse_broker_url
 
 
@@ -209,15 +214,152 @@ def _inbound(message: aiomqtt.Message) -> Inbound:
     )
 
 
+class NativeTransport:
+    """Dormant's own asyncio MQTT 5 client (``dormant.mqtt``): PUBACK reason codes, manual acks."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        *,
+        client_id: str | None = None,
+        clean_start: bool = True,
+        session_expiry_s: int = 0,
+        keepalive: int = 30,
+    ) -> None:
+        self._address = parse_broker_url(broker_url)
+        self._client_id = client_id or f"dormant-{uuid.uuid4().hex[:16]}"
+        self._clean_start = clean_start
+        self._session_expiry_s = session_expiry_s
+        self._keepalive = keepalive
+        self._conn: mqtt.MqttConnection | None = None
+        self._closed = False
+
+    async def connect(self) -> None:
+        try:
+            self._conn = await mqtt.connect(
+                self._address.host,
+                self._address.port,
+                client_id=self._client_id,
+                username=self._address.username,
+                password=self._address.password,
+                keepalive=self._keepalive,
+                clean_start=self._clean_start,
+                session_expiry_s=self._session_expiry_s,
+            )
+        except mqtt.MqttError as exc:
+            raise TransportError(f"cannot connect to the broker: {exc}") from exc
+
+    async def __aenter__(self) -> NativeTransport:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _require(self) -> mqtt.MqttConnection:
+        if self._conn is None:
+            raise TransportError("not connected")
+        return self._conn
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._conn is not None:
+            await self._conn.disconnect()
+
+    async def subscribe(self, filters: Sequence[str], qos: int = 1) -> None:
+        try:
+            await self._require().subscribe(filters, qos)
+        except mqtt.MqttError as exc:
+            raise TransportError(f"subscribe failed: {exc}") from exc
+
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        try:
+            await self._require().unsubscribe(filters)
+        except mqtt.MqttError as exc:
+            raise TransportError(f"unsubscribe failed: {exc}") from exc
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        user_properties: Sequence[tuple[str, str]] = (),
+        expiry_s: int | None = None,
+    ) -> None:
+        try:
+            await self._require().publish(
+                topic,
+                payload,
+                qos=qos,
+                retain=retain,
+                response_topic=response_topic,
+                correlation=correlation,
+                user_properties=user_properties,
+                expiry_s=None if expiry_s is None else max(1, int(expiry_s)),
+            )
+        except mqtt.MqttError as exc:
+            raise TransportError(f"publish to {topic} failed: {exc}") from exc
+
+    async def messages(self) -> AsyncIterator[Inbound]:
+        conn = self._require()
+        while True:
+            message = await conn.queue.get()
+            if message is None:
+                if not self._closed:
+                    raise TransportError("connection lost")
+                return
+            yield Inbound(
+                topic=message.topic,
+                payload=message.payload,
+                qos=message.qos,
+                retain=message.retain,
+                response_topic=message.response_topic,
+                correlation=message.correlation,
+                user_properties=message.user_properties,
+                expiry_s=message.expiry_s,
+            )
+
+
+CLIENT_ENV = "DORMANT_MQTT_CLIENT"
+
+
+def new_transport(
+    broker_url: str,
+    *,
+    client_id: str | None = None,
+    clean_start: bool = True,
+    session_expiry_s: int = 0,
+) -> AiomqttTransport | NativeTransport:
+    """The transport named by ``$DORMANT_MQTT_CLIENT`` (``aiomqtt``, the default, or ``native``)."""
+    kind = os.environ.get(CLIENT_ENV, "aiomqtt")
+    if kind == "native":
+        return NativeTransport(
+            broker_url, client_id=client_id, clean_start=clean_start, session_expiry_s=session_expiry_s
+        )
+    if kind != "aiomqtt":
+        raise ValueError(f"{CLIENT_ENV} must be 'aiomqtt' or 'native', not {kind!r}")
+    return AiomqttTransport(
+        broker_url, client_id=client_id, clean_start=clean_start, session_expiry_s=session_expiry_s
+    )
+
+
 async def connect_transport(
     broker_url: str,
     *,
     client_id: str | None = None,
     clean_start: bool = True,
     session_expiry_s: int = 0,
-) -> AiomqttTransport:
-    """Open the default transport, connected."""
-    transport = AiomqttTransport(
+) -> AiomqttTransport | NativeTransport:
+    """Open the configured transport, connected."""
+    transport = new_transport(
         broker_url, client_id=client_id, clean_start=clean_start, session_expiry_s=session_expiry_s
     )
     await transport.connect()

@@ -12,10 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 
 from dormant import wire
-from dormant.transport import AiomqttTransport, Inbound, Transport, TransportError
+from dormant.transport import Inbound, Transport, TransportError, new_transport
 
 from .dispatcher import Dispatcher
 
@@ -25,8 +24,6 @@ DEFAULT_MAX_IN_FLIGHT = 256
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 QUEUE_SETTLE_S = 0.1
-
-TransportFactory = Callable[[str], AiomqttTransport]
 
 
 class Server:
@@ -63,7 +60,7 @@ class Server:
         """Serve until drained."""
         delay = RECONNECT_MIN_S
         while not self._draining:
-            transport = AiomqttTransport(self.broker_url, client_id=self.client_id)
+            transport = new_transport(self.broker_url, client_id=self.client_id)
             try:
                 await transport.connect()
                 await transport.subscribe(self.filters, qos=1)
