@@ -29,7 +29,9 @@ LEASE_S = 1.0
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a child process: source roots importable, Dormant settings added."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([*map(str, SOURCE_ROOTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, SOURCE_ROOTS), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     env.update(extra)
     return env
 
@@ -57,11 +59,24 @@ class Mesh:
     def start_pod(self, pod_id: str) -> subprocess.Popen[bytes]:
         log = (self.work_root / f"{pod_id}.log").open("ab")
         pod = subprocess.Popen(
-            [sys.executable, "-m", "dormant_sidecar", "--pod-id", pod_id,
-             "--work-dir", str(self.work_root / pod_id), "--lease", str(LEASE_S)],
-            env=child_env(DORMANT_BROKER_URL=self.broker_url, DORMANT_CATALOG_URL=self.catalog_url,
-                          DORMANT_LAYER_STORE=str(self.layer_store)),
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "dormant_sidecar",
+                "--pod-id",
+                pod_id,
+                "--work-dir",
+                str(self.work_root / pod_id),
+                "--lease",
+                str(LEASE_S),
+            ],
+            env=child_env(
+                DORMANT_BROKER_URL=self.broker_url,
+                DORMANT_CATALOG_URL=self.catalog_url,
+                DORMANT_LAYER_STORE=str(self.layer_store),
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.pods[pod_id] = pod
         return pod
@@ -96,8 +111,9 @@ class Mesh:
                 pod.wait()
 
 
-async def call_many(broker_url: str, service: str, function: str, inputs: Sequence[Any],
-                    **kwargs: Any) -> list[Any]:
+async def call_many(
+    broker_url: str, service: str, function: str, inputs: Sequence[Any], **kwargs: Any
+) -> list[Any]:
     async with Client(broker_url) as client:
         return [await client.call(service, function, params, **kwargs) for params in inputs]
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-
 from dormant import BusinessLogicError, Client, NotFound, SystemError, ValidationError, wire
 from dormant.local import MosquittoProcess
 from dormant.transport import AiomqttTransport
@@ -19,8 +18,9 @@ from .mesh import EXAMPLE, PROBE, Mesh, running_mesh
 
 
 @pytest_asyncio.fixture(scope="module")
-async def served(broker: MosquittoProcess, pg: object, tmp_path_factory: pytest.TempPathFactory
-                 ) -> AsyncIterator[Mesh]:
+async def served(
+    broker: MosquittoProcess, pg: object, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Mesh]:
     """The example and the probe service, each published and deployed on its own pod."""
     name = f"dormant_e2e_{uuid.uuid4().hex[:12]}"
     catalog_url = await pg.create_database(name)  # type: ignore[attr-defined]
@@ -66,9 +66,24 @@ async def test_mosquitto_rr_gets_the_same_answer(client: Client, served: Mesh) -
     port = served.broker_url.rsplit(":", 1)[1]
     out = await asyncio.to_thread(
         subprocess.run,
-        ["mosquitto_rr", "-V", "5", "-p", port, "-t", "service/user-service/getUser",
-         "-e", f"reply/rr-{uuid.uuid4().hex[:8]}", "-m", json.dumps({"userId": created["userId"]}), "-W", "5"],
-        capture_output=True, text=True, check=True,
+        [
+            "mosquitto_rr",
+            "-V",
+            "5",
+            "-p",
+            port,
+            "-t",
+            "service/user-service/getUser",
+            "-e",
+            f"reply/rr-{uuid.uuid4().hex[:8]}",
+            "-m",
+            json.dumps({"userId": created["userId"]}),
+            "-W",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(out.stdout) == expected
 
@@ -77,8 +92,9 @@ async def test_envelope_form_gets_an_envelope_answer(served: Mesh) -> None:
     async with AiomqttTransport(served.broker_url) as transport:
         inbox = f"event/{uuid.uuid4().hex[:8]}/response"
         await transport.subscribe([inbox])
-        payload = wire.encode_envelope_request("createUser", {"email": _email(), "name": "Env"},
-                                               call_id="env-1", reply_to=inbox)
+        payload = wire.encode_envelope_request(
+            "createUser", {"email": _email(), "name": "Env"}, call_id="env-1", reply_to=inbox
+        )
         await transport.publish(wire.envelope_topic("user-service"), payload)
         message = await asyncio.wait_for(anext(aiter(transport.messages())), 10)
     answer = json.loads(message.payload)
@@ -87,9 +103,11 @@ async def test_envelope_form_gets_an_envelope_answer(served: Mesh) -> None:
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"email": "not-an-email", "name": "Ann"}, "email"),
-     ({"email": "ann@example.com", "name": "x" * 101}, "name"),
-     ({"email": "ann@example.com"}, "")],
+    [
+        ({"email": "not-an-email", "name": "Ann"}, "email"),
+        ({"email": "ann@example.com", "name": "x" * 101}, "name"),
+        ({"email": "ann@example.com"}, ""),
+    ],
 )
 async def test_schema_violation_is_a_validation_error_naming_the_field(
     client: Client, params: dict[str, str], field: str
@@ -140,10 +158,12 @@ async def _raw_call(broker_url: str, topic: str, payload: bytes) -> tuple[bytes,
 
 @pytest.mark.parametrize(
     ("payload", "fragment"),
-    [(b'{"email": ', "not valid JSON"),
-     (b'["a", "list"]', "must be a JSON object"),
-     (b"42", "must be a JSON object"),
-     (b'{"pad": "' + b"x" * (wire.MAX_PAYLOAD_BYTES + 10) + b'"}', "byte limit")],
+    [
+        (b'{"email": ', "not valid JSON"),
+        (b'["a", "list"]', "must be a JSON object"),
+        (b"42", "must be a JSON object"),
+        (b'{"pad": "' + b"x" * (wire.MAX_PAYLOAD_BYTES + 10) + b'"}', "byte limit"),
+    ],
     ids=["malformed-json", "array", "number", "over-6MB"],
 )
 async def test_bad_payloads_get_typed_errors_and_the_runtime_keeps_serving(
@@ -168,4 +188,3 @@ async def test_a_slow_call_does_not_hold_up_others(client: Client) -> None:
     fast = await client.call("probe-service", "echo", {"text": "quick"})
     assert fast["text"] == "quick" and not slow.done()
     assert await slow == {}
-

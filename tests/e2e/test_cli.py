@@ -12,15 +12,22 @@ import time
 from pathlib import Path
 
 import pytest
-
 from dormant.local import MosquittoProcess
 
 from .mesh import EXAMPLE, PROBE, ROOT, child_env, copy_service
 
 
-def dormant(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dormant", *args], capture_output=True, text=True,
-                          env=env or child_env(), timeout=timeout, cwd=ROOT)
+def dormant(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dormant", *args],
+        capture_output=True,
+        text=True,
+        env=env or child_env(),
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -55,7 +62,9 @@ def test_schema_errors_print_path_line_col(tmp_path: Path) -> None:
     schema.write_text("\n".join(lines) + "\n")
     result = dormant("generate", str(service))
     assert result.returncode != 0
-    assert re.search(r"probe\.json:4:\d+: error: .*maxLength|probe\.json:4:\d+: error: .*fifty", result.stderr), result.stderr
+    assert re.search(
+        r"probe\.json:4:\d+: error: .*maxLength|probe\.json:4:\d+: error: .*fifty", result.stderr
+    ), result.stderr
 
 
 def test_build_twice_gives_the_same_digest(tmp_path: Path) -> None:
@@ -73,16 +82,23 @@ def test_build_twice_gives_the_same_digest(tmp_path: Path) -> None:
 def test_publish_deploy_call_from_the_command_line(
     broker: MosquittoProcess, catalog_url: str, tmp_path: Path
 ) -> None:
-    env = child_env(DORMANT_BROKER_URL=broker.url, DORMANT_CATALOG_URL=catalog_url,
-                    DORMANT_LAYER_STORE=str(tmp_path / "layers"))
+    env = child_env(
+        DORMANT_BROKER_URL=broker.url,
+        DORMANT_CATALOG_URL=catalog_url,
+        DORMANT_LAYER_STORE=str(tmp_path / "layers"),
+    )
     published = dormant("publish", str(PROBE), env=env)
     assert published.returncode == 0, published.stderr
     assert published.stdout.strip() == "published probe-service v1"
     deployed = dormant("deploy", "probe-service", "--replicas", "1", env=env)
     assert deployed.returncode == 0, deployed.stderr
     assert "probe-service v1" in deployed.stdout
-    pod = subprocess.Popen([sys.executable, "-m", "dormant", "pod", "--lease", "2", "--work-dir",
-                            str(tmp_path / "pod")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pod = subprocess.Popen(
+        [sys.executable, "-m", "dormant", "pod", "--lease", "2", "--work-dir", str(tmp_path / "pod")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         result = None
         for _ in range(100):
@@ -116,7 +132,11 @@ def test_dormant_dev_serves_the_example_and_leaves_no_orphans(tmp_path: Path) ->
         env.pop(key, None)
     dev = subprocess.Popen(
         [sys.executable, "-m", "dormant", "dev", "--pods", "2", "--state-dir", str(tmp_path / "state")],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert dev.stdout is not None and dev.stderr is not None
@@ -125,8 +145,13 @@ def test_dormant_dev_serves_the_example_and_leaves_no_orphans(tmp_path: Path) ->
         children = _descendants(dev.pid)
         assert len(children) >= 5  # broker, postgres, 2 sidecars, 2 runtimes (+ standbys)
         broker_url = _broker_url_from(tmp_path / "state")
-        result = dormant("call", "user-service.createUser", '{"email": "dev@example.com", "name": "Dev"}',
-                         "--broker-url", broker_url)
+        result = dormant(
+            "call",
+            "user-service.createUser",
+            '{"email": "dev@example.com", "name": "Dev"}',
+            "--broker-url",
+            broker_url,
+        )
         assert result.returncode == 0, result.stderr
         assert "userId" in json.loads(result.stdout)
     finally:

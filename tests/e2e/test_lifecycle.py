@@ -55,7 +55,7 @@ async def test_redeploy_moves_calls_to_v2_in_a_new_runtime_process(mesh: Mesh, t
 
 
 async def test_same_content_publishes_no_new_version(mesh: Mesh) -> None:
-    service, first = await mesh.publish(PROBE)
+    _, first = await mesh.publish(PROBE)
     _, again = await mesh.publish(PROBE)
     assert again == first
 

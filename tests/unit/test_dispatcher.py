@@ -8,12 +8,11 @@ import time
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
-
 from dormant import BusinessLogicError, Context
 from dormant.app import FunctionSpec, ServiceSpec
 from dormant.wire import Call
 from dormant_runtime.dispatcher import Dispatcher
+from pydantic import BaseModel
 
 
 class In(BaseModel):
@@ -64,12 +63,16 @@ SERVICE = ServiceSpec(
     name="greeter",
     handler_class=Greeter,
     interface_hash="sha256:test",
-    functions={m: _spec(m, 0.2 if m == "hello" else 30.0) for m in ("hello", "refuse", "crash", "broken", "blocked")},
+    functions={
+        m: _spec(m, 0.2 if m == "hello" else 30.0) for m in ("hello", "refuse", "crash", "broken", "blocked")
+    },
 )
 
 
 def _call(function: str, params: Any, deadline: float | None = None) -> Call:
-    return Call(service="greeter", function=function, version=1, call_id="c-1", params=params, deadline=deadline)
+    return Call(
+        service="greeter", function=function, version=1, call_id="c-1", params=params, deadline=deadline
+    )
 
 
 @pytest.fixture
@@ -78,7 +81,10 @@ def dispatcher() -> Dispatcher:
 
 
 async def test_ok(dispatcher: Dispatcher) -> None:
-    assert await dispatcher.dispatch(_call("hello", {"name": "Ann"})) == (True, {"greeting": "hello Ann (c-1)"})
+    assert await dispatcher.dispatch(_call("hello", {"name": "Ann"})) == (
+        True,
+        {"greeting": "hello Ann (c-1)"},
+    )
 
 
 async def test_schema_violation_names_the_field(dispatcher: Dispatcher) -> None:
@@ -95,7 +101,10 @@ async def test_unknown_function_is_not_found(dispatcher: Dispatcher) -> None:
 
 async def test_business_error_passes_through(dispatcher: Dispatcher) -> None:
     ok, body = await dispatcher.dispatch(_call("refuse", {"name": "Bo"}))
-    assert (ok, body) == (False, {"type": "BusinessLogicError", "message": "not today", "details": {"name": "Bo"}})
+    assert (ok, body) == (
+        False,
+        {"type": "BusinessLogicError", "message": "not today", "details": {"name": "Bo"}},
+    )
 
 
 async def test_crash_is_system_error_without_internals(
@@ -106,7 +115,9 @@ async def test_crash_is_system_error_without_internals(
     assert not ok and body["type"] == "SystemError"
     assert "passwd" not in str(body) and "Traceback" not in str(body)
     assert body["details"] == {"callId": "c-1"}
-    assert "c-1" in caplog.text and "RuntimeError" in caplog.text  # the log keeps what the caller does not get
+    assert (
+        "c-1" in caplog.text and "RuntimeError" in caplog.text
+    )  # the log keeps what the caller does not get
 
 
 async def test_output_breaking_its_schema_is_system_error(dispatcher: Dispatcher) -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from dormant.mqtt import codec
 from hypothesis import given
 from hypothesis import strategies as st
-
-from dormant.mqtt import codec
 
 
 @given(st.integers(min_value=0, max_value=268_435_455))
@@ -35,11 +34,26 @@ def _only_packet(data: bytes) -> tuple[int, memoryview]:
     props=st.lists(st.tuples(st.text(max_size=10), st.text(max_size=10)), max_size=3),
     expiry=st.none() | st.integers(min_value=0, max_value=2**32 - 1),
 )
-def test_publish_round_trip(topic: str, payload: bytes, qos: int, correlation: bytes | None,
-                            props: list[tuple[str, str]], expiry: int | None) -> None:
-    message = codec.Publish(topic, payload, qos, retain=True, packet_id=7 if qos else None,
-                            response_topic="reply/x", correlation=correlation, user_properties=props,
-                            expiry_s=expiry, content_type="application/json")
+def test_publish_round_trip(
+    topic: str,
+    payload: bytes,
+    qos: int,
+    correlation: bytes | None,
+    props: list[tuple[str, str]],
+    expiry: int | None,
+) -> None:
+    message = codec.Publish(
+        topic,
+        payload,
+        qos,
+        retain=True,
+        packet_id=7 if qos else None,
+        response_topic="reply/x",
+        correlation=correlation,
+        user_properties=props,
+        expiry_s=expiry,
+        content_type="application/json",
+    )
     first, body = _only_packet(codec.encode_publish(message))
     assert first >> 4 == codec.PacketType.PUBLISH
     decoded = codec.decode_publish(first & 0x0F, body)
@@ -53,7 +67,10 @@ def test_packets_split_across_reads_and_joined_in_one() -> None:
     packets, used = codec.split_packets(data[:150], 1 << 20)
     assert packets == [] and used == 0
     packets, used = codec.split_packets(data, 1 << 20)
-    assert used == len(data) and [p[0] >> 4 for p in packets] == [codec.PacketType.PUBLISH, codec.PacketType.PUBACK]
+    assert used == len(data) and [p[0] >> 4 for p in packets] == [
+        codec.PacketType.PUBLISH,
+        codec.PacketType.PUBACK,
+    ]
     assert codec.decode_ack(packets[1][1]) == (1, 0x10, {})
 
 
@@ -64,14 +81,21 @@ def test_oversized_packet_is_refused() -> None:
 
 
 def test_connect_carries_session_settings() -> None:
-    data = codec.encode_connect("cid", keepalive=30, clean_start=False, session_expiry_s=600,
-                                receive_maximum=100, username="u", password="p")
+    data = codec.encode_connect(
+        "cid",
+        keepalive=30,
+        clean_start=False,
+        session_expiry_s=600,
+        receive_maximum=100,
+        username="u",
+        password="p",
+    )
     first, body = _only_packet(data)
     assert first == codec.PacketType.CONNECT << 4
     assert bytes(body[:7]) == b"\x00\x04MQTT\x05"
     flags = body[7]
     assert flags & 0x02 == 0 and flags & 0xC0 == 0xC0  # no clean start; username and password
-    props, pos = codec.decode_properties(body, 10)
+    props, _ = codec.decode_properties(body, 10)
     assert props == {codec.RECEIVE_MAXIMUM: 100, codec.SESSION_EXPIRY: 600}
 
 

@@ -7,6 +7,7 @@ calls are matched to their responses by Correlation Data (the callId).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import time
 import uuid
@@ -134,7 +135,7 @@ class Client:
                 raise Unavailable(str(exc)) from None
             try:
                 payload, user_properties = await asyncio.wait_for(future, timeout)
-            except asyncio.TimeoutError:
+            except builtins.TimeoutError:
                 raise TimeoutError(
                     f"no response from {service}.{function} within {timeout:g}s",
                     {"callId": wire.call_id_text(correlation), "timeout": timeout},

@@ -98,7 +98,7 @@ class AiomqttTransport:
         max_queued_incoming: int = 0,
     ) -> None:
         address = parse_broker_url(broker_url)
-        connect_props = Properties(PacketTypes.CONNECT)
+        connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if session_expiry_s:
             connect_props.SessionExpiryInterval = session_expiry_s
         self._client = aiomqtt.Client(
@@ -167,7 +167,7 @@ class AiomqttTransport:
         user_properties: Sequence[tuple[str, str]] = (),
         expiry_s: int | None = None,
     ) -> None:
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if response_topic is not None:
             props.ResponseTopic = response_topic
         if correlation is not None:

@@ -34,7 +34,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _serve(
-    app_dir: Path, version: int, live: bool, args: argparse.Namespace, events: EventChannel, stop: asyncio.Event
+    app_dir: Path,
+    version: int,
+    live: bool,
+    args: argparse.Namespace,
+    events: EventChannel,
+    stop: asyncio.Event,
 ) -> int:
     try:
         spec = load_service(app_dir)

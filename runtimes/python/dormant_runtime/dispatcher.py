@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
-from jsonschema import Draft202012Validator
-from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
-
 from dormant import errors
 from dormant.app import FunctionSpec, ServiceSpec
 from dormant.context import Context
 from dormant.wire import Call
+from jsonschema import Draft202012Validator
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
 
 log = logging.getLogger("dormant.runtime")
 
@@ -84,7 +83,9 @@ class Dispatcher:
         problems = _schema_errors(compiled.input_validator, call.params)
         if problems:
             summary = "; ".join(f"{p['path'] or '(input)'}: {p['message']}" for p in problems[:3])
-            raise errors.ValidationError(f"invalid input for {call.function}: {summary}", {"errors": problems})
+            raise errors.ValidationError(
+                f"invalid input for {call.function}: {summary}", {"errors": problems}
+            )
         try:
             request = spec.input_model.model_validate(call.params)
         except pydantic.ValidationError as exc:

@@ -49,6 +49,7 @@ class Server:
         self._transport: Transport | None = None
         self._ready = asyncio.Event()
         self._draining = False
+        self._drain_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
@@ -144,6 +145,7 @@ class Server:
             await self._stopped.wait()
             return 0
         self._draining = True
+        self._drain_requested.set()
         transport = self._transport
         if transport is not None:
             with contextlib.suppress(TransportError):
@@ -166,6 +168,5 @@ class Server:
         return left
 
     async def _sleep_unless_draining(self, delay: float) -> None:
-        end = time.monotonic() + delay
-        while not self._draining and time.monotonic() < end:
-            await asyncio.sleep(min(0.05, delay))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain_requested.wait(), delay)

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the output is stale")
     p.set_defaults(run=run_generate)
 
-    p = sub.add_parser("build", help="pack the service into a deterministic OCI app layer and print its digest")
+    p = sub.add_parser(
+        "build", help="pack the service into a deterministic OCI app layer and print its digest"
+    )
     p.add_argument("dir", type=Path)
     add_settings_flags(p, layers=True)
     p.set_defaults(run=run_build)
@@ -42,8 +44,10 @@ def run_generate(args: argparse.Namespace) -> int:
         if result.stale:
             for name in result.stale:
                 print(f"stale: {name}", file=sys.stderr)
-            print(f"error: generated code in {args.dir} is stale; run `dormant generate {args.dir}`",
-                  file=sys.stderr)
+            print(
+                f"error: generated code in {args.dir} is stale; run `dormant generate {args.dir}`",
+                file=sys.stderr,
+            )
             return 1
         print(f"up to date: {args.dir}")
         return 0
@@ -77,7 +81,9 @@ def topic_mappings(service: str) -> dict[str, str]:
     }
 
 
-async def publish(service_dir: Path, catalog_url: str, layer_store: Path, actor: str = "cli") -> tuple[str, int]:
+async def publish(
+    service_dir: Path, catalog_url: str, layer_store: Path, actor: str = "cli"
+) -> tuple[str, int]:
     """Build ``service_dir`` and register it; returns (service name, version).
 
     When the built image is the one the latest version already has, that version is returned.

@@ -11,10 +11,13 @@ from ..config import Settings
 from ..errors import DormantError
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, *, broker: bool = False, catalog: bool = False,
-                       layers: bool = False) -> None:
+def add_settings_flags(
+    parser: argparse.ArgumentParser, *, broker: bool = False, catalog: bool = False, layers: bool = False
+) -> None:
     if broker:
-        parser.add_argument("--broker-url", help="MQTT broker (env DORMANT_BROKER_URL, default mqtt://127.0.0.1:1883)")
+        parser.add_argument(
+            "--broker-url", help="MQTT broker (env DORMANT_BROKER_URL, default mqtt://127.0.0.1:1883)"
+        )
     if catalog:
         parser.add_argument("--catalog-url", help="Postgres catalog (env DORMANT_CATALOG_URL)")
     if layers:

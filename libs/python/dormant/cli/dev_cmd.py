@@ -26,10 +26,14 @@ SERVING_TIMEOUT_S = 90.0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("dev", help="run the local mesh (Postgres, Mosquitto, pods) serving the service in DIR")
+    p = sub.add_parser(
+        "dev", help="run the local mesh (Postgres, Mosquitto, pods) serving the service in DIR"
+    )
     p.add_argument("dir", nargs="?", type=Path, default=None, help="service directory (default: the example)")
     p.add_argument("--pods", type=int, default=2, help="pooled pods to start (default 2)")
-    p.add_argument("--broker-port", type=int, default=None, help="port of the private broker (default: a free one)")
+    p.add_argument(
+        "--broker-port", type=int, default=None, help="port of the private broker (default: a free one)"
+    )
     p.add_argument("--state-dir", type=Path, default=Path(".dormant/dev"), help="data of the local mesh")
     p.add_argument("--lease", type=float, default=5.0, help="slot lease length in seconds")
     add_settings_flags(p, broker=True, catalog=True, layers=True)
@@ -38,8 +42,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def default_service_dir() -> Path | None:
     """``examples/user-service`` from the current directory or the source checkout."""
-    candidates = [Path.cwd() / "examples" / "user-service",
-                  Path(__file__).resolve().parents[4] / "examples" / "user-service"]
+    candidates = [
+        Path.cwd() / "examples" / "user-service",
+        Path(__file__).resolve().parents[4] / "examples" / "user-service",
+    ]
     return next((c for c in candidates if (c / "schemas").is_dir()), None)
 
 
@@ -86,8 +92,9 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         broker_url = args.broker_url or os.environ.get("DORMANT_BROKER_URL")
         if not broker_url:
             try:
-                broker = MosquittoProcess(port=args.broker_port, data_dir=state / "mosquitto",
-                                          log_file=state / "mosquitto.log")
+                broker = MosquittoProcess(
+                    port=args.broker_port, data_dir=state / "mosquitto", log_file=state / "mosquitto.log"
+                )
             except MosquittoNotInstalled as exc:
                 return fail(str(exc))
             await broker.start()
@@ -99,26 +106,43 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         print(f"published {service} v{version}", file=sys.stderr)
         print(await deploy(catalog_url, service, version, args.pods), file=sys.stderr)
 
-        env = {**os.environ, "DORMANT_BROKER_URL": broker_url, "DORMANT_CATALOG_URL": catalog_url,
-               "DORMANT_LAYER_STORE": str(layer_store)}
+        env = {
+            **os.environ,
+            "DORMANT_BROKER_URL": broker_url,
+            "DORMANT_CATALOG_URL": catalog_url,
+            "DORMANT_LAYER_STORE": str(layer_store),
+        }
         pods: list[asyncio.subprocess.Process] = []
         for index in range(args.pods):
             pod = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "dormant_sidecar",
-                "--pod-id", f"dev-pod-{index + 1}",
-                "--work-dir", str(state / "pods" / f"pod-{index + 1}"),
-                "--lease", str(args.lease),
-                env=env, preexec_fn=_die_with_parent,
+                sys.executable,
+                "-m",
+                "dormant_sidecar",
+                "--pod-id",
+                f"dev-pod-{index + 1}",
+                "--work-dir",
+                str(state / "pods" / f"pod-{index + 1}"),
+                "--lease",
+                str(args.lease),
+                env=env,
+                preexec_fn=_die_with_parent,
             )
             pods.append(pod)
         stack.push_async_callback(_stop_children, pods)
 
         if not await _wait_serving(broker_url, service, stop):
             return fail(f"{service} did not start serving within {SERVING_TIMEOUT_S:g}s")
-        _print_banner(broker_url, catalog_url, service, version, args.pods,
-                      _example_call(service_dir, service))
-        info = {"brokerUrl": broker_url, "catalogUrl": catalog_url, "layerStore": str(layer_store),
-                "service": service, "version": version, "pods": args.pods}
+        _print_banner(
+            broker_url, catalog_url, service, version, args.pods, _example_call(service_dir, service)
+        )
+        info = {
+            "brokerUrl": broker_url,
+            "catalogUrl": catalog_url,
+            "layerStore": str(layer_store),
+            "service": service,
+            "version": version,
+            "pods": args.pods,
+        }
         (state / "mesh.json").write_text(json.dumps(info, indent=2) + "\n")
         stack.callback((state / "mesh.json").unlink, missing_ok=True)
         print("ready", flush=True)
@@ -167,8 +191,9 @@ def _example_call(service_dir: Path, service: str) -> tuple[str, str]:
     return (functions[0] if functions else "someFunction"), "{}"
 
 
-def _print_banner(broker_url: str, catalog_url: str, service: str, version: int, pods: int,
-                  example: tuple[str, str]) -> None:
+def _print_banner(
+    broker_url: str, catalog_url: str, service: str, version: int, pods: int, example: tuple[str, str]
+) -> None:
     port = broker_url.rsplit(":", 1)[-1]
     function, params = example
     print(

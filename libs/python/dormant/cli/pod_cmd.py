@@ -11,7 +11,9 @@ from .common import add_settings_flags, settings_from
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("pod", help="run one pooled pod that claims a replica slot and serves it")
     p.add_argument("--pod-id", default=None)
-    p.add_argument("--work-dir", type=Path, default=None, help="where layers are unpacked (default: a temp dir)")
+    p.add_argument(
+        "--work-dir", type=Path, default=None, help="where layers are unpacked (default: a temp dir)"
+    )
     p.add_argument("--lease", type=float, default=10.0, help="lease length in seconds")
     add_settings_flags(p, broker=True, catalog=True, layers=True)
     p.set_defaults(run=run_pod_cmd)

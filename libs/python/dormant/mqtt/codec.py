@@ -53,10 +53,33 @@ class ReasonCode(IntEnum):
 # Property identifiers and their value kinds.
 _BYTE, _U16, _U32, _VARINT, _STR, _BIN, _PAIR = range(7)
 PROPERTY_KINDS: dict[int, int] = {
-    0x01: _BYTE, 0x02: _U32, 0x03: _STR, 0x08: _STR, 0x09: _BIN, 0x0B: _VARINT, 0x11: _U32, 0x12: _STR,
-    0x13: _U16, 0x15: _STR, 0x16: _BIN, 0x17: _BYTE, 0x18: _U32, 0x19: _BYTE, 0x1A: _STR, 0x1C: _STR,
-    0x1F: _STR, 0x21: _U16, 0x22: _U16, 0x23: _U16, 0x24: _BYTE, 0x25: _BYTE, 0x26: _PAIR, 0x27: _U32,
-    0x28: _BYTE, 0x29: _BYTE, 0x2A: _BYTE,
+    0x01: _BYTE,
+    0x02: _U32,
+    0x03: _STR,
+    0x08: _STR,
+    0x09: _BIN,
+    0x0B: _VARINT,
+    0x11: _U32,
+    0x12: _STR,
+    0x13: _U16,
+    0x15: _STR,
+    0x16: _BIN,
+    0x17: _BYTE,
+    0x18: _U32,
+    0x19: _BYTE,
+    0x1A: _STR,
+    0x1C: _STR,
+    0x1F: _STR,
+    0x21: _U16,
+    0x22: _U16,
+    0x23: _U16,
+    0x24: _BYTE,
+    0x25: _BYTE,
+    0x26: _PAIR,
+    0x27: _U32,
+    0x28: _BYTE,
+    0x29: _BYTE,
+    0x2A: _BYTE,
 }
 MESSAGE_EXPIRY = 0x02
 CONTENT_TYPE = 0x03
@@ -216,8 +239,15 @@ class Publish:
 
 
 def encode_connect(
-    client_id: str, *, keepalive: int, clean_start: bool, session_expiry_s: int, receive_maximum: int,
-    username: str | None = None, password: str | None = None, maximum_packet_size: int | None = None,
+    client_id: str,
+    *,
+    keepalive: int,
+    clean_start: bool,
+    session_expiry_s: int,
+    receive_maximum: int,
+    username: str | None = None,
+    password: str | None = None,
+    maximum_packet_size: int | None = None,
 ) -> bytes:
     flags = 0x02 if clean_start else 0
     if username is not None:

@@ -168,8 +168,19 @@ class MqttConnection(asyncio.Protocol):
     ) -> int:
         """Publish; for QoS 1, wait for the PUBACK and return its reason code (0 = delivered,
         0x10 = no subscriber matched). Reason codes of 0x80 and up raise ``MqttError``."""
-        message = Publish(topic, payload, qos, retain, False, None, response_topic, correlation,
-                          list(user_properties), expiry_s, content_type)
+        message = Publish(
+            topic,
+            payload,
+            qos,
+            retain,
+            False,
+            None,
+            response_topic,
+            correlation,
+            list(user_properties),
+            expiry_s,
+            content_type,
+        )
         if qos == 0:
             self._write(codec.encode_publish(message))
             return 0
@@ -187,17 +198,22 @@ class MqttConnection(asyncio.Protocol):
 
     async def subscribe(self, filters: Sequence[str], qos: int = 1) -> list[int]:
         packet_id = self._new_id()
-        reasons: list[int] = await self._request(packet_id, codec.encode_subscribe(packet_id, [(f, qos) for f in filters]))
+        reasons: list[int] = await self._request(
+            packet_id, codec.encode_subscribe(packet_id, [(f, qos) for f in filters])
+        )
         refused = [(f, r) for f, r in zip(filters, reasons, strict=False) if r >= 0x80]
         if refused:
             raise MqttError(
-                "subscribe refused: " + ", ".join(f"{f} ({reason_name(r)})" for f, r in refused), refused[0][1]
+                "subscribe refused: " + ", ".join(f"{f} ({reason_name(r)})" for f, r in refused),
+                refused[0][1],
             )
         return reasons
 
     async def unsubscribe(self, filters: Sequence[str]) -> list[int]:
         packet_id = self._new_id()
-        reasons: list[int] = await self._request(packet_id, codec.encode_unsubscribe(packet_id, list(filters)))
+        reasons: list[int] = await self._request(
+            packet_id, codec.encode_unsubscribe(packet_id, list(filters))
+        )
         return reasons
 
     async def disconnect(self) -> None:
@@ -251,7 +267,9 @@ async def connect(
     try:
         _, conn = await asyncio.wait_for(
             loop.create_connection(
-                lambda: MqttConnection(manual_ack=manual_ack, on_message=on_message, max_packet_size=max_packet_size),
+                lambda: MqttConnection(
+                    manual_ack=manual_ack, on_message=on_message, max_packet_size=max_packet_size
+                ),
                 host,
                 port,
             ),
@@ -261,8 +279,13 @@ async def connect(
         raise ConnectionClosed(f"cannot connect to {host}:{port}: {exc}") from exc
     conn._write(
         codec.encode_connect(
-            client_id, keepalive=keepalive, clean_start=clean_start, session_expiry_s=session_expiry_s,
-            receive_maximum=receive_maximum, username=username, password=password,
+            client_id,
+            keepalive=keepalive,
+            clean_start=clean_start,
+            session_expiry_s=session_expiry_s,
+            receive_maximum=receive_maximum,
+            username=username,
+            password=password,
             maximum_packet_size=max_packet_size,
         )
     )

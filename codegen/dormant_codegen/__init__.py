@@ -1,0 +1,17 @@
+"""Dormant codegen: read a service (``ast`` + JSON schemas), generate its app layer, build and push it."""
+
+from .builder import BuildResult, build
+from .diagnostics import CodegenError, Diagnostic
+from .generator import GenerateResult, generate
+from .service import ServiceSource, read_service
+
+__all__ = [
+    "BuildResult",
+    "CodegenError",
+    "Diagnostic",
+    "GenerateResult",
+    "ServiceSource",
+    "build",
+    "generate",
+    "read_service",
+]

@@ -1,0 +1,367 @@
+"""The app-layer store: a local OCI image layout directory holding one gzip tar layer per image.
+
+Layout (OCI image-spec 1.1): ``oci-layout``, ``index.json`` and ``blobs/sha256/<hex>``. Each pushed app
+is an image manifest with one layer (``application/vnd.oci.image.layer.v1.tar+gzip``) and a small
+deterministic config blob; ``index.json`` names it with ``org.opencontainers.image.ref.name``.
+Blobs are content-addressed and written with temp file + ``os.replace``; ``index.json`` is rewritten
+under an ``flock``, so concurrent writers (threads or processes) never corrupt the store. Every read
+verifies sha256 digests; ``unpack`` extracts only plain files and directories, atomically.
+The API is synchronous: async callers wrap it in ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+__all__ = [
+    "CONFIG_MEDIA_TYPE",
+    "INDEX_MEDIA_TYPE",
+    "LAYER_MEDIA_TYPE",
+    "MANIFEST_MEDIA_TYPE",
+    "REF_NAME_ANNOTATION",
+    "UNPACK_MARKER",
+    "ImageRef",
+    "LayerIntegrityError",
+    "LayerNotFound",
+    "LayerStore",
+    "LayerStoreError",
+    "UnsafeLayerError",
+]
+
+LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+CONFIG_MEDIA_TYPE = "application/vnd.dormant.app.config.v1+json"
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+UNPACK_MARKER = ".dormant-layer"
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_REF_RE = re.compile(r"^(?P<name>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
+
+
+class LayerStoreError(Exception):
+    """Base of every layer store failure."""
+
+
+class LayerNotFound(LayerStoreError):
+    """The named image, manifest or blob is not in the store."""
+
+
+class LayerIntegrityError(LayerStoreError):
+    """A blob's content does not match its digest (or a manifest is malformed)."""
+
+
+class UnsafeLayerError(LayerStoreError):
+    """A layer holds an entry that must not be extracted (absolute path, ``..``, link, device)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """An immutable reference to one app image: its name and manifest digest (plus its layer digest).
+
+    ``layer_digest`` is empty for a reference parsed from text; ``LayerStore.resolve`` fills it in.
+    """
+
+    name: str
+    manifest_digest: str
+    layer_digest: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.manifest_digest}"
+
+    @classmethod
+    def parse(cls, text: str) -> ImageRef:
+        """Parse ``name@sha256:<64 hex>``; raises ``ValueError`` on any other shape."""
+        match = _REF_RE.match(text.strip())
+        if match is None:
+            raise ValueError(f"invalid image reference {text!r}: expected name@sha256:<64 hex digits>")
+        return cls(match["name"], match["digest"])
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _check_digest(digest: str) -> str:
+    if not _DIGEST_RE.match(digest):
+        raise LayerIntegrityError(f"malformed digest {digest!r}")
+    return digest
+
+
+class LayerStore:
+    """A local OCI image layout directory at ``root``, created on first write."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # ---- paths -------------------------------------------------------------------------------
+
+    @property
+    def _blobs(self) -> Path:
+        return self.root / "blobs" / "sha256"
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the blob with ``digest`` lives (it may not exist)."""
+        return self._blobs / _check_digest(digest).removeprefix("sha256:")
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    def push(self, name: str, layer: bytes, *, annotations: dict[str, str] | None = None) -> ImageRef:
+        """Store ``layer`` as image ``name`` and point the index entry for ``name`` at it.
+
+        Deterministic: the same layer, name and annotations always give the same manifest digest.
+        """
+        if not name or "@" in name or any(ch.isspace() for ch in name):
+            raise ValueError(f"invalid image name {name!r}")
+        notes = dict(sorted((annotations or {}).items()))
+        self._ensure_layout()
+        layer_digest = self._write_blob(layer)
+        config = _canonical({"annotations": notes, "name": name})
+        config_digest = self._write_blob(config)
+        manifest_obj: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": len(config)},
+            "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": layer_digest, "size": len(layer)}],
+        }
+        if notes:
+            manifest_obj["annotations"] = notes
+        manifest = _canonical(manifest_obj)
+        manifest_digest = self._write_blob(manifest)
+        entry = {
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "digest": manifest_digest,
+            "size": len(manifest),
+            "annotations": {REF_NAME_ANNOTATION: name},
+        }
+        with self._index_lock():
+            index = self._read_index()
+            manifests = [m for m in index["manifests"] if _ref_name(m) != name]
+            manifests.append(entry)
+            manifests.sort(key=lambda m: (_ref_name(m) or "", str(m.get("digest", ""))))
+            index["manifests"] = manifests
+            self._atomic_write(self.root / "index.json", json.dumps(index, indent=2).encode() + b"\n")
+        return ImageRef(name, manifest_digest, layer_digest)
+
+    def _ensure_layout(self) -> None:
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        layout = self.root / "oci-layout"
+        if not layout.exists():
+            self._atomic_write(layout, b'{"imageLayoutVersion":"1.0.0"}')
+
+    def _write_blob(self, data: bytes) -> str:
+        digest = _digest(data)
+        path = self.blob_path(digest)
+        try:
+            if _digest(path.read_bytes()) == digest:
+                return digest
+        except FileNotFoundError:
+            pass
+        self._atomic_write(path, data)
+        return digest
+
+    @staticmethod
+    def _atomic_write(path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    @contextlib.contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        # flock locks belong to the open file description: threads that each open the lock file
+        # exclude one another just as separate processes do.
+        with open(self.root / "index.json.lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def _read_index(self) -> dict[str, Any]:
+        path = self.root / "index.json"
+        try:
+            index = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
+        except ValueError as exc:
+            raise LayerIntegrityError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+            raise LayerIntegrityError(f"{path} is not an OCI image index")
+        return index
+
+    def names(self) -> dict[str, str]:
+        """Every image name in the index with the manifest digest it points at."""
+        return {
+            name: str(m["digest"])
+            for m in self._read_index()["manifests"]
+            if (name := _ref_name(m)) is not None
+        }
+
+    def read_blob(self, digest: str) -> bytes:
+        """The blob's bytes after checking they hash to ``digest``."""
+        path = self.blob_path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise LayerNotFound(f"blob {digest} is not in {self.root}") from None
+        if _digest(data) != digest:
+            raise LayerIntegrityError(f"blob {digest} is corrupt: its content hashes to {_digest(data)}")
+        return data
+
+    def resolve(self, ref: str | ImageRef) -> ImageRef:
+        """Read and verify the manifest of ``ref`` (``name@digest``, ``ImageRef`` or an indexed name)."""
+        if isinstance(ref, str):
+            if "@" in ref:
+                ref = ImageRef.parse(ref)
+            else:
+                digest = self.names().get(ref)
+                if digest is None:
+                    raise LayerNotFound(f"no image named {ref!r} in {self.root}")
+                ref = ImageRef(ref, digest)
+        try:
+            manifest = json.loads(self.read_blob(ref.manifest_digest))
+        except ValueError as exc:
+            raise LayerIntegrityError(f"manifest {ref.manifest_digest} is not valid JSON") from exc
+        layers = manifest.get("layers") if isinstance(manifest, dict) else None
+        if (
+            not isinstance(layers, list)
+            or len(layers) != 1
+            or not isinstance(layers[0], dict)
+            or layers[0].get("mediaType") != LAYER_MEDIA_TYPE
+        ):
+            raise LayerIntegrityError(f"manifest {ref.manifest_digest} is not a one-layer Dormant app image")
+        layer_digest = _check_digest(str(layers[0].get("digest")))
+        if ref.layer_digest and ref.layer_digest != layer_digest:
+            raise LayerIntegrityError(
+                f"{ref}: manifest names layer {layer_digest}, the reference expects {ref.layer_digest}"
+            )
+        return ImageRef(ref.name, ref.manifest_digest, layer_digest)
+
+    def pull_layer(self, ref: str | ImageRef) -> bytes:
+        """The verified bytes of the image's layer (a gzip tar)."""
+        return self.read_blob(self.resolve(ref).layer_digest)
+
+    def unpack(self, ref: str | ImageRef, dest: Path) -> Path:
+        """Extract the verified layer into ``dest`` atomically; a no-op when ``dest`` already holds it."""
+        resolved = self.resolve(ref)
+        dest = Path(dest)
+        if _marker_digest(dest) == resolved.layer_digest:
+            return dest
+        data = self.pull_layer(resolved)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.unpack-"))
+        try:
+            _extract(data, staging)
+            marker = {"layer": resolved.layer_digest, "manifest": resolved.manifest_digest}
+            (staging / UNPACK_MARKER).write_text(json.dumps(marker, sort_keys=True) + "\n")
+            _swap_into_place(staging, dest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if _marker_digest(dest) != resolved.layer_digest:
+            raise LayerStoreError(f"{dest} was replaced by another writer while unpacking {resolved}")
+        return dest
+
+
+def _ref_name(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return None
+    notes = entry.get("annotations")
+    name = notes.get(REF_NAME_ANNOTATION) if isinstance(notes, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _marker_digest(dest: Path) -> str | None:
+    try:
+        marker = json.loads((dest / UNPACK_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    layer = marker.get("layer") if isinstance(marker, dict) else None
+    return layer if isinstance(layer, str) else None
+
+
+def _safe_member_path(member: tarfile.TarInfo) -> PurePosixPath:
+    name = member.name
+    path = PurePosixPath(name)
+    if not name or name.startswith("/") or path.is_absolute() or "\\" in name:
+        raise UnsafeLayerError(f"layer entry {name!r} has an absolute or non-POSIX path")
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise UnsafeLayerError(f"layer entry {name!r} escapes the destination")
+    if not (member.isfile() or member.isdir()):
+        raise UnsafeLayerError(
+            f"layer entry {name!r} is a link or special file: only files and dirs may be unpacked"
+        )
+    return PurePosixPath(*parts)
+
+
+def _extract(data: bytes, into: Path) -> None:
+    try:
+        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise LayerIntegrityError(f"layer is not a gzip tar: {exc}") from exc
+    with archive:
+        for member in archive:
+            rel = _safe_member_path(member)
+            target = into.joinpath(*rel.parts)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                os.chmod(target, 0o755)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir():
+                raise UnsafeLayerError(f"layer entry {member.name!r} is both a file and a directory")
+            source = archive.extractfile(member)
+            if source is None:
+                raise UnsafeLayerError(f"layer entry {member.name!r} has no content")
+            with source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
+            os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
+
+
+def _swap_into_place(staging: Path, dest: Path) -> None:
+    """Rename ``staging`` to ``dest``; an older ``dest`` is moved aside first and then removed."""
+    old: Path | None = None
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
+        os.rename(dest, old / "tree")
+    try:
+        os.rename(staging, dest)
+    except OSError:
+        # Another writer put a tree there in the meantime; keep theirs if it is the same layer.
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None and not dest.exists():
+            os.rename(old / "tree", dest)
+        if not dest.exists():
+            raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
