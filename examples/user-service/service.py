@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 
 from dormant import BusinessLogicError, Context, NotFound, function, service
+
 from generated.models import CreateUserRequest, CreateUserResponse, GetUserRequest, User
 
 

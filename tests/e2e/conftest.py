@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from dormant.local import MosquittoProcess
 
 from .mesh import Mesh, running_mesh

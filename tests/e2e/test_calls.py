@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+
 from dormant import BusinessLogicError, Client, NotFound, SystemError, ValidationError, wire
 from dormant.local import MosquittoProcess
 from dormant.transport import AiomqttTransport

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from dormant.local import MosquittoProcess
 
 from .mesh import EXAMPLE, PROBE, ROOT, child_env, copy_service

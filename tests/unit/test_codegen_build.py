@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from dormant.layers import LayerStore
 from dormant_codegen import BuildResult, build
 

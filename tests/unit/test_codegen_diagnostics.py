@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from dormant_codegen import CodegenError, Diagnostic, generate, read_service
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "codegen"

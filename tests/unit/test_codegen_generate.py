@@ -15,6 +15,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+
 from dormant_codegen import generate, read_service
 from dormant_codegen.generator import GENERATED_FILES
 

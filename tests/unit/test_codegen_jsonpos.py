@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from dormant_codegen.jsonpos import JsonPositions, pointer
 
 TEXT = '{\n  "a": [1, {"b/c": true}],\n  "é~": "x\\"y",\n\t"n": null\n}\n'

@@ -8,11 +8,12 @@ import time
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
 from dormant import BusinessLogicError, Context
 from dormant.app import FunctionSpec, ServiceSpec
 from dormant.wire import Call
 from dormant_runtime.dispatcher import Dispatcher
-from pydantic import BaseModel
 
 
 class In(BaseModel):

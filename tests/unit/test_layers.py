@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from dormant.layers import (
     CONFIG_MEDIA_TYPE,
     LAYER_MEDIA_TYPE,

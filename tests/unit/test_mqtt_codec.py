@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from dormant.mqtt import codec
 from hypothesis import given
 from hypothesis import strategies as st
+
+from dormant.mqtt import codec
 
 
 @given(st.integers(min_value=0, max_value=268_435_455))

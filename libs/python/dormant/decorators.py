@@ -48,7 +48,7 @@ def service(name: str) -> Callable[[C], C]:
 def function(
     name: str,
     *,
-    input: str | None = None,  # noqa: A002 - reads naturally at the call site
+    input: str | None = None,
     output: str | None = None,
     timeout: float | None = None,
 ) -> Callable[[F], F]:

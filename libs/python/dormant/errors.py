@@ -57,13 +57,13 @@ class BusinessLogicError(DormantError):
     type = "BusinessLogicError"
 
 
-class SystemError(DormantError):  # noqa: A001 - the wire name
+class SystemError(DormantError):
     """An infrastructure failure or an unexpected exception in a handler."""
 
     type = "SystemError"
 
 
-class TimeoutError(DormantError, builtins.TimeoutError):  # noqa: A001 - the wire name
+class TimeoutError(DormantError, builtins.TimeoutError):
     """The call ran past its deadline (or the caller stopped waiting)."""
 
     type = "TimeoutError"

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
+from jsonschema import Draft202012Validator
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+
 from dormant import errors
 from dormant.app import FunctionSpec, ServiceSpec
 from dormant.context import Context
 from dormant.wire import Call
-from jsonschema import Draft202012Validator
-from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
 
 log = logging.getLogger("dormant.runtime")
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Dormant's full check: bootstrap, then ruff, mypy and pytest. Runs all three and fails if any fails;
+# the exit status is pytest's when lint and types pass (5, "no tests collected", counts as a failure).
+# Extra arguments go to pytest.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 1
+bash deploy/bootstrap.sh || exit 1
+export PYTHONPATH="$ROOT/libs/python:$ROOT/codegen:$ROOT/catalog:$ROOT/sidecar:$ROOT/runtimes/python${PYTHONPATH:+:$PYTHONPATH}"
+
+echo "== ruff check ." >&2
+.venv/bin/ruff check .
+ruff_status=$?
+echo "== mypy" >&2
+.venv/bin/mypy
+mypy_status=$?
+echo "== pytest" >&2
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+pytest_status=$?
+
+if [ "$pytest_status" -eq 5 ]; then
+  echo "test.sh: pytest collected no tests; that is a failure" >&2
+fi
+if [ "$pytest_status" -ne 0 ]; then
+  exit "$pytest_status"
+fi
+if [ "$ruff_status" -ne 0 ] || [ "$mypy_status" -ne 0 ]; then
+  echo "test.sh: ruff status $ruff_status, mypy status $mypy_status" >&2
+  exit 1
+fi
+exit 0

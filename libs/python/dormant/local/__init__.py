@@ -1,0 +1,31 @@
+"""Local infrastructure for ``dormant dev`` and the tests: a private broker, a private Postgres, ports."""
+
+from .broker import MosquittoNotInstalled, MosquittoProcess, find_mosquitto, render_config
+from .ports import free_port, port_accepts
+from .postgres import (
+    ExternalPostgres,
+    LocalPostgres,
+    PostgresNotInstalled,
+    create_database,
+    database_url,
+    drop_database,
+    postgres_bin_dir,
+)
+from .processes import live_children
+
+__all__ = [
+    "ExternalPostgres",
+    "LocalPostgres",
+    "MosquittoNotInstalled",
+    "MosquittoProcess",
+    "PostgresNotInstalled",
+    "create_database",
+    "database_url",
+    "drop_database",
+    "find_mosquitto",
+    "free_port",
+    "live_children",
+    "port_accepts",
+    "postgres_bin_dir",
+    "render_config",
+]
