@@ -144,7 +144,7 @@ def test_dormant_dev_serves_the_example_and_leaves_no_orphans(tmp_path: Path) ->
         line = dev.stdout.readline()
         assert line.strip() == "ready", dev.stderr.read() if dev.poll() is not None else line
         children = _descendants(dev.pid)
-        assert len(children) >= 5  # broker, postgres, 2 sidecars, 2 runtimes (+ standbys)
+        assert len(children) >= 6  # broker, postgres, 2 sidecars, 1 serving runtime, standbys
         broker_url = _broker_url_from(tmp_path / "state")
         result = dormant(
             "call",
@@ -166,7 +166,9 @@ def test_dormant_dev_serves_the_example_and_leaves_no_orphans(tmp_path: Path) ->
 
 def _broker_url_from(state: Path) -> str:
     info = json.loads((state / "mesh.json").read_text())
-    assert info["service"] == "user-service" and info["pods"] == 2
+    assert info["service"] == "user-service" and info["pods"] == 2 and info["replicas"] == 1
+    env = (state / "env.sh").read_text()
+    assert f"export DORMANT_BROKER_URL={info['brokerUrl']}" in env
     return str(info["brokerUrl"])
 
 

@@ -32,6 +32,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("dir", nargs="?", type=Path, default=None, help="service directory (default: the example)")
     p.add_argument("--pods", type=int, default=2, help="pooled pods to start (default 2)")
     p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="replica slots for the service (default 1; the other pods wait in the pool)",
+    )
+    p.add_argument(
         "--broker-port", type=int, default=None, help="port of the private broker (default: a free one)"
     )
     p.add_argument("--state-dir", type=Path, default=Path(".dormant/dev"), help="data of the local mesh")
@@ -55,6 +61,8 @@ def run_dev(args: argparse.Namespace) -> int:
         return fail("no service directory: pass one, e.g. `dormant dev examples/user-service`")
     if args.pods < 1:
         return fail("--pods must be at least 1")
+    if args.replicas < 1:
+        return fail("--replicas must be at least 1")
     try:
         return asyncio.run(_dev(args, service_dir.resolve()))
     except KeyboardInterrupt:
@@ -104,7 +112,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
 
         service, version = await publish(service_dir, catalog_url, layer_store, actor="dev")
         print(f"published {service} v{version}", file=sys.stderr)
-        print(await deploy(catalog_url, service, version, args.pods), file=sys.stderr)
+        print(await deploy(catalog_url, service, version, args.replicas), file=sys.stderr)
 
         env = {
             **os.environ,
@@ -132,9 +140,6 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
 
         if not await _wait_serving(broker_url, service, stop):
             return fail(f"{service} did not start serving within {SERVING_TIMEOUT_S:g}s")
-        _print_banner(
-            broker_url, catalog_url, service, version, args.pods, _example_call(service_dir, service)
-        )
         info = {
             "brokerUrl": broker_url,
             "catalogUrl": catalog_url,
@@ -142,9 +147,26 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "service": service,
             "version": version,
             "pods": args.pods,
+            "replicas": args.replicas,
         }
         (state / "mesh.json").write_text(json.dumps(info, indent=2) + "\n")
         stack.callback((state / "mesh.json").unlink, missing_ok=True)
+        (state / "env.sh").write_text(
+            f"export DORMANT_BROKER_URL={broker_url}\n"
+            f"export DORMANT_CATALOG_URL={catalog_url}\n"
+            f"export DORMANT_LAYER_STORE={layer_store}\n"
+        )
+        stack.callback((state / "env.sh").unlink, missing_ok=True)
+        _print_banner(
+            broker_url,
+            catalog_url,
+            service,
+            version,
+            args.replicas,
+            args.pods,
+            _example_call(service_dir, service),
+            state / "env.sh",
+        )
         print("ready", flush=True)
         await stop.wait()
         print("stopping ...", file=sys.stderr)
@@ -192,7 +214,14 @@ def _example_call(service_dir: Path, service: str) -> tuple[str, str]:
 
 
 def _print_banner(
-    broker_url: str, catalog_url: str, service: str, version: int, pods: int, example: tuple[str, str]
+    broker_url: str,
+    catalog_url: str,
+    service: str,
+    version: int,
+    replicas: int,
+    pods: int,
+    example: tuple[str, str],
+    env_file: Path,
 ) -> None:
     port = broker_url.rsplit(":", 1)[-1]
     function, params = example
@@ -201,10 +230,10 @@ def _print_banner(
 Dormant dev mesh
   broker   {broker_url}
   catalog  {catalog_url}
-  service  {service} v{version} on {pods} pod(s)
+  service  {service} v{version} on {replicas} of {pods} pooled pod(s)
 
 Call it (in another shell):
-  export DORMANT_BROKER_URL={broker_url}
+  source {env_file}
   dormant call {service}.{function} '{params}'
   mosquitto_rr -V 5 -p {port} -t service/{service}/{function} -e reply/me -m '{params}'
 Ctrl-C stops the mesh.

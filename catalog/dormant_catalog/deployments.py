@@ -1,0 +1,129 @@
+"""Queries on deployments, their replica slots and aliases: the all-at-once ``deploy`` and reads."""
+
+from __future__ import annotations
+
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from .audit import record_audit
+from .db import Conn
+from .errors import NotFoundInCatalog
+from .names import check_replicas
+from .records import AliasRecord, DeploymentRecord, SlotRecord
+from .versions import latest_version
+
+SLOTS_CHANNEL = "dormant_slots"
+ROUTES_CHANNEL = "dormant_routes"
+LIVE_ALIAS = "live"
+
+_DEPLOYMENT_COLUMNS = (
+    "app_name, target_version, deployment_action, replicas, strategy, updated_at, deployed_by,"
+    " status, status_reason"
+)
+_SLOT_COLUMNS = (
+    "slot_id, app_name, slot_index, version, generation, pod_id, lease_expires_at, claimed_at, last_error,"
+    " (pod_id IS NOT NULL AND lease_expires_at > now()) AS lease_live"
+)
+
+
+async def deploy(
+    conn: Conn, app_name: str, *, version: int | None, replicas: int, actor: str
+) -> DeploymentRecord:
+    """All-at-once deploy (call inside a transaction): every slot serves ``version``, ``live`` = 100 %."""
+    check_replicas(replicas)
+    if version is None:
+        version = await latest_version(conn, app_name)
+        if version is None:
+            raise NotFoundInCatalog(f"no version of {app_name!r} is registered")
+    cur = await conn.execute(
+        "SELECT 1 FROM application_catalog WHERE app_name = %s AND version = %s", (app_name, version)
+    )
+    if await cur.fetchone() is None:
+        raise NotFoundInCatalog(f"{app_name!r} has no version {version}")
+
+    # The upsert locks the deployment row, so concurrent deploys of one application take turns.
+    dcur = conn.cursor(row_factory=class_row(DeploymentRecord))
+    await dcur.execute(
+        "INSERT INTO application_deployments AS d (app_name, target_version, deployment_action, replicas,"
+        " strategy, deployed_by, status, status_reason)"
+        " VALUES (%(app)s, %(version)s, 'deploy', %(replicas)s, 'all-at-once', %(actor)s, 'active', NULL)"
+        " ON CONFLICT (app_name) DO UPDATE SET target_version = EXCLUDED.target_version,"
+        " deployment_action = EXCLUDED.deployment_action, replicas = EXCLUDED.replicas,"
+        " strategy = EXCLUDED.strategy, deployed_by = EXCLUDED.deployed_by, status = EXCLUDED.status,"
+        " status_reason = NULL, updated_at = now()"
+        f" RETURNING {_DEPLOYMENT_COLUMNS}",
+        {"app": app_name, "version": version, "replicas": replicas, "actor": actor},
+    )
+    deployment = await dcur.fetchone()
+    assert deployment is not None
+
+    await conn.execute(
+        "DELETE FROM replica_slots WHERE app_name = %s AND slot_index >= %s", (app_name, replicas)
+    )
+    await conn.execute(
+        "UPDATE replica_slots SET version = %(version)s, generation = generation + 1, last_error = NULL,"
+        " updated_at = now() WHERE app_name = %(app)s AND version <> %(version)s",
+        {"app": app_name, "version": version},
+    )
+    await conn.execute(
+        "INSERT INTO replica_slots (app_name, slot_index, version)"
+        " SELECT %(app)s, i, %(version)s FROM generate_series(0, %(replicas)s - 1) AS i"
+        " ON CONFLICT (app_name, slot_index) DO NOTHING",
+        {"app": app_name, "version": version, "replicas": replicas},
+    )
+    await _set_alias(conn, app_name, LIVE_ALIAS, {version: 100}, actor=actor)
+    await record_audit(
+        conn,
+        actor=actor,
+        app_name=app_name,
+        action="deploy",
+        detail={"version": version, "replicas": replicas, "strategy": "all-at-once"},
+    )
+    await conn.execute("SELECT pg_notify(%s, %s)", (SLOTS_CHANNEL, app_name))
+    return deployment
+
+
+async def _set_alias(conn: Conn, app_name: str, alias: str, weights: dict[int, int], *, actor: str) -> None:
+    await conn.execute(
+        "INSERT INTO aliases (app_name, alias, weights, updated_by) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (app_name, alias) DO UPDATE SET weights = EXCLUDED.weights,"
+        " updated_by = EXCLUDED.updated_by, updated_at = now()",
+        (app_name, alias, Jsonb({str(v): w for v, w in weights.items()}), actor),
+    )
+    await record_audit(
+        conn,
+        actor=actor,
+        app_name=app_name,
+        action="set-alias",
+        detail={"alias": alias, "weights": {str(v): w for v, w in weights.items()}},
+    )
+    await conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, app_name))
+
+
+async def get_deployment(conn: Conn, app_name: str) -> DeploymentRecord | None:
+    cur = conn.cursor(row_factory=class_row(DeploymentRecord))
+    await cur.execute(
+        f"SELECT {_DEPLOYMENT_COLUMNS} FROM application_deployments WHERE app_name = %s", (app_name,)
+    )
+    return await cur.fetchone()
+
+
+async def list_slots(conn: Conn, app_name: str) -> list[SlotRecord]:
+    cur = conn.cursor(row_factory=class_row(SlotRecord))
+    await cur.execute(
+        f"SELECT {_SLOT_COLUMNS} FROM replica_slots WHERE app_name = %s ORDER BY slot_index", (app_name,)
+    )
+    return await cur.fetchall()
+
+
+async def get_alias(conn: Conn, app_name: str, alias: str) -> AliasRecord | None:
+    cur = await conn.execute(
+        "SELECT app_name, alias, weights, updated_at, updated_by FROM aliases"
+        " WHERE app_name = %s AND alias = %s",
+        (app_name, alias),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    weights = {int(version): int(weight) for version, weight in row[2].items()}
+    return AliasRecord(app_name=row[0], alias=row[1], weights=weights, updated_at=row[3], updated_by=row[4])

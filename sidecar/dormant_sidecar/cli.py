@@ -1,0 +1,84 @@
+"""Command line of ``python -m dormant_sidecar`` (the same options as ``dormant pod``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from dormant.config import Settings
+
+from .pod import Pod
+from .run import configure_logging, serve_pod
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Add the pod's options to ``parser`` (or a new one); defaults come from ``DORMANT_*`` variables."""
+    parser = parser or argparse.ArgumentParser(
+        prog="dormant pod", description="Run a pooled pod: claim replica slots and serve them."
+    )
+    parser.add_argument("--broker-url", help="MQTT broker (default $DORMANT_BROKER_URL)")
+    parser.add_argument("--catalog-url", help="catalog database (default $DORMANT_CATALOG_URL)")
+    parser.add_argument("--layer-store", help="OCI layout dir with app layers (default $DORMANT_LAYER_STORE)")
+    parser.add_argument("--work-dir", help="where layers are unpacked (default $DORMANT_WORK_DIR)")
+    parser.add_argument(
+        "--pod-id", default=os.environ.get("DORMANT_POD_ID"), help="default: host name + random"
+    )
+    parser.add_argument(
+        "--base-image",
+        action="append",
+        dest="base_images",
+        metavar="IMAGE",
+        help="base runtime this pod provides (repeatable; default dormant-python:1)",
+    )
+    parser.add_argument(
+        "--platform-interface",
+        action="append",
+        dest="platform_interfaces",
+        metavar="IFACE",
+        help="platform interface this pod provides (repeatable; default dormant/1)",
+    )
+    parser.add_argument("--lease", type=float, default=10.0, help="lease length in seconds (default 10)")
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="claim poll interval (default 2 s)")
+    parser.add_argument("--drain-timeout", type=float, default=30.0, help="drain timeout (default 30 s)")
+    parser.add_argument(
+        "--load-timeout", type=float, default=30.0, help="runtime load timeout (default 30 s)"
+    )
+    parser.add_argument("--runtime-cmd", help="runtime command line (default: python -m dormant_runtime)")
+    parser.add_argument("--log-level", default=os.environ.get("DORMANT_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def pod_from_args(args: argparse.Namespace) -> Pod:
+    settings = Settings.from_env(
+        broker_url=args.broker_url, catalog_url=args.catalog_url, layer_store=args.layer_store
+    )
+    work_dir = args.work_dir or os.environ.get("DORMANT_WORK_DIR") or settings.layer_store.parent / "work"
+    return Pod(
+        broker_url=settings.broker_url,
+        catalog_url=settings.catalog_url,
+        layer_store=settings.layer_store,
+        work_dir=Path(work_dir),
+        pod_id=args.pod_id,
+        base_images=args.base_images or ("dormant-python:1",),
+        platform_interfaces=args.platform_interfaces or ("dormant/1",),
+        lease_s=args.lease,
+        poll_interval_s=args.poll_interval,
+        drain_timeout_s=args.drain_timeout,
+        load_timeout_s=args.load_timeout,
+        runtime_cmd=shlex.split(args.runtime_cmd) if args.runtime_cmd else None,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    pod = pod_from_args(args)
+    try:
+        asyncio.run(serve_pod(pod))
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,397 @@
+"""``Pod``: the pod agent's main loop.
+
+Register; keep a warm standby runtime; claim a slot (woken by NOTIFY, polling as a fallback); fetch
+the layer and load it into the standby; renew the lease and follow the slot's target (load the new
+version in a new process, then drain the old one); restart a crashed runtime; on stop drain, release
+the slot and leave no child behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from dormant_catalog import Catalog, CatalogUnavailable, SlotClaim, open_catalog
+
+from .fetch import LayerFetchFailed, fetch_layer
+from .lease import LeaseKeeper
+from .logs import LogSink, stderr_sink
+from .runtime import RuntimeFailed, RuntimeProcess
+from .supervisor import RuntimeSupervisor
+from .wake import SlotWaker
+
+log = logging.getLogger("dormant.sidecar")
+
+T = TypeVar("T")
+
+DEFAULT_RUNTIME_CMD = (sys.executable, "-m", "dormant_runtime")
+MAX_RESTART_FAILURES = 5
+"""Consecutive failed restarts of a crashed runtime after which the pod gives its slot back."""
+
+
+def default_pod_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+class Pod:
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        catalog_url: str,
+        layer_store: Path,
+        work_dir: Path,
+        pod_id: str | None = None,
+        base_images: Sequence[str] = ("dormant-python:1",),
+        platform_interfaces: Sequence[str] = ("dormant/1",),
+        lease_s: float = 10.0,
+        poll_interval_s: float = 2.0,
+        drain_timeout_s: float = 30.0,
+        runtime_cmd: Sequence[str] | None = None,
+        load_timeout_s: float = 30.0,
+        log_sink: LogSink = stderr_sink,
+    ) -> None:
+        if lease_s <= 0 or poll_interval_s <= 0:
+            raise ValueError("lease_s and poll_interval_s must be positive")
+        self.pod_id = pod_id or default_pod_id()
+        self.broker_url = broker_url
+        self.catalog_url = catalog_url
+        self.layer_store = Path(layer_store)
+        self.work_dir = Path(work_dir)
+        self.base_images = tuple(base_images)
+        self.platform_interfaces = tuple(platform_interfaces)
+        self.lease_s = lease_s
+        self.poll_interval_s = poll_interval_s
+        self.drain_timeout_s = drain_timeout_s
+        self.load_timeout_s = load_timeout_s
+        self.runtime_cmd = tuple(runtime_cmd) if runtime_cmd else DEFAULT_RUNTIME_CMD
+        self._log_sink = log_sink
+        self._stop = asyncio.Event()
+        self.claim: SlotClaim | None = None
+        """The slot being served (as last renewed), or None while idle."""
+        self.runtime: RuntimeProcess | None = None
+        """The runtime serving the slot, or None."""
+        self.supervisor: RuntimeSupervisor | None = None
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        """Ask ``run`` to drain, release the slot and return."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _runtime_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DORMANT_BROKER_URL=self.broker_url,
+            DORMANT_CATALOG_URL=self.catalog_url,
+            DORMANT_POD_ID=self.pod_id,
+        )
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    async def _pause(self, seconds: float, *also: asyncio.Event) -> None:
+        """Sleep ``seconds``, or less if stop (or one of ``also``) is set."""
+        waiters = [asyncio.create_task(e.wait()) for e in (self._stop, *also)]
+        try:
+            await asyncio.wait(waiters, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _until_stopped(self, work: Awaitable[T]) -> T | None:
+        """Run ``work``; if stop comes first, cancel it and return None."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return None
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; returns after draining, releasing and reaping every child."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        supervisor = RuntimeSupervisor(
+            cmd=self.runtime_cmd,
+            env=self._runtime_env(),
+            sink=self._log_sink,
+            standby_timeout_s=self.load_timeout_s,
+            load_timeout_s=self.load_timeout_s,
+            drain_timeout_s=self.drain_timeout_s,
+        )
+        self.supervisor = supervisor
+        log.info("pod %s starting (base runtimes %s)", self.pod_id, ", ".join(self.base_images))
+        try:
+            await supervisor.ensure_standby()
+            catalog = await self._connect()
+            if catalog is None:
+                return
+            try:
+                await self._serve_slots(catalog, supervisor)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(catalog.deregister_pod(self.pod_id), 5)
+                await catalog.close()
+        finally:
+            await supervisor.close()
+            log.info("pod %s stopped", self.pod_id)
+
+    async def _connect(self) -> Catalog | None:
+        delay = 0.5
+        while not self.stopping:
+            try:
+                catalog = await open_catalog(
+                    self.catalog_url, max_size=3, connect_timeout_s=max(2.0, min(10.0, self.lease_s))
+                )
+            except CatalogUnavailable as exc:
+                log.warning("catalog unreachable (%s); retrying in %g s", exc, delay)
+            else:
+                try:
+                    await catalog.register_pod(self.pod_id, self.base_images, self.platform_interfaces)
+                except BaseException:
+                    await catalog.close()
+                    raise
+                return catalog
+            await self._pause(delay)
+            delay = min(delay * 2, 10.0)
+        return None
+
+    async def _serve_slots(self, catalog: Catalog, supervisor: RuntimeSupervisor) -> None:
+        waker = SlotWaker(catalog)
+        waker.start()
+        failures = 0
+        try:
+            while not self.stopping:
+                claim = await self._next_claim(catalog, waker, supervisor)
+                if claim is None:
+                    break
+                if await self._serve(catalog, claim, supervisor):
+                    failures = 0
+                else:
+                    failures += 1
+                    await self._pause(min(0.5 * 2**failures, 30.0))
+        finally:
+            await waker.stop()
+
+    async def _next_claim(
+        self, catalog: Catalog, waker: SlotWaker, supervisor: RuntimeSupervisor
+    ) -> SlotClaim | None:
+        unreachable = False
+        while not self.stopping:
+            waker.event.clear()
+            await supervisor.ensure_standby()
+            try:
+                claim = await catalog.claim_slot(
+                    self.pod_id,
+                    base_images=self.base_images,
+                    platform_interfaces=self.platform_interfaces,
+                    lease_s=self.lease_s,
+                )
+            except CatalogUnavailable as exc:
+                if not unreachable:
+                    log.warning("cannot claim: %s (retrying)", exc)
+                unreachable = True
+                claim = None
+            except Exception:
+                log.exception("claiming a slot failed (retrying)")
+                claim = None
+            else:
+                unreachable = False
+            if claim is not None:
+                return claim
+            await self._pause(self.poll_interval_s, waker.event)
+        return None
+
+    # ------------------------------------------------------------------ one slot
+
+    def _can_run(self, claim: SlotClaim) -> bool:
+        return claim.base_image in self.base_images and claim.platform_interface in self.platform_interfaces
+
+    async def _launch(self, claim: SlotClaim, supervisor: RuntimeSupervisor) -> RuntimeProcess:
+        app_dir = await fetch_layer(self.layer_store, claim.app_layer_image, self.work_dir)
+        return await supervisor.start(
+            app_dir=app_dir, service=claim.app_name, version=claim.version, live=claim.live
+        )
+
+    async def _release(self, catalog: Catalog, claim: SlotClaim, error: str | None = None) -> None:
+        try:
+            released = await asyncio.wait_for(
+                catalog.release_slot(self.pod_id, claim.slot_id, error=error), 10
+            )
+        except Exception as exc:
+            log.warning("could not release slot %s (its lease will expire): %s", claim.slot_id, exc)
+        else:
+            if released:
+                log.info("released slot %s (%s)", claim.slot_id, claim.app_name)
+
+    async def _serve(self, catalog: Catalog, claim: SlotClaim, supervisor: RuntimeSupervisor) -> bool:
+        """Serve one claimed slot until it is lost or the pod stops; False if it never got going."""
+        log.info(
+            "claimed slot %s: %s v%s (slot %s, generation %s)",
+            claim.slot_id,
+            claim.app_name,
+            claim.version,
+            claim.slot_index,
+            claim.generation,
+        )
+        self.claim = claim
+        lease = LeaseKeeper(catalog, self.pod_id, claim, lease_s=self.lease_s)
+        lease.start()
+        try:
+            try:
+                runtime = await self._until_stopped(self._launch(claim, supervisor))
+            except (LayerFetchFailed, RuntimeFailed) as exc:
+                log.error("cannot serve %s v%s: %s", claim.app_name, claim.version, exc)
+                await lease.stop()
+                await self._release(catalog, claim, error=str(exc))
+                return False
+            if runtime is None:
+                await lease.stop()
+                await self._release(catalog, claim)
+                return True
+            log.info("serving %s v%s in runtime %s", claim.app_name, claim.version, runtime.pid)
+            return await self._follow(catalog, lease, claim, runtime, supervisor)
+        finally:
+            await lease.stop()
+            self.claim = None
+            self.runtime = None
+
+    async def _follow(
+        self,
+        catalog: Catalog,
+        lease: LeaseKeeper,
+        current: SlotClaim,
+        runtime: RuntimeProcess | None,
+        supervisor: RuntimeSupervisor,
+    ) -> bool:
+        """Keep ``current`` served until stop or loss; switch versions without a gap."""
+        loop = asyncio.get_running_loop()
+        app_dir = runtime.app_dir if runtime is not None else None
+        started_at = loop.time()
+        restart_at: float | None = None
+        restart_delay = 0.0
+        restart_failures = 0
+        failed_target: tuple[int, int, bool] | None = None
+        retry_update_at = 0.0
+        self.runtime = runtime
+        while True:
+            lease.changed.clear()
+            now = loop.time()
+            if self.stopping:
+                await lease.stop()
+                if runtime is not None:
+                    await supervisor.drain(runtime)
+                await self._release(catalog, current)
+                return True
+            if lease.lost:
+                if runtime is not None:
+                    supervisor.drain_soon(runtime)
+                return True
+            if runtime is not None and not runtime.running:
+                log.error(
+                    "runtime %s for %s v%s exited unexpectedly with code %s; restarting it",
+                    runtime.pid,
+                    current.app_name,
+                    current.version,
+                    runtime.returncode,
+                )
+                if now - started_at > 30.0:
+                    restart_delay = 0.0
+                runtime = self.runtime = None
+                restart_at = now + restart_delay
+                restart_delay = min(max(restart_delay * 2, 0.5), 10.0)
+                continue
+
+            target = lease.claim
+            if target.target != current.target and (target.target != failed_target or now >= retry_update_at):
+                if not self._can_run(target):
+                    reason = f"pod {self.pod_id} cannot run {target.base_image} / {target.platform_interface}"
+                    log.warning(
+                        "slot %s moved to v%s: %s; giving it back", target.slot_id, target.version, reason
+                    )
+                    await lease.stop()
+                    if runtime is not None:
+                        supervisor.drain_soon(runtime)
+                    await self._release(catalog, target, error=reason)
+                    return True
+                log.info(
+                    "slot %s moved to %s v%s (generation %s); loading it",
+                    target.slot_id,
+                    target.app_name,
+                    target.version,
+                    target.generation,
+                )
+                try:
+                    fresh = await self._until_stopped(self._launch(target, supervisor))
+                except (LayerFetchFailed, RuntimeFailed) as exc:
+                    log.error(
+                        "cannot switch to %s v%s, still serving v%s: %s",
+                        target.app_name,
+                        target.version,
+                        current.version,
+                        exc,
+                    )
+                    failed_target = target.target
+                    retry_update_at = loop.time() + max(5.0, self.lease_s)
+                    continue
+                if fresh is None:
+                    continue  # stopping
+                if runtime is not None:
+                    supervisor.drain_soon(runtime)
+                log.info("serving %s v%s in runtime %s", target.app_name, target.version, fresh.pid)
+                runtime = self.runtime = fresh
+                current, app_dir, failed_target = target, fresh.app_dir, None
+                restart_at, restart_failures, started_at = None, 0, loop.time()
+                self.claim = target
+                continue
+
+            if runtime is None and restart_at is not None and now >= restart_at and app_dir is not None:
+                try:
+                    fresh = await self._until_stopped(
+                        supervisor.start(
+                            app_dir=app_dir,
+                            service=current.app_name,
+                            version=current.version,
+                            live=current.live,
+                        )
+                    )
+                except RuntimeFailed as exc:
+                    restart_failures += 1
+                    log.error("restarting %s v%s failed (%s)", current.app_name, current.version, exc)
+                    if restart_failures >= MAX_RESTART_FAILURES:
+                        await lease.stop()
+                        await self._release(catalog, current, error=str(exc))
+                        return False
+                    restart_at = loop.time() + restart_delay
+                    restart_delay = min(max(restart_delay * 2, 0.5), 10.0)
+                    continue
+                if fresh is not None:
+                    log.info("restarted %s v%s in runtime %s", current.app_name, current.version, fresh.pid)
+                    runtime = self.runtime = fresh
+                    restart_at, restart_failures, started_at = None, 0, loop.time()
+                continue
+
+            deadlines = [
+                t for t in (restart_at if runtime is None else None, retry_update_at) if t and t > now
+            ]
+            wake = [lease.changed] + ([] if runtime is None else [runtime.gone])
+            await self._pause(min(deadlines) - now if deadlines else 3600.0, *wake)

@@ -1,0 +1,207 @@
+"""One runtime process and the sidecar end of its control protocol.
+
+The runtime gets commands as JSON lines on stdin (``load``, ``drain``; EOF also drains) and reports
+events as JSON lines on the pipe named by ``DORMANT_CONTROL_FD``: ``standby`` (imports done),
+``ready`` (serving), ``failed`` (then exit 1) and ``drained`` (then exit 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .logs import MAX_LINE, LogSink, pump_lines
+
+log = logging.getLogger("dormant.sidecar")
+
+CONTROL_FD_ENV = "DORMANT_CONTROL_FD"
+
+
+class RuntimeFailed(Exception):
+    """The runtime reported ``failed``, exited, or did not answer in time."""
+
+
+class RuntimeProcess:
+    """Spawn with ``await RuntimeProcess.spawn(cmd, env, sink)``; see the module docstring."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, sink: LogSink) -> None:
+        self.proc = proc
+        self.label = f"standby {proc.pid}"
+        self.error: str | None = None
+        self.app_dir: Path | None = None
+        self.draining = False
+        self._sink = sink
+        self._standby = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._failed = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._exited: asyncio.Task[int] = asyncio.create_task(proc.wait())
+        self.gone = asyncio.Event()
+        """Set once the process has exited."""
+        self._exited.add_done_callback(lambda _: self.gone.set())
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    @property
+    def running(self) -> bool:
+        return self.proc.returncode is None
+
+    @property
+    def exited(self) -> asyncio.Task[int]:
+        """Done (with the exit code) once the process has exited."""
+        return self._exited
+
+    @classmethod
+    async def spawn(cls, cmd: Sequence[str], env: Mapping[str, str], sink: LogSink) -> RuntimeProcess:
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**env, CONTROL_FD_ENV: str(write_fd)},
+                pass_fds=(write_fd,),
+                limit=MAX_LINE,
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        runtime = cls(proc, sink)
+        try:
+            await runtime._attach(read_fd)
+        except BaseException:
+            await runtime.kill()
+            raise
+        return runtime
+
+    async def _attach(self, read_fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        control = asyncio.StreamReader(limit=MAX_LINE)
+        pipe = os.fdopen(read_fd, "rb", buffering=0)
+        try:
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(control), pipe)
+        except BaseException:
+            pipe.close()
+            raise
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._tasks = [
+            asyncio.create_task(self._read_events(control)),
+            asyncio.create_task(pump_lines(self.proc.stdout, lambda: self.label, self._sink)),
+            asyncio.create_task(pump_lines(self.proc.stderr, lambda: self.label, self._sink)),
+        ]
+
+    async def _read_events(self, control: asyncio.StreamReader) -> None:
+        while True:
+            line = await control.readline()
+            if not line:
+                return
+            try:
+                event = json.loads(line)
+            except ValueError:
+                log.warning("runtime %s sent a malformed event: %r", self.pid, line[:200])
+                continue
+            kind = event.get("event") if isinstance(event, dict) else None
+            if kind == "standby":
+                self._standby.set()
+            elif kind == "ready":
+                self._ready.set()
+            elif kind == "failed":
+                self.error = str(event.get("error") or "failed")
+                self._failed.set()
+            elif kind == "drained":
+                log.debug("runtime %s (%s) drained", self.pid, self.label)
+
+    async def _until(self, event: asyncio.Event, what: str, timeout_s: float) -> None:
+        """Wait for ``event``; raise ``RuntimeFailed`` on ``failed``, exit or timeout."""
+        waiter = asyncio.create_task(event.wait())
+        failed = asyncio.create_task(self._failed.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, failed, self._exited}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+            failed.cancel()
+        if event.is_set():
+            return
+        if self._failed.is_set():
+            raise RuntimeFailed(f"runtime {self.pid} failed: {self.error}")
+        if self._exited in done:
+            raise RuntimeFailed(f"runtime {self.pid} exited with code {self.returncode} before {what}")
+        raise RuntimeFailed(f"runtime {self.pid} was not {what} within {timeout_s:g} s")
+
+    async def wait_standby(self, timeout_s: float) -> None:
+        await self._until(self._standby, "standing by", timeout_s)
+
+    async def load(self, *, app_dir: Path, service: str, version: int, live: bool, timeout_s: float) -> None:
+        """Send ``load`` and wait for ``ready``."""
+        self.label = f"{service} v{version}"
+        self.app_dir = app_dir
+        command = {
+            "cmd": "load",
+            "app_dir": str(app_dir),
+            "service": service,
+            "version": version,
+            "live": live,
+        }
+        await self._send(command)
+        await self._until(self._ready, "ready", timeout_s)
+
+    async def _send(self, command: dict[str, Any]) -> None:
+        stdin = self.proc.stdin
+        if stdin is None or stdin.is_closing():
+            raise RuntimeFailed(f"runtime {self.pid} no longer takes commands")
+        try:
+            stdin.write(json.dumps(command).encode() + b"\n")
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise RuntimeFailed(f"runtime {self.pid} no longer takes commands: {exc}") from exc
+
+    def _close_stdin(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+
+    async def drain(self, timeout_s: float) -> int:
+        """Ask the runtime to finish in-flight calls and exit; kill it after ``timeout_s``."""
+        self.draining = True
+        if self.running:
+            with contextlib.suppress(RuntimeFailed):
+                await self._send({"cmd": "drain"})
+            self._close_stdin()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._exited), timeout_s)
+        if self.running:
+            log.warning(
+                "runtime %s (%s) did not drain within %g s; killing it", self.pid, self.label, timeout_s
+            )
+        return await self.kill()
+
+    async def kill(self) -> int:
+        """SIGKILL (if still running) and reap; returns the exit code."""
+        self.draining = True
+        self._close_stdin()
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        code = await asyncio.shield(self._exited)
+        # The pipes reach EOF once the process is gone; let the pumps flush the last lines.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 2.0)
+        for task in self._tasks:
+            task.cancel()
+        return code
