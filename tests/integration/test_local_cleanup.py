@@ -49,8 +49,13 @@ async def test_children_die_with_their_parent(mode: str) -> None:
     root = Path(tempfile.mkdtemp(prefix="dormant-test-cleanup-"))
     try:
         parent = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SCRIPT, str(root), mode,
-            stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            sys.executable,
+            "-c",
+            SCRIPT,
+            str(root),
+            mode,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
         assert parent.stdout is not None
         line = await asyncio.wait_for(parent.stdout.readline(), 60)

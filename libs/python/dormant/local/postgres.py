@@ -164,14 +164,27 @@ class LocalPostgres:
 
     def _initdb(self, bin_dir: Path) -> None:
         argv = [
-            str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=trust",
-            "--encoding=UTF8", "--no-locale", "--no-sync", "--no-instructions",
+            str(bin_dir / "initdb"),
+            "-D",
+            str(self.pgdata),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--no-instructions",
         ]
         extra: dict[str, object] = {}
         if self._user is not None:
             extra = {"user": self._user.uid, "group": self._user.gid, "extra_groups": []}
         done = subprocess.run(
-            argv, cwd=self.data_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+            argv,
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
             **extra,  # type: ignore[call-overload]
         )
         if done.returncode != 0:
@@ -179,8 +192,12 @@ class LocalPostgres:
 
     def _server_argv(self, bin_dir: Path) -> list[str]:
         settings = [
-            f"listen_addresses={HOST}", f"port={self.port}", "unix_socket_directories=",
-            "max_connections=300", "log_destination=stderr", "logging_collector=off",
+            f"listen_addresses={HOST}",
+            f"port={self.port}",
+            "unix_socket_directories=",
+            "max_connections=300",
+            "log_destination=stderr",
+            "logging_collector=off",
         ]
         if not self.durable:
             settings += _FAST_SETTINGS
@@ -196,7 +213,9 @@ class LocalPostgres:
         except (FileNotFoundError, PermissionError):
             return False
         return (
-            child is not None and len(lines) >= 8 and lines[0].strip() == str(child.pid)
+            child is not None
+            and len(lines) >= 8
+            and lines[0].strip() == str(child.pid)
             and lines[7].strip() == "ready"
         )
 
@@ -217,8 +236,12 @@ class LocalPostgres:
         attempts = 3 if self._auto_port else 1
         for attempt in range(attempts):
             child = ChildProcess(
-                self._server_argv(bin_dir), name="postgres", log_file=self.log_file, user=self._user,
-                stop_signal=signal.SIGINT, cwd=self.data_dir,
+                self._server_argv(bin_dir),
+                name="postgres",
+                log_file=self.log_file,
+                user=self._user,
+                stop_signal=signal.SIGINT,
+                cwd=self.data_dir,
             )
             child.spawn()
             self._child = child
