@@ -167,6 +167,11 @@ class Catalog:
         async with self._db.connection() as conn:
             return await pods.renew_lease(conn, pod_id, slot_id, lease_s=lease_s)
 
+    async def report_serving(self, pod_id: str, slot_id: int, generation: int) -> bool:
+        """The pod has loaded ``generation`` of its slot and is serving it; False if not its slot."""
+        async with self._db.connection() as conn:
+            return await pods.report_serving(conn, pod_id, slot_id, generation)
+
     async def release_slot(self, pod_id: str, slot_id: int, *, error: str | None = None) -> bool:
         """Give the slot back if still ours (``error`` says why it could not be served); True if released."""
         async with self._db.connection() as conn:

@@ -22,7 +22,7 @@ _DEPLOYMENT_COLUMNS = (
 )
 _SLOT_COLUMNS = (
     "slot_id, app_name, slot_index, version, generation, pod_id, lease_expires_at, claimed_at, last_error,"
-    " (pod_id IS NOT NULL AND lease_expires_at > now()) AS lease_live"
+    " (pod_id IS NOT NULL AND lease_expires_at > now()) AS lease_live, serving_generation"
 )
 
 

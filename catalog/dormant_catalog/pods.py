@@ -37,7 +37,7 @@ _CLAIM = (
     "), claimed AS ("
     "  UPDATE replica_slots AS s SET pod_id = %(pod)s,"
     "    lease_expires_at = now() + make_interval(secs => %(lease)s::float8),"
-    "    claimed_at = now(), updated_at = now()"
+    "    claimed_at = now(), serving_generation = NULL, updated_at = now()"
     "  FROM candidate WHERE s.slot_id = candidate.slot_id"
     "  RETURNING s.slot_id, s.app_name, s.slot_index, s.version, s.generation, s.lease_expires_at"
     "), touched AS ("
@@ -63,6 +63,7 @@ _RENEW = (
 _RELEASE = (
     "WITH released AS ("
     "  UPDATE replica_slots SET pod_id = NULL, lease_expires_at = NULL, claimed_at = NULL,"
+    "    serving_generation = NULL,"
     "    last_error = COALESCE(%(error)s, last_error), updated_at = now()"
     "  WHERE slot_id = %(slot)s AND pod_id = %(pod)s RETURNING app_name"
     "), touched AS ("
@@ -130,5 +131,15 @@ async def release_slot(conn: Conn, pod_id: str, slot_id: int, *, error: str | No
     """Give the slot back if it is still ours (waking other pods); record ``error`` when it failed."""
     cur = await conn.execute(
         _RELEASE, {"pod": pod_id, "slot": slot_id, "error": error, "channel": SLOTS_CHANNEL}
+    )
+    return await cur.fetchone() is not None
+
+
+async def report_serving(conn: Conn, pod_id: str, slot_id: int, generation: int) -> bool:
+    """Record that ``pod_id`` serves ``generation`` of its slot; False if the slot is not its own."""
+    cur = await conn.execute(
+        "UPDATE replica_slots SET serving_generation = %s, updated_at = now()"
+        " WHERE slot_id = %s AND pod_id = %s RETURNING slot_id",
+        (generation, slot_id, pod_id),
     )
     return await cur.fetchone() is not None

@@ -56,6 +56,13 @@ class SlotRecord:
     last_error: str | None
     lease_live: bool
     """True when a pod holds the slot and its lease has not expired (by the database clock)."""
+    serving_generation: int | None = None
+    """The generation its pod has loaded and reported ready; equal to ``generation`` when serving it."""
+
+    @property
+    def serving(self) -> bool:
+        """A live lease and the slot's current target loaded."""
+        return self.lease_live and self.serving_generation == self.generation
 
 
 @dataclass(frozen=True, slots=True)

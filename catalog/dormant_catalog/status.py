@@ -30,7 +30,7 @@ async def deployment_status(conn: Conn, app_name: str, *, pod_ttl_s: float) -> D
     if replicas == 0:
         return DeploymentStatus(app_name, version, 0, 0, "stopped", "scaled to 0 replicas")
     slots = await list_slots(conn, app_name)
-    serving = sum(1 for slot in slots if slot.lease_live and slot.version == version)
+    serving = sum(1 for slot in slots if slot.serving and slot.version == version)
     if serving >= replicas:
         return DeploymentStatus(
             app_name,

@@ -80,6 +80,7 @@ class Pod:
         self.runtime: RuntimeProcess | None = None
         """The runtime serving the slot, or None."""
         self.supervisor: RuntimeSupervisor | None = None
+        self._waker: SlotWaker | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -176,7 +177,7 @@ class Pod:
         return None
 
     async def _serve_slots(self, catalog: Catalog, supervisor: RuntimeSupervisor) -> None:
-        waker = SlotWaker(catalog)
+        waker = self._waker = SlotWaker(catalog)
         waker.start()
         failures = 0
         try:
@@ -254,7 +255,8 @@ class Pod:
             claim.generation,
         )
         self.claim = claim
-        lease = LeaseKeeper(catalog, self.pod_id, claim, lease_s=self.lease_s)
+        watch = self._waker.watch(claim.app_name) if self._waker is not None else None
+        lease = LeaseKeeper(catalog, self.pod_id, claim, lease_s=self.lease_s, wake=watch)
         lease.start()
         try:
             try:
@@ -269,9 +271,12 @@ class Pod:
                 await self._release(catalog, claim)
                 return True
             log.info("serving %s v%s in runtime %s", claim.app_name, claim.version, runtime.pid)
+            lease.serving(claim.generation)
             return await self._follow(catalog, lease, claim, runtime, supervisor)
         finally:
             await lease.stop()
+            if watch is not None and self._waker is not None:
+                self._waker.unwatch(claim.app_name, watch)
             self.claim = None
             self.runtime = None
 
@@ -358,6 +363,7 @@ class Pod:
                 if runtime is not None:
                     supervisor.drain_soon(runtime)
                 log.info("serving %s v%s in runtime %s", target.app_name, target.version, fresh.pid)
+                lease.serving(target.generation)
                 runtime = self.runtime = fresh
                 current, app_dir, failed_target = target, fresh.app_dir, None
                 restart_at, restart_failures, started_at = None, 0, loop.time()

@@ -1,6 +1,8 @@
 """``SlotWaker``: sets an event whenever the catalog NOTIFYs ``dormant_slots`` (reconnecting as needed).
 
-Idle pods wait on it between claim attempts; polling covers anything a lost connection missed.
+Idle pods wait on ``event`` between claim attempts; a serving pod ``watch``es its own service, so
+its lease keeper renews at once when that service's slots change instead of at the next renewal.
+Polling covers anything a lost connection missed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,27 @@ class SlotWaker:
         self.event = asyncio.Event()
         self.listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+
+    def watch(self, app_name: str) -> asyncio.Event:
+        """An event set on every NOTIFY about ``app_name`` (and after a reconnect)."""
+        event = asyncio.Event()
+        self._watchers.setdefault(app_name, set()).add(event)
+        return event
+
+    def unwatch(self, app_name: str, event: asyncio.Event) -> None:
+        watchers = self._watchers.get(app_name)
+        if watchers is not None:
+            watchers.discard(event)
+            if not watchers:
+                del self._watchers[app_name]
+
+    def _notify(self, app_name: str | None) -> None:
+        self.event.set()
+        for name, watchers in self._watchers.items():
+            if app_name is None or name == app_name:
+                for event in watchers:
+                    event.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="slot-waker")
@@ -40,9 +63,9 @@ class SlotWaker:
                 async with self._catalog.listen_slots() as listener:
                     delay = 0.5
                     self.listening.set()
-                    self.event.set()  # something may have changed while nobody listened
-                    async for _ in listener:
-                        self.event.set()
+                    self._notify(None)  # something may have changed while nobody listened
+                    async for app_name in listener:
+                        self._notify(app_name)
             except Exception as exc:  # reconnect on anything; polling covers the gap
                 log.debug("slot listener lost (%s); reconnecting in %g s", exc, delay)
             self.listening.clear()

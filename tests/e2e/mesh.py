@@ -56,7 +56,7 @@ class Mesh:
     async def deploy(self, service: str, version: int, replicas: int = 1) -> None:
         await deploy(self.catalog_url, service, version, replicas)
 
-    def start_pod(self, pod_id: str) -> subprocess.Popen[bytes]:
+    def start_pod(self, pod_id: str, lease_s: float = LEASE_S) -> subprocess.Popen[bytes]:
         log = (self.work_root / f"{pod_id}.log").open("ab")
         pod = subprocess.Popen(
             [
@@ -68,7 +68,7 @@ class Mesh:
                 "--work-dir",
                 str(self.work_root / pod_id),
                 "--lease",
-                str(LEASE_S),
+                str(lease_s),
             ],
             env=child_env(
                 DORMANT_BROKER_URL=self.broker_url,

@@ -91,9 +91,6 @@ def test_publish_deploy_call_from_the_command_line(
     published = dormant("publish", str(PROBE), env=env)
     assert published.returncode == 0, published.stderr
     assert published.stdout.strip() == "published probe-service v1"
-    deployed = dormant("deploy", "probe-service", "--replicas", "1", env=env)
-    assert deployed.returncode == 0, deployed.stderr
-    assert "probe-service v1" in deployed.stdout
     pod = subprocess.Popen(
         [sys.executable, "-m", "dormant", "pod", "--lease", "2", "--work-dir", str(tmp_path / "pod")],
         env=env,
@@ -101,13 +98,12 @@ def test_publish_deploy_call_from_the_command_line(
         stderr=subprocess.DEVNULL,
     )
     try:
-        result = None
-        for _ in range(100):
-            result = dormant("call", "probe-service.echo", '{"text": "cli"}', "--timeout", "1", env=env)
-            if result.returncode == 0:
-                break
-            time.sleep(0.1)
-        assert result is not None and result.returncode == 0, result.stderr
+        deployed = dormant("deploy", "probe-service", "--replicas", "1", env=env)
+        assert deployed.returncode == 0, deployed.stderr
+        # deploy waits until the replica really serves the version, so the first call succeeds.
+        assert deployed.stdout.strip() == "deployed probe-service v1 on 1 slot(s): 1/1 replicas serving v1"
+        result = dormant("call", "probe-service.echo", '{"text": "cli"}', "--timeout", "5", env=env)
+        assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["text"] == "cli"
         bad = dormant("call", "probe-service.echo", '{"text": 5}', env=env)
         assert bad.returncode == 1

@@ -54,6 +54,22 @@ async def test_redeploy_moves_calls_to_v2_in_a_new_runtime_process(mesh: Mesh, t
     assert not _alive(int(str(before["pid"])))  # the v1 runtime drained and exited
 
 
+async def test_a_serving_pod_follows_a_redeploy_without_waiting_for_its_lease(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    service_dir = copy_service(PROBE, tmp_path / "probe")
+    service, v1 = await mesh.publish(service_dir)
+    await mesh.deploy(service, v1, replicas=1)
+    mesh.start_pod("pod-slow-lease", lease_s=60.0)  # renews every 20 s
+    await mesh.wait_serving(service)
+    _release(service_dir, "three")
+    _, v2 = await mesh.publish(service_dir)
+    await mesh.deploy(service, v2, replicas=1)
+    # The NOTIFY on the deploy wakes the lease keeper at once; its timer alone would take 20 s.
+    await mesh.wait_serving(service, version=v2, timeout=10.0)
+    assert (await _echo(mesh, version=v2))["release"] == "three"
+
+
 async def test_same_content_publishes_no_new_version(mesh: Mesh) -> None:
     _, first = await mesh.publish(PROBE)
     _, again = await mesh.publish(PROBE)

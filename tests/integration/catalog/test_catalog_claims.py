@@ -217,16 +217,30 @@ async def test_deployment_status_explains_why_nothing_runs(catalog: Catalog, reg
     assert (await catalog.deployment_status("svc")).reason == "waiting for a pod to claim 2 of 2 slots"
     got = await claim(catalog, "node-pod", bases=NODE, lease_s=30)
     assert got is not None
+    assert (await catalog.deployment_status("svc")).serving == 0  # claimed is not yet serving
+    assert await catalog.report_serving("node-pod", got.slot_id, got.generation)
+    assert not await catalog.report_serving("someone-else", got.slot_id, got.generation)
     status = await catalog.deployment_status("svc")
     assert (status.serving, status.replicas) == (1, 2)
     assert status.reason == "waiting for a pod: all 1 pods that can run dormant-node:1 are busy"
     assert await catalog.release_slot("node-pod", got.slot_id, error="layer digest mismatch")
     assert "layer digest mismatch" in (await catalog.deployment_status("svc")).reason
     await catalog.register_pod("node-pod-2", NODE, ["dormant/1"])
-    assert await claim(catalog, "node-pod", bases=NODE, lease_s=30) is not None
-    assert await claim(catalog, "node-pod-2", bases=NODE, lease_s=30) is not None
+    first = await claim(catalog, "node-pod", bases=NODE, lease_s=30)
+    second = await claim(catalog, "node-pod-2", bases=NODE, lease_s=30)
+    assert first is not None and second is not None
+    assert await catalog.report_serving("node-pod", first.slot_id, first.generation)
+    assert await catalog.report_serving("node-pod-2", second.slot_id, second.generation)
     status = await catalog.deployment_status("svc")
     assert (status.state, status.serving, status.reason) == ("running", 2, "2/2 replicas serving v1")
+    await register(catalog, "svc", base_image="dormant-node:1")
+    await catalog.deploy("svc", version=2, replicas=2)  # the slots move: nobody serves v2 yet
+    status = await catalog.deployment_status("svc")
+    assert (status.state, status.serving) == ("pending", 0)
+    renewed = await catalog.renew_lease("node-pod", first.slot_id, lease_s=30)
+    assert renewed is not None and renewed.version == 2
+    assert await catalog.report_serving("node-pod", first.slot_id, renewed.generation)
+    assert (await catalog.deployment_status("svc")).serving == 1
     await catalog.deregister_pod("py-pod")
     assert {p.pod_id: p.state for p in await catalog.list_pods()}["py-pod"] == "gone"
     await catalog.deploy("svc", replicas=0)

@@ -110,10 +110,6 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             broker_url = broker.url
         layer_store = Path(args.layer_store or os.environ.get("DORMANT_LAYER_STORE") or state / "layers")
 
-        service, version = await publish(service_dir, catalog_url, layer_store, actor="dev")
-        print(f"published {service} v{version}", file=sys.stderr)
-        print(await deploy(catalog_url, service, version, args.replicas), file=sys.stderr)
-
         env = {
             **os.environ,
             "DORMANT_BROKER_URL": broker_url,
@@ -137,6 +133,10 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             )
             pods.append(pod)
         stack.push_async_callback(_stop_children, pods)
+
+        service, version = await publish(service_dir, catalog_url, layer_store, actor="dev")
+        print(f"published {service} v{version}", file=sys.stderr)
+        print(await deploy(catalog_url, service, version, args.replicas, SERVING_TIMEOUT_S), file=sys.stderr)
 
         if not await _wait_serving(broker_url, service, stop):
             return fail(f"{service} did not start serving within {SERVING_TIMEOUT_S:g}s")
