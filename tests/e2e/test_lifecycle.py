@@ -8,9 +8,10 @@ import signal
 from pathlib import Path
 
 from dormant import Client
+from dormant.local import MosquittoProcess
 from dormant_catalog import open_catalog
 
-from .mesh import PROBE, Mesh, copy_service
+from .mesh import PROBE, Mesh, copy_service, running_mesh
 
 
 async def _echo(mesh: Mesh, **kwargs: object) -> dict[str, object]:
@@ -137,3 +138,19 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_the_runtime_resubscribes_after_a_broker_restart(
+    fresh_broker: MosquittoProcess, catalog_url: str, tmp_path: Path
+) -> None:
+    with running_mesh(fresh_broker.url, catalog_url, tmp_path) as mesh:
+        service, version = await mesh.publish(PROBE)
+        await mesh.deploy(service, version, replicas=1)
+        mesh.start_pod("pod-r")
+        await mesh.wait_serving(service)
+        pid = (await _echo(mesh))["pid"]
+        await fresh_broker.restart()
+        await mesh.wait_serving(service, timeout=20.0)
+        after = await _echo(mesh)
+        assert after["pid"] == pid  # the same runtime process reconnected; nothing was restarted
+        assert mesh.pods["pod-r"].poll() is None
