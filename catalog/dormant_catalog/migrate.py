@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -45,7 +46,7 @@ def load_migrations(directory: Traversable | None = None) -> list[Migration]:
     found.sort(key=lambda m: m.version)
     # Numbers may leave gaps: components take number ranges (catalog 00xx, delivery 01xx, rollouts 02xx,
     # gateway 03xx) so parallel work never collides. Each migration is still applied once, in order.
-    for previous, migration in zip(found, found[1:], strict=False):
+    for previous, migration in itertools.pairwise(found):
         if migration.version == previous.version:
             raise MigrationError(f"two migrations numbered {migration.version:04d}")
     return found
