@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.dormant-bootstrap"
-PY_ROOTS=(libs/python codegen catalog sidecar runtimes/python)
+PY_ROOTS=(libs/python codegen catalog sidecar runtimes/python gateway)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

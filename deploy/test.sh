@@ -7,7 +7,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
 bash deploy/bootstrap.sh || exit 1
-export PYTHONPATH="$ROOT/libs/python:$ROOT/codegen:$ROOT/catalog:$ROOT/sidecar:$ROOT/runtimes/python${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT/libs/python:$ROOT/codegen:$ROOT/catalog:$ROOT/sidecar:$ROOT/runtimes/python:$ROOT/gateway${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "== ruff check ." >&2
 .venv/bin/ruff check .

@@ -26,7 +26,7 @@ import pytest
 import pytest_asyncio
 
 ROOT = Path(__file__).resolve().parents[1]
-for _root in reversed(("libs/python", "codegen", "catalog", "sidecar", "runtimes/python")):
+for _root in reversed(("libs/python", "codegen", "catalog", "sidecar", "runtimes/python", "gateway")):
     if str(ROOT / _root) not in sys.path:
         sys.path.insert(0, str(ROOT / _root))
 

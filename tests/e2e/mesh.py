@@ -20,7 +20,9 @@ from dormant.cli.deploy_cmd import deploy
 from dormant.errors import DormantError
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE_ROOTS = [ROOT / p for p in ("libs/python", "codegen", "catalog", "sidecar", "runtimes/python")]
+SOURCE_ROOTS = [
+    ROOT / p for p in ("libs/python", "codegen", "catalog", "sidecar", "runtimes/python", "gateway")
+]
 EXAMPLE = ROOT / "examples" / "user-service"
 PROBE = ROOT / "tests" / "fixtures" / "services" / "probe-service"
 LEASE_S = 1.0
