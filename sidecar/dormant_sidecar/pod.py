@@ -230,7 +230,11 @@ class Pod:
     async def _launch(self, claim: SlotClaim, supervisor: RuntimeSupervisor) -> RuntimeProcess:
         app_dir = await fetch_layer(self.layer_store, claim.app_layer_image, self.work_dir)
         return await supervisor.start(
-            app_dir=app_dir, service=claim.app_name, version=claim.version, live=claim.live
+            app_dir=app_dir,
+            service=claim.app_name,
+            version=claim.version,
+            live=claim.live,
+            slot=claim.slot_index,
         )
 
     async def _release(self, catalog: Catalog, claim: SlotClaim, error: str | None = None) -> None:
@@ -378,6 +382,7 @@ class Pod:
                             service=current.app_name,
                             version=current.version,
                             live=current.live,
+                            slot=current.slot_index,
                         )
                     )
                 except RuntimeFailed as exc:

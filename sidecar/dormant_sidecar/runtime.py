@@ -148,8 +148,17 @@ class RuntimeProcess:
     async def wait_standby(self, timeout_s: float) -> None:
         await self._until(self._standby, "standing by", timeout_s)
 
-    async def load(self, *, app_dir: Path, service: str, version: int, live: bool, timeout_s: float) -> None:
-        """Send ``load`` and wait for ``ready``."""
+    async def load(
+        self,
+        *,
+        app_dir: Path,
+        service: str,
+        version: int,
+        live: bool,
+        timeout_s: float,
+        slot: int | None = None,
+    ) -> None:
+        """Send ``load`` and wait for ``ready``; ``slot`` (the replica slot index) keys the MQTT session."""
         self.label = f"{service} v{version}"
         self.app_dir = app_dir
         command = {
@@ -159,6 +168,8 @@ class RuntimeProcess:
             "version": version,
             "live": live,
         }
+        if slot is not None:
+            command["slot"] = slot
         await self._send(command)
         await self._until(self._ready, "ready", timeout_s)
 

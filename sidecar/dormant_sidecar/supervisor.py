@@ -66,7 +66,9 @@ class RuntimeSupervisor:
             )
         self._standby = await self._spawn()
 
-    async def start(self, *, app_dir: Path, service: str, version: int, live: bool) -> RuntimeProcess:
+    async def start(
+        self, *, app_dir: Path, service: str, version: int, live: bool, slot: int | None = None
+    ) -> RuntimeProcess:
         """Load an app into the standby and wait until it serves; then spawn the next standby.
 
         Raises ``RuntimeFailed`` (the failed runtime is killed). A standby that cannot even start is
@@ -75,7 +77,12 @@ class RuntimeSupervisor:
         runtime = await self._take_standby()
         try:
             await runtime.load(
-                app_dir=app_dir, service=service, version=version, live=live, timeout_s=self._load_timeout_s
+                app_dir=app_dir,
+                service=service,
+                version=version,
+                live=live,
+                timeout_s=self._load_timeout_s,
+                slot=slot,
             )
         except BaseException:
             await runtime.kill()

@@ -2,6 +2,13 @@
 
 One client holds one broker connection and one reply inbox (``reply/{clientId}/#``); concurrent
 calls are matched to their responses by Correlation Data (the callId).
+
+Delivery: a call is published with QoS 1 and retried with the *same* callId when no answer comes
+(after 1 s, then 2 s, 4 s … within the caller's timeout); the runtime's callId de-duplication makes
+retries safe. The connection is re-established on its own after a broker restart, and the inbox is a
+persistent session, so answers published meanwhile are not lost. A publish that the broker answers
+with "no matching subscribers" fails at once with ``Unavailable``, and "not authorized" with
+``Forbidden``, instead of waiting for the timeout.
 """
 
 from __future__ import annotations
@@ -19,10 +26,17 @@ from pydantic import BaseModel
 
 from . import wire
 from .config import Settings
-from .errors import TimeoutError, Unavailable
-from .transport import Transport, TransportError, new_transport
+from .errors import Forbidden, TimeoutError, Unavailable
+from .transport import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, Transport, TransportError, new_transport
 
 DEFAULT_TIMEOUT_S = 30.0
+FIRST_RETRY_S = 1.0
+MAX_RETRY_INTERVAL_S = 8.0
+SESSION_EXPIRY_S = 60
+RECONNECT_MIN_S = 0.05
+RECONNECT_MAX_S = 2.0
+
+Reply = tuple[bytes, tuple[tuple[str, str], ...]]
 
 
 class Client:
@@ -39,15 +53,23 @@ class Client:
         client_id: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         authorization: str | None = None,
+        first_retry: float = FIRST_RETRY_S,
+        max_retry_interval: float = MAX_RETRY_INTERVAL_S,
     ) -> None:
         self.broker_url = broker_url or Settings.from_env().broker_url
         self.client_id = client_id or f"dormant-client-{uuid.uuid4().hex[:16]}"
         self.default_timeout = timeout
         self.authorization = authorization
+        self.first_retry = first_retry
+        self.max_retry_interval = max_retry_interval
+        self.retries = 0
+        """Publishes repeated because an answer was late (for tests and metrics)."""
         self._inbox = wire.reply_topic(self.client_id)
-        self._pending: dict[bytes, asyncio.Future[tuple[bytes, tuple[tuple[str, str], ...]]]] = {}
+        self._pending: dict[bytes, asyncio.Future[Reply]] = {}
         self._transport: Transport | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._connection: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -59,28 +81,63 @@ class Client:
         await self.close()
 
     async def connect(self) -> None:
-        transport = new_transport(self.broker_url, client_id=self.client_id)
-        try:
-            await transport.connect()
-        except TransportError as exc:
-            raise Unavailable(str(exc), {"broker": _redact(self.broker_url)}) from None
-        await transport.subscribe([wire.reply_filter(self.client_id)], qos=1)
-        self._transport = transport
-        self._reader = asyncio.create_task(self._read_replies(), name=f"dormant-replies-{self.client_id}")
+        """Connect (``Unavailable`` if the broker cannot be reached now); later it reconnects on its own."""
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._connection = asyncio.create_task(self._stay_connected(first), name=f"dormant-{self.client_id}")
+        await first
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TransportError):
-                await self._reader
-            self._reader = None
+        self._closing = True
+        if self._connection is not None:
+            self._connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connection
+            self._connection = None
         if self._transport is not None:
-            await self._transport.close()
+            await self._transport.close(end_session=True)
             self._transport = None
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(Unavailable("the client was closed"))
         self._pending.clear()
+
+    async def _stay_connected(self, first: asyncio.Future[None]) -> None:
+        delay = RECONNECT_MIN_S
+        while not self._closing:
+            transport = new_transport(
+                self.broker_url,
+                client_id=self.client_id,
+                clean_start=False,
+                session_expiry_s=SESSION_EXPIRY_S,
+            )
+            try:
+                await transport.connect()
+                await transport.subscribe([wire.reply_filter(self.client_id)], qos=1)
+            except TransportError as exc:
+                await transport.close()
+                if not first.done():
+                    first.set_exception(Unavailable(str(exc), {"broker": _redact(self.broker_url)}))
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            delay = RECONNECT_MIN_S
+            self._transport = transport
+            self._connected.set()
+            if not first.done():
+                first.set_result(None)
+            try:
+                async for message in transport.messages():
+                    if message.correlation is None:
+                        continue
+                    future = self._pending.get(message.correlation)
+                    if future is not None and not future.done():
+                        future.set_result((message.payload, tuple(message.user_properties)))
+            except TransportError:
+                pass
+            self._connected.clear()
+            self._transport = None
+            await transport.close()
 
     async def call(
         self,
@@ -96,72 +153,98 @@ class Client:
         """Call ``service.function`` and return its JSON result, or raise the typed error.
 
         ``params`` is a mapping or a pydantic model (other JSON values are sent as they are and
-        answered with ``ValidationError``). ``call_id`` reuses a callId, for a safe retry.
+        answered with ``ValidationError``). ``call_id`` reuses a callId (an idempotency key): a call
+        that already ran returns its stored answer without running again.
         """
-        transport = self._require_transport()
+        if self._connection is None:
+            raise RuntimeError("use `async with Client(...)` or await client.connect() first")
         timeout = self.default_timeout if timeout is None else timeout
         correlation = _correlation(call_id)
-        if isinstance(params, BaseModel):
-            body: Any = params.model_dump(mode="json", by_alias=True, exclude_none=True)
-        elif isinstance(params, Mapping):
-            body = dict(params)
-        else:
-            body = {} if params is None else params
         topic = (
             wire.version_topic(service, version, function)
             if version is not None
             else wire.function_topic(service, function)
         )
+        payload = wire.encode_request(_body(params))
         deadline = time.time() + timeout
         props = wire.request_properties(
             deadline=deadline, authorization=self.authorization, extra=tuple((headers or {}).items())
         )
-        future: asyncio.Future[tuple[bytes, tuple[tuple[str, str], ...]]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
+        wait = self.first_retry
+        attempts = 0
+        delivered = False
         try:
-            try:
-                await transport.publish(
-                    topic,
-                    wire.encode_request(body),
-                    qos=1,
-                    response_topic=self._inbox,
-                    correlation=correlation,
-                    user_properties=props,
-                    expiry_s=max(1, round(timeout)),
-                )
-            except TransportError as exc:
-                raise Unavailable(str(exc)) from None
-            try:
-                payload, user_properties = await asyncio.wait_for(future, timeout)
-            except builtins.TimeoutError:
-                raise TimeoutError(
-                    f"no response from {service}.{function} within {timeout:g}s",
-                    {"callId": wire.call_id_text(correlation), "timeout": timeout},
-                ) from None
+            while True:
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"no response from {service}.{function} within {timeout:g}s",
+                        {"callId": wire.call_id_text(correlation), "timeout": timeout, "attempts": attempts},
+                    )
+                reason = await self._publish(topic, payload, correlation, props, remaining)
+                if reason is None:
+                    continue  # the connection is down: wait for it to come back, then publish again
+                attempts += 1
+                self.retries += attempts > 1
+                if reason == NOT_AUTHORIZED:
+                    raise Forbidden(f"the broker refused a call to {service}.{function}")
+                if reason == NO_MATCHING_SUBSCRIBERS:
+                    if not delivered:
+                        raise Unavailable(
+                            f"nothing is serving {service}.{function}",
+                            {"topic": topic, "callId": wire.call_id_text(correlation)},
+                        )
+                    # An earlier attempt reached a runtime that is now draining: its answer may still come.
+                else:
+                    delivered = True
+                try:
+                    budget = min(wait, max(0.0, deadline - time.time()))
+                    reply = await asyncio.wait_for(asyncio.shield(future), budget)
+                except builtins.TimeoutError:
+                    wait = min(wait * 2, self.max_retry_interval)
+                    continue
+                return wire.decode_response(*reply)
         finally:
             self._pending.pop(correlation, None)
-        return wire.decode_response(payload, user_properties)
+            if not future.done():
+                future.cancel()
 
-    def _require_transport(self) -> Transport:
-        if self._transport is None:
-            raise RuntimeError("use `async with Client(...)` or await client.connect() first")
-        return self._transport
-
-    async def _read_replies(self) -> None:
-        transport = self._require_transport()
+    async def _publish(
+        self, topic: str, payload: bytes, correlation: bytes, props: list[tuple[str, str]], remaining: float
+    ) -> int | None:
+        """Publish once and return the PUBACK reason code; None when the connection is down."""
         try:
-            async for message in transport.messages():
-                if message.correlation is None:
-                    continue
-                future = self._pending.get(message.correlation)
-                if future is not None and not future.done():
-                    future.set_result((message.payload, tuple(message.user_properties)))
+            await asyncio.wait_for(self._connected.wait(), remaining)
+        except builtins.TimeoutError:
+            return None
+        transport = self._transport
+        if transport is None:
+            return None
+        try:
+            return await transport.publish(
+                topic,
+                payload,
+                qos=1,
+                response_topic=self._inbox,
+                correlation=correlation,
+                user_properties=props,
+                expiry_s=max(1, round(remaining)),
+            )
         except TransportError as exc:
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(Unavailable(f"lost the broker connection: {exc}"))
+            if exc.reason is not None and exc.reason >= 0x80:
+                return exc.reason
+            await asyncio.sleep(min(RECONNECT_MIN_S, remaining))
+            return None
+
+
+def _body(params: Any) -> Any:
+    if isinstance(params, BaseModel):
+        return params.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if isinstance(params, Mapping):
+        return dict(params)
+    return {} if params is None else params
 
 
 def _correlation(call_id: bytes | str | None) -> bytes:

@@ -1,8 +1,10 @@
 """The MQTT seam: one small async interface over the client library, so the rest of Dormant never
 touches a library type.
 
-Two implementations: ``AiomqttTransport`` (aiomqtt over paho, the default) and ``NativeTransport``
-(``dormant.mqtt``, Dormant's own asyncio MQTT 5 client); ``$DORMANT_MQTT_CLIENT`` picks one.
+Two implementations: ``NativeTransport`` (``dormant.mqtt``, Dormant's own asyncio MQTT 5 client; the
+default) and ``AiomqttTransport`` (aiomqtt over paho). Only the native one reports PUBACK reason codes
+(so callers fail fast on "no subscribers") and acknowledges on demand (so a runtime acks a request
+only after its response is out); aiomqtt hides both. ``$DORMANT_MQTT_CLIENT`` picks one.
 Everything above this module speaks ``Inbound`` messages and plain values (topic, payload bytes,
 response topic, correlation data, user properties, expiry). ``connect_transport`` returns the
 default implementation, built on aiomqtt (paho underneath), with TCP_NODELAY on its socket.
@@ -10,11 +12,12 @@ default implementation, built on aiomqtt (paho underneath), with TCP_NODELAY on 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -28,7 +31,20 @@ from .config import parse_broker_url
 
 
 class TransportError(Exception):
-    """The broker connection failed or was lost."""
+    """The broker connection failed or was lost; ``reason`` is the MQTT reason code when there was one."""
+
+    def __init__(self, message: str, reason: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+NO_MATCHING_SUBSCRIBERS = 0x10
+NOT_AUTHORIZED = 0x87
+SESSION_TAKEN_OVER = 0x8E
+
+
+def _no_ack() -> None:
+    """Acknowledging is a no-op where the library acknowledged on receipt."""
 
 
 @dataclass(slots=True)
@@ -43,6 +59,9 @@ class Inbound:
     correlation: bytes | None = None
     user_properties: Sequence[tuple[str, str]] = ()
     expiry_s: int | None = None
+    dup: bool = False
+    ack: Callable[[], None] = _no_ack
+    """Send the PUBACK (with ``manual_ack``; a no-op otherwise)."""
 
 
 class Transport(Protocol):
@@ -63,11 +82,11 @@ class Transport(Protocol):
         correlation: bytes | None = None,
         user_properties: Sequence[tuple[str, str]] = (),
         expiry_s: int | None = None,
-    ) -> None: ...
+    ) -> int: ...
 
     def messages(self) -> AsyncIterator[Inbound]: ...
 
-    async def close(self) -> None: ...
+    async def close(self, *, end_session: bool = False) -> None: ...
 
 
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
@@ -125,7 +144,7 @@ class AiomqttTransport:
         except aiomqtt.MqttError as exc:
             raise TransportError(f"cannot connect to the broker: {exc}") from exc
 
-    async def close(self) -> None:
+    async def close(self, *, end_session: bool = False) -> None:
         if self._closed:
             return
         self._closed = True
@@ -166,7 +185,7 @@ class AiomqttTransport:
         correlation: bytes | None = None,
         user_properties: Sequence[tuple[str, str]] = (),
         expiry_s: int | None = None,
-    ) -> None:
+    ) -> int:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if response_topic is not None:
             props.ResponseTopic = response_topic
@@ -180,6 +199,7 @@ class AiomqttTransport:
             await self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         except aiomqtt.MqttError as exc:
             raise TransportError(f"publish to {topic} failed: {exc}") from exc
+        return 0  # aiomqtt does not say what the PUBACK said
 
     async def messages(self) -> AsyncIterator[Inbound]:
         try:
@@ -225,8 +245,10 @@ class NativeTransport:
         clean_start: bool = True,
         session_expiry_s: int = 0,
         keepalive: int = 30,
+        manual_ack: bool = False,
     ) -> None:
         self._address = parse_broker_url(broker_url)
+        self._manual_ack = manual_ack
         self._client_id = client_id or f"dormant-{uuid.uuid4().hex[:16]}"
         self._clean_start = clean_start
         self._session_expiry_s = session_expiry_s
@@ -245,9 +267,14 @@ class NativeTransport:
                 keepalive=self._keepalive,
                 clean_start=self._clean_start,
                 session_expiry_s=self._session_expiry_s,
+                manual_ack=self._manual_ack,
             )
         except mqtt.MqttError as exc:
-            raise TransportError(f"cannot connect to the broker: {exc}") from exc
+            raise TransportError(f"cannot connect to the broker: {exc}", exc.reason) from exc
+
+    @property
+    def session_present(self) -> bool:
+        return self._conn is not None and self._conn.session_present
 
     async def __aenter__(self) -> NativeTransport:
         await self.connect()
@@ -263,12 +290,15 @@ class NativeTransport:
             raise TransportError("not connected")
         return self._conn
 
-    async def close(self) -> None:
+    async def close(self, *, end_session: bool = False) -> None:
+        """Disconnect; ``end_session`` discards a persistent session instead of keeping it."""
         if self._closed:
             return
         self._closed = True
         if self._conn is not None:
-            await self._conn.disconnect()
+            await self._conn.disconnect(
+                session_expiry_s=0 if end_session and self._session_expiry_s else None
+            )
 
     async def subscribe(self, filters: Sequence[str], qos: int = 1) -> None:
         try:
@@ -293,9 +323,9 @@ class NativeTransport:
         correlation: bytes | None = None,
         user_properties: Sequence[tuple[str, str]] = (),
         expiry_s: int | None = None,
-    ) -> None:
+    ) -> int:
         try:
-            await self._require().publish(
+            return await self._require().publish(
                 topic,
                 payload,
                 qos=qos,
@@ -306,7 +336,7 @@ class NativeTransport:
                 expiry_s=None if expiry_s is None else max(1, int(expiry_s)),
             )
         except mqtt.MqttError as exc:
-            raise TransportError(f"publish to {topic} failed: {exc}") from exc
+            raise TransportError(f"publish to {topic} failed: {exc}", exc.reason) from exc
 
     async def messages(self) -> AsyncIterator[Inbound]:
         conn = self._require()
@@ -314,8 +344,14 @@ class NativeTransport:
             message = await conn.queue.get()
             if message is None:
                 if not self._closed:
-                    raise TransportError("connection lost")
+                    reason = conn.disconnect_reason
+                    raise TransportError(
+                        "connection lost" + (f" ({mqtt.reason_name(reason)})" if reason else ""), reason
+                    )
                 return
+            ack = _no_ack
+            if self._manual_ack and message.qos == 1:
+                ack = functools.partial(conn.ack, message)
             yield Inbound(
                 topic=message.topic,
                 payload=message.payload,
@@ -325,6 +361,8 @@ class NativeTransport:
                 correlation=message.correlation,
                 user_properties=message.user_properties,
                 expiry_s=message.expiry_s,
+                dup=message.dup,
+                ack=ack,
             )
 
 
@@ -337,15 +375,23 @@ def new_transport(
     client_id: str | None = None,
     clean_start: bool = True,
     session_expiry_s: int = 0,
+    manual_ack: bool = False,
 ) -> AiomqttTransport | NativeTransport:
-    """The transport named by ``$DORMANT_MQTT_CLIENT`` (``aiomqtt``, the default, or ``native``)."""
-    kind = os.environ.get(CLIENT_ENV, "aiomqtt")
+    """The transport named by ``$DORMANT_MQTT_CLIENT`` (``native``, the default, or ``aiomqtt``).
+
+    ``manual_ack`` needs the native transport: with aiomqtt every message is acknowledged on receipt.
+    """
+    kind = os.environ.get(CLIENT_ENV, "native")
     if kind == "native":
         return NativeTransport(
-            broker_url, client_id=client_id, clean_start=clean_start, session_expiry_s=session_expiry_s
+            broker_url,
+            client_id=client_id,
+            clean_start=clean_start,
+            session_expiry_s=session_expiry_s,
+            manual_ack=manual_ack,
         )
     if kind != "aiomqtt":
-        raise ValueError(f"{CLIENT_ENV} must be 'aiomqtt' or 'native', not {kind!r}")
+        raise ValueError(f"{CLIENT_ENV} must be 'native' or 'aiomqtt', not {kind!r}")
     return AiomqttTransport(
         broker_url, client_id=client_id, clean_start=clean_start, session_expiry_s=session_expiry_s
     )

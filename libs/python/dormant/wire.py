@@ -151,6 +151,9 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
     envelope: bool = False
     message_id: str | None = None
+    call_id_given: bool = False
+    """True when the caller chose the callId (Correlation Data or an envelope ``callId``), so it can retry
+    with it; a callId the runtime made up is never de-duplicated."""
 
 
 class CallRejected(Exception):
@@ -200,6 +203,7 @@ def decode_call(
         correlation=correlation,
         deadline=_deadline(user_properties, expiry_s, now),
         headers=headers,
+        call_id_given=correlation is not None,
     )
     if target is None:
         raise CallRejected(NotFound(f"not a service topic: {topic!r}"), call)
@@ -239,6 +243,7 @@ def _read_envelope(data: Any, call: Call) -> None:
         call.message_id = data["messageId"]
     if isinstance(data.get("callId"), str) and data["callId"]:
         call.call_id = data["callId"]
+        call.call_id_given = True
     if isinstance(data.get("replyTo"), str) and data["replyTo"]:
         call.reply_to = data["replyTo"]
     headers = data.get("headers")
@@ -306,15 +311,20 @@ ERROR_PROPERTIES: tuple[tuple[str, str], ...] = ((PROP_STATUS, STATUS_ERROR),)
 
 def encode_response(call: Call, ok: bool, body: Any) -> tuple[bytes, tuple[tuple[str, str], ...]]:
     """Payload and user properties of the answer to ``call`` (a result, or an error payload)."""
+    return encode_response_json(call, ok, orjson.dumps(body))
+
+
+def encode_response_json(call: Call, ok: bool, body_json: bytes) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+    """The same, from the body already serialized (a stored answer is replayed byte for byte)."""
     props = OK_PROPERTIES if ok else ERROR_PROPERTIES
     if not call.envelope:
-        return orjson.dumps(body), props
+        return body_json, props
     envelope = {
         "messageId": uuid.uuid4().hex,
         "callId": call.call_id,
         "inReplyTo": call.message_id,
         "headers": {"content-type": CONTENT_TYPE_JSON, PROP_STATUS: props[0][1]},
-        "body": body,
+        "body": orjson.Fragment(body_json),
     }
     return orjson.dumps(envelope), props
 

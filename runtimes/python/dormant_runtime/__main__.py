@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from dormant.config import Settings
+from dormant_catalog.calls import CallStore
 
 from .control import EventChannel, read_commands
+from .dedup import Deduplicator
 from .dispatcher import Dispatcher
 from .loader import LoadError, load_service
 from .server import Server
@@ -29,14 +31,26 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--not-live", action="store_true", help="serve only the version topic")
     parser.add_argument("--broker-url", default=None)
     parser.add_argument("--max-in-flight", type=int, default=256)
+    parser.add_argument("--slot", type=int, default=None, help="replica slot index (keys the MQTT session)")
+    parser.add_argument(
+        "--no-dedup", action="store_true", help="do not de-duplicate callIds (no catalog database needed)"
+    )
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     return parser.parse_args(argv)
+
+
+def client_id_for(service: str, version: int, slot: int | None, pod_id: str) -> str:
+    """The MQTT client id: stable per service, version and replica slot, so a runtime that replaces a
+    dead one in the same slot resumes its session and gets the requests it never acknowledged."""
+    where = f"s{slot}" if slot is not None else pod_id
+    return f"dormant-{service}-v{version}-{where}"
 
 
 async def _serve(
     app_dir: Path,
     version: int,
     live: bool,
+    slot: int | None,
     args: argparse.Namespace,
     events: EventChannel,
     stop: asyncio.Event,
@@ -53,12 +67,27 @@ async def _serve(
         log.exception("could not start the service")
         return 1
     pod_id = os.environ.get("DORMANT_POD_ID") or uuid.uuid4().hex[:8]
+    settings = Settings.from_env(broker_url=args.broker_url)
+    client_id = client_id_for(spec.name, version, slot, pod_id)
+    dedup = None
+    if not args.no_dedup:
+        owner = f"{client_id}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
+        dedup = Deduplicator(
+            CallStore(settings.catalog_url, app_name=spec.name, owner=owner, version=version)
+        )
+        try:
+            await dedup.start()
+        except Exception as exc:
+            events.emit("failed", error=f"cannot reach the call de-duplication store: {exc}")
+            log.error("cannot reach the call de-duplication store: %s", exc)
+            return 1
     server = Server(
         dispatcher,
-        broker_url=args.broker_url or Settings.from_env().broker_url,
+        broker_url=settings.broker_url,
         version=version,
         live=live,
-        client_id=f"dormant-rt-{spec.name}-v{version}-{pod_id}-{uuid.uuid4().hex[:6]}",
+        client_id=client_id,
+        dedup=dedup,
         max_in_flight=args.max_in_flight,
     )
     running = asyncio.create_task(server.run())
@@ -70,6 +99,8 @@ async def _serve(
     await stopping
     left = await server.drain(args.drain_timeout)
     await running
+    if dedup is not None:
+        await dedup.close()
     events.emit("drained", cut_off=left)
     return 0
 
@@ -81,7 +112,7 @@ async def _main(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     if args.app_dir is not None:
-        return await _serve(args.app_dir, args.version, not args.not_live, args, events, stop)
+        return await _serve(args.app_dir, args.version, not args.not_live, args.slot, args, events, stop)
     commands = await read_commands()
     events.emit("standby")
     while True:
@@ -96,6 +127,7 @@ async def _main(args: argparse.Namespace) -> int:
             Path(str(command["app_dir"])),
             int(command["version"]),
             bool(command.get("live", True)),
+            int(command["slot"]) if isinstance(command.get("slot"), int) else None,
             args,
             events,
             stop,

@@ -1,9 +1,13 @@
-"""Serving one loaded service over MQTT: subscribe, decode, dispatch concurrently, reply, drain.
+"""Serving one loaded service over MQTT: subscribe, decode, de-duplicate, dispatch, reply, ack, drain.
 
-A ``Server`` owns the broker connection of a runtime process. It reconnects and resubscribes after
-a lost connection, bounds the calls in flight, and on ``drain()`` stops taking new calls (it
-unsubscribes, so the broker hands them to other members of the shared group), finishes the calls
-it already holds, then disconnects.
+A ``Server`` owns the broker connection of a runtime process. It uses a persistent session under a
+stable client id (per service, version and replica slot), so a runtime restarted in the same slot
+gets back the requests its predecessor had not acknowledged. A request is acknowledged only after
+its response has been published and the broker has confirmed it. The server reconnects and
+resubscribes after a lost connection, except when another runtime took its session over (then this
+one has been replaced and waits to be drained). It bounds the calls in flight, and on ``drain()``
+stops taking calls (it unsubscribes, so the broker hands them to the other members of the shared
+group), finishes the calls it holds, then disconnects and ends its session.
 """
 
 from __future__ import annotations
@@ -13,14 +17,18 @@ import contextlib
 import logging
 import time
 
-from dormant import wire
-from dormant.transport import Inbound, Transport, TransportError, new_transport
+import orjson
 
+from dormant import errors, wire
+from dormant.transport import SESSION_TAKEN_OVER, Inbound, Transport, TransportError, new_transport
+
+from .dedup import Deduplicator
 from .dispatcher import Dispatcher
 
 log = logging.getLogger("dormant.runtime")
 
 DEFAULT_MAX_IN_FLIGHT = 256
+SESSION_EXPIRY_S = 120
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 QUEUE_SETTLE_S = 0.1
@@ -35,6 +43,7 @@ class Server:
         version: int,
         live: bool = True,
         client_id: str,
+        dedup: Deduplicator | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.dispatcher = dispatcher
@@ -43,6 +52,7 @@ class Server:
         self.version = version
         self.live = live
         self.client_id = client_id
+        self.dedup = dedup
         self.filters = wire.serving_filters(self.service, version, live=live)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -52,6 +62,8 @@ class Server:
         self._drain_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self.replaced = False
+        """True once another runtime took this one's session over."""
 
     async def wait_ready(self) -> None:
         """Return once the first subscription is in place."""
@@ -61,7 +73,13 @@ class Server:
         """Serve until drained."""
         delay = RECONNECT_MIN_S
         while not self._draining:
-            transport = new_transport(self.broker_url, client_id=self.client_id)
+            transport = new_transport(
+                self.broker_url,
+                client_id=self.client_id,
+                clean_start=False,
+                session_expiry_s=SESSION_EXPIRY_S,
+                manual_ack=True,
+            )
             try:
                 await transport.connect()
                 await transport.subscribe(self.filters, qos=1)
@@ -78,7 +96,10 @@ class Server:
             self._reader = asyncio.create_task(self._read(transport))
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-            if not self._draining:
+            if self.replaced:
+                log.warning("another runtime took this session over; waiting to be drained")
+                await self._drain_requested.wait()
+            elif not self._draining:
                 log.warning("lost the broker connection; reconnecting")
                 await transport.close()
                 self._transport = None
@@ -92,6 +113,8 @@ class Server:
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
         except TransportError as exc:
+            if exc.reason == SESSION_TAKEN_OVER:
+                self.replaced = True
             log.warning("%s", exc)
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -111,30 +134,69 @@ class Server:
         except wire.CallRejected as rejected:
             call = rejected.call
             log.info("[%s] rejected call on %s: %s", call.call_id, message.topic, rejected.error)
-            await self._reply(transport, call, *wire.encode_error(call, rejected.error))
+            await self._answer(transport, message, call, False, orjson.dumps(rejected.error.to_payload()))
             return
-        ok, body = await self.dispatcher.dispatch(call)
-        await self._reply(transport, call, *wire.encode_response(call, ok, body))
+        if self.dedup is None or not call.call_id_given:
+            ok, body = await self.dispatcher.dispatch(call)
+            await self._answer(transport, message, call, ok, orjson.dumps(body))
+            return
+        await self._handle_once(transport, message, call, self.dedup)
 
-    async def _reply(
-        self, transport: Transport, call: wire.Call, payload: bytes, props: tuple[tuple[str, str], ...]
+    async def _handle_once(
+        self, transport: Transport, message: Inbound, call: wire.Call, dedup: Deduplicator
     ) -> None:
-        if not call.reply_to:
-            return
-        expiry = None
-        if call.deadline is not None:
-            expiry = max(1, int(call.deadline - time.time()) + 1)
+        """Run the call at most once across every runtime of the service; answer repeats from the store."""
         try:
-            await transport.publish(
-                call.reply_to,
-                payload,
-                qos=1,
-                correlation=call.correlation,
-                user_properties=props,
-                expiry_s=expiry,
-            )
-        except TransportError as exc:
-            log.warning("[%s] could not publish the response: %s", call.call_id, exc)
+            state = await dedup.claim(call.call_id)
+            if state.kind == "running":
+                state = await dedup.wait(call.call_id, call.deadline)
+        except TimeoutError:
+            late = errors.TimeoutError("the deadline passed while the same call ran elsewhere")
+            await self._answer(transport, message, call, False, orjson.dumps(late.to_payload()))
+            return
+        except Exception as exc:
+            log.warning("[%s] call de-duplication store unavailable: %s", call.call_id, exc)
+            down = errors.Unavailable("the call de-duplication store is unavailable; retry later")
+            await self._answer(transport, message, call, False, orjson.dumps(down.to_payload()))
+            return
+        if state.kind == "done":
+            await self._answer(transport, message, call, bool(state.ok), state.response or b"null")
+            return
+        try:
+            ok, body = await self.dispatcher.dispatch(call)
+        except asyncio.CancelledError:
+            await dedup.abandon(call.call_id)
+            raise
+        response = orjson.dumps(body)
+        try:
+            await dedup.finish(call.call_id, ok, response, None if ok else str(body.get("type")))
+        except Exception as exc:
+            log.warning("[%s] could not store the answer (a retry may run it again): %s", call.call_id, exc)
+        await self._answer(transport, message, call, ok, response)
+
+    async def _answer(
+        self, transport: Transport, message: Inbound, call: wire.Call, ok: bool, body_json: bytes
+    ) -> None:
+        """Publish the response (QoS 1, confirmed by the broker), then acknowledge the request."""
+        if call.reply_to:
+            payload, props = wire.encode_response_json(call, ok, body_json)
+            expiry = None
+            if call.deadline is not None:
+                expiry = max(1, int(call.deadline - time.time()) + 1)
+            try:
+                await transport.publish(
+                    call.reply_to,
+                    payload,
+                    qos=1,
+                    correlation=call.correlation,
+                    user_properties=props,
+                    expiry_s=expiry,
+                )
+            except TransportError as exc:
+                # Not acknowledged: the broker delivers the request again; the stored answer goes then.
+                log.warning("[%s] could not publish the response: %s", call.call_id, exc)
+                return
+        message.ack()
 
     async def drain(self, timeout: float = 30.0) -> int:
         """Stop taking calls, finish those in flight (up to ``timeout``), disconnect.
@@ -147,7 +209,7 @@ class Server:
         self._draining = True
         self._drain_requested.set()
         transport = self._transport
-        if transport is not None:
+        if transport is not None and not self.replaced:
             with contextlib.suppress(TransportError):
                 await transport.unsubscribe(self.filters)
             # Messages the broker sent before the UNSUBACK may still sit in the client's queue.
@@ -155,15 +217,14 @@ class Server:
         if self._reader is not None:
             self._reader.cancel()
         pending = set(self._tasks)
+        left = 0
         if pending:
             _, still_running = await asyncio.wait(pending, timeout=timeout)
             for task in still_running:
                 task.cancel()
             left = len(still_running)
-        else:
-            left = 0
         if transport is not None:
-            await transport.close()
+            await transport.close(end_session=not self.replaced)
         await self._stopped.wait()
         return left
 

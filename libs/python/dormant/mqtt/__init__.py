@@ -5,6 +5,14 @@
 """
 
 from .codec import Publish, ReasonCode
-from .connection import ConnectionClosed, MqttConnection, MqttError, connect
+from .connection import ConnectionClosed, MqttConnection, MqttError, connect, reason_name
 
-__all__ = ["ConnectionClosed", "MqttConnection", "MqttError", "Publish", "ReasonCode", "connect"]
+__all__ = [
+    "ConnectionClosed",
+    "MqttConnection",
+    "MqttError",
+    "Publish",
+    "ReasonCode",
+    "connect",
+    "reason_name",
+]

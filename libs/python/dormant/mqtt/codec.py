@@ -372,6 +372,15 @@ PINGREQ = bytes((PacketType.PINGREQ << 4, 0))
 DISCONNECT = bytes((PacketType.DISCONNECT << 4, 0))
 
 
+def encode_disconnect(*, session_expiry_s: int | None = None) -> bytes:
+    """A normal DISCONNECT; ``session_expiry_s`` replaces the session's expiry (0 ends it now)."""
+    if session_expiry_s is None:
+        return DISCONNECT
+    return _packet(
+        PacketType.DISCONNECT << 4, b"\x00" + encode_properties({SESSION_EXPIRY: session_expiry_s})
+    )
+
+
 def split_packets(data: bytes, max_size: int) -> tuple[list[tuple[int, memoryview]], int]:
     """Complete packets at the start of ``data`` as (first byte, body) and the bytes they use.
 

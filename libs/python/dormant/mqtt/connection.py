@@ -216,10 +216,10 @@ class MqttConnection(asyncio.Protocol):
         )
         return reasons
 
-    async def disconnect(self) -> None:
-        """Send DISCONNECT (normal) and close."""
+    async def disconnect(self, *, session_expiry_s: int | None = None) -> None:
+        """Send DISCONNECT (normal) and close; ``session_expiry_s=0`` also ends a persistent session."""
         if self.is_open and self._transport is not None:
-            self._transport.write(codec.DISCONNECT)
+            self._transport.write(codec.encode_disconnect(session_expiry_s=session_expiry_s))
             self._transport.close()
         with contextlib.suppress(MqttError):
             await self._closed
