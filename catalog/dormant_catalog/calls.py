@@ -180,6 +180,23 @@ class CallStore:
         )
         return {row[0] for row in rows}
 
+    async def complete_in(self, conn: Conn, call_id: str, ok: bool, response: bytes) -> bool:
+        """Store one response on ``conn``, inside the caller's open transaction (fenced like ``complete``).
+
+        The handler's writes on ``conn`` and the stored answer then commit together, or not at all.
+        """
+        cur = await conn.execute(
+            _COMPLETE,
+            {
+                "app": self.app_name,
+                "owner": self.owner,
+                "ids": [call_id],
+                "statuses": ["ok" if ok else "error"],
+                "responses": [response],
+            },
+        )
+        return await cur.fetchone() is not None
+
     async def release(self, call_ids: Sequence[str]) -> None:
         """Forget our running claims (the call failed in a way a retry may fix), so a retry runs again."""
         if call_ids:

@@ -47,6 +47,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument(
         "--load-timeout", type=float, default=30.0, help="runtime load timeout (default 30 s)"
     )
+    parser.add_argument(
+        "--crash-backoff-reset",
+        type=float,
+        default=30.0,
+        help="a runtime that ran this many seconds before crashing restarts without back-off (default 30)",
+    )
     parser.add_argument("--runtime-cmd", help="runtime command line (default: python -m dormant_runtime)")
     parser.add_argument("--log-level", default=os.environ.get("DORMANT_LOG_LEVEL", "INFO"))
     return parser
@@ -69,6 +75,7 @@ def pod_from_args(args: argparse.Namespace) -> Pod:
         poll_interval_s=args.poll_interval,
         drain_timeout_s=args.drain_timeout,
         load_timeout_s=args.load_timeout,
+        crash_backoff_reset_s=args.crash_backoff_reset,
         runtime_cmd=shlex.split(args.runtime_cmd) if args.runtime_cmd else None,
     )
 

@@ -57,6 +57,7 @@ class Pod:
         drain_timeout_s: float = 30.0,
         runtime_cmd: Sequence[str] | None = None,
         load_timeout_s: float = 30.0,
+        crash_backoff_reset_s: float = 30.0,
         log_sink: LogSink = stderr_sink,
     ) -> None:
         if lease_s <= 0 or poll_interval_s <= 0:
@@ -72,6 +73,8 @@ class Pod:
         self.poll_interval_s = poll_interval_s
         self.drain_timeout_s = drain_timeout_s
         self.load_timeout_s = load_timeout_s
+        self.crash_backoff_reset_s = crash_backoff_reset_s
+        """A runtime that ran this long before crashing is restarted at once (no back-off)."""
         self.runtime_cmd = tuple(runtime_cmd) if runtime_cmd else DEFAULT_RUNTIME_CMD
         self._log_sink = log_sink
         self._stop = asyncio.Event()
@@ -323,7 +326,7 @@ class Pod:
                     current.version,
                     runtime.returncode,
                 )
-                if now - started_at > 30.0:
+                if now - started_at > self.crash_backoff_reset_s:
                     restart_delay = 0.0
                 runtime = self.runtime = None
                 restart_at = now + restart_delay

@@ -6,7 +6,9 @@ import logging
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from .errors import SystemError
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,14 @@ class UserContext:
 
 
 ANONYMOUS = UserContext()
+
+
+class TransactionSource(Protocol):
+    """Where a runtime gets the database transactions it hands to handlers (``Context.transaction``)."""
+
+    async def begin(self) -> Any:
+        """A connection with a transaction open (a ``psycopg.AsyncConnection``)."""
+        ...
 
 
 class _CallLogger(logging.LoggerAdapter[logging.Logger]):
@@ -51,6 +61,22 @@ class Context:
     user: UserContext = ANONYMOUS
     headers: dict[str, str] = field(default_factory=dict)
     _logger: logging.LoggerAdapter[logging.Logger] | None = None
+    _transactions: TransactionSource | None = None
+    _tx: Any = None
+
+    async def transaction(self) -> Any:
+        """A Postgres transaction (a ``psycopg.AsyncConnection``) for this call's writes.
+
+        The runtime commits it together with the call's result, and only if this runtime still owns
+        the call: writes made through it happen exactly once per callId, even when a runtime dies or
+        freezes mid-call and another one runs the call again. An error answer rolls it back. Every
+        call to ``transaction()`` within one call returns the same connection.
+        """
+        if self._tx is None:
+            if self._transactions is None:
+                raise SystemError("this runtime has no transactional data store (no catalog database)")
+            self._tx = await self._transactions.begin()
+        return self._tx
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None without a deadline."""

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from dormant.config import Settings
-from dormant_catalog.calls import CallStore
+from dormant_catalog.calls import DEFAULT_LEASE_S, CallStore
 
 from .control import EventChannel, read_commands
 from .dedup import Deduplicator
 from .dispatcher import Dispatcher
 from .loader import LoadError, load_service
 from .server import Server
+from .transactions import TransactionPool
 
 log = logging.getLogger("dormant.runtime")
 
@@ -55,9 +56,11 @@ async def _serve(
     events: EventChannel,
     stop: asyncio.Event,
 ) -> int:
+    settings = Settings.from_env(broker_url=args.broker_url)
+    transactions = None if args.no_dedup else TransactionPool(settings.catalog_url)
     try:
         spec = load_service(app_dir)
-        dispatcher = Dispatcher(spec, version)
+        dispatcher = Dispatcher(spec, version, transactions)
     except LoadError as exc:
         events.emit("failed", error=str(exc))
         log.error("%s", exc)
@@ -67,14 +70,15 @@ async def _serve(
         log.exception("could not start the service")
         return 1
     pod_id = os.environ.get("DORMANT_POD_ID") or uuid.uuid4().hex[:8]
-    settings = Settings.from_env(broker_url=args.broker_url)
     client_id = client_id_for(spec.name, version, slot, pod_id)
     dedup = None
     if not args.no_dedup:
         owner = f"{client_id}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
-        dedup = Deduplicator(
-            CallStore(settings.catalog_url, app_name=spec.name, owner=owner, version=version)
+        lease = float(os.environ.get("DORMANT_CALL_LEASE_S", DEFAULT_LEASE_S))
+        store = CallStore(
+            settings.catalog_url, app_name=spec.name, owner=owner, version=version, lease_s=lease
         )
+        dedup = Deduplicator(store)
         try:
             await dedup.start()
         except Exception as exc:
@@ -101,6 +105,8 @@ async def _serve(
     await running
     if dedup is not None:
         await dedup.close()
+    if transactions is not None:
+        await transactions.close()
     events.emit("drained", cut_off=left)
     return 0
 

@@ -88,8 +88,13 @@ class Deduplicator:
         local = self._local.get(call_id)
         if local is not None:
             timeout = None if deadline is None else max(0.0, deadline - time.time())
-            ok, response = await asyncio.wait_for(asyncio.shield(local), timeout)
-            return CallState("done", ok=ok, response=response)
+            try:
+                ok, response = await asyncio.wait_for(asyncio.shield(local), timeout)
+                return CallState("done", ok=ok, response=response)
+            except asyncio.CancelledError:
+                if not local.cancelled():
+                    raise  # this task itself is being cancelled
+                # the local run lost its claim: find out from the store who finishes it
         delay = POLL_MIN_S
         while deadline is None or time.time() < deadline:
             state = (await self.store.read([call_id]))[call_id]
@@ -115,6 +120,15 @@ class Deduplicator:
         finally:
             if local is not None and not local.done():
                 local.set_result((ok, response))
+
+    async def settled(self, call_id: str, ok: bool, response: bytes, *, stored: bool) -> None:
+        """The answer was stored by the caller's own transaction (``stored``), or the claim was lost."""
+        local = self._local.pop(call_id, None)
+        if local is not None and not local.done():
+            if stored:
+                local.set_result((ok, response))
+            else:
+                local.cancel()
 
     async def abandon(self, call_id: str) -> None:
         """Give a claim back without an answer (the call was cut off while draining)."""

@@ -1,7 +1,9 @@
 """Dispatching one decoded call: validate input, run the handler under its timeout, validate output.
 
-Returns ``(ok, body)`` for the wire; never raises. Unexpected handler exceptions are logged with
-the callId and become ``SystemError`` without a traceback for the caller.
+``run`` returns an ``Outcome``: ``(ok, body)`` for the wire plus the transaction the handler opened
+with ``ctx.transaction()``, still open, for the caller to commit with the call's result. ``dispatch``
+is ``run`` that commits (on success) or rolls back itself. Neither raises: unexpected handler
+exceptions are logged with the callId and become ``SystemError`` without a traceback for the caller.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pydantic
 from jsonschema import Draft202012Validator
@@ -19,7 +21,7 @@ from jsonschema.validators import validator_for
 
 from dormant import errors
 from dormant.app import FunctionSpec, ServiceSpec
-from dormant.context import Context
+from dormant.context import Context, TransactionSource
 from dormant.wire import Call
 
 log = logging.getLogger("dormant.runtime")
@@ -44,6 +46,24 @@ def _schema_errors(validator: Validator, instance: Any) -> list[dict[str, str]]:
 
 
 @dataclass(slots=True)
+class Outcome:
+    ok: bool
+    body: Any
+    tx: Any = None
+    """The handler's open transaction (a psycopg connection), or None if it opened none."""
+
+    @property
+    def error_type(self) -> str | None:
+        return None if self.ok else str(self.body.get("type"))
+
+
+class Transactions(TransactionSource, Protocol):
+    """A ``TransactionSource`` that can also finish what it began."""
+
+    async def end(self, conn: Any, *, commit: bool) -> None: ...
+
+
+@dataclass(slots=True)
 class _Compiled:
     spec: FunctionSpec
     input_validator: Validator
@@ -53,9 +73,12 @@ class _Compiled:
 class Dispatcher:
     """Runs calls against one loaded service."""
 
-    def __init__(self, service: ServiceSpec, version: int | None = None) -> None:
+    def __init__(
+        self, service: ServiceSpec, version: int | None = None, transactions: Transactions | None = None
+    ) -> None:
         self.service = service
         self.version = version
+        self.transactions = transactions
         self.handler = service.handler_class()
         self._functions = {
             name: _Compiled(spec, _compile(spec.input_schema), _compile(spec.output_schema))
@@ -63,17 +86,40 @@ class Dispatcher:
         }
 
     async def dispatch(self, call: Call) -> tuple[bool, Any]:
+        """Run the call and finish its transaction, if any: committed on success, rolled back on error."""
+        outcome = await self.run(call)
+        if outcome.tx is not None and self.transactions is not None:
+            try:
+                await self.transactions.end(outcome.tx, commit=outcome.ok)
+            except Exception:
+                log.exception("[%s] committing the handler's transaction failed", call.call_id)
+                return False, errors.SystemError(
+                    f"{call.function} could not commit its writes", {"callId": call.call_id}
+                ).to_payload()
+        return outcome.ok, outcome.body
+
+    async def run(self, call: Call) -> Outcome:
+        ctx = Context(
+            call_id=call.call_id,
+            service=self.service.name,
+            function=call.function,
+            version=self.version,
+            deadline=call.deadline,
+            headers=call.headers,
+            _transactions=self.transactions,
+        )
         try:
-            return True, await self._run(call)
+            return Outcome(True, await self._run(call, ctx), ctx._tx)
         except errors.DormantError as exc:
-            return False, exc.to_payload()
+            return Outcome(False, exc.to_payload(), ctx._tx)
         except Exception:
             log.exception("[%s] %s.%s failed", call.call_id, self.service.name, call.function)
-            return False, errors.SystemError(
+            body = errors.SystemError(
                 f"{call.function} failed with an internal error", {"callId": call.call_id}
-            ).to_payload()
+            )
+            return Outcome(False, body.to_payload(), ctx._tx)
 
-    async def _run(self, call: Call) -> Any:
+    async def _run(self, call: Call, ctx: Context) -> Any:
         compiled = self._functions.get(call.function)
         if compiled is None:
             raise errors.NotFound(
@@ -100,14 +146,6 @@ class Dispatcher:
             if left <= 0:
                 raise errors.TimeoutError(f"the deadline of {call.function} passed before it started")
             budget = min(budget, left)
-        ctx = Context(
-            call_id=call.call_id,
-            service=self.service.name,
-            function=call.function,
-            version=self.version,
-            deadline=call.deadline,
-            headers=call.headers,
-        )
         method = getattr(self.handler, spec.method)
         try:
             async with asyncio.timeout(budget):

@@ -22,8 +22,8 @@ import orjson
 from dormant import errors, wire
 from dormant.transport import SESSION_TAKEN_OVER, Inbound, Transport, TransportError, new_transport
 
-from .dedup import Deduplicator
-from .dispatcher import Dispatcher
+from .dedup import STORED_ERROR_TYPES, Deduplicator
+from .dispatcher import Dispatcher, Outcome
 
 log = logging.getLogger("dormant.runtime")
 
@@ -163,16 +163,55 @@ class Server:
             await self._answer(transport, message, call, bool(state.ok), state.response or b"null")
             return
         try:
-            ok, body = await self.dispatcher.dispatch(call)
+            outcome = await self.dispatcher.run(call)
         except asyncio.CancelledError:
             await dedup.abandon(call.call_id)
             raise
-        response = orjson.dumps(body)
+        response = orjson.dumps(outcome.body)
+        if outcome.tx is not None:
+            stored = await self._commit_with_answer(call, outcome, response, dedup)
+            if not stored:
+                # Another runtime took the call over (this one froze past its lease): its answer counts,
+                # and this run's writes were rolled back.
+                try:
+                    state = await dedup.wait(call.call_id, call.deadline)
+                except Exception:
+                    return
+                if state.kind == "done":
+                    await self._answer(transport, message, call, bool(state.ok), state.response or b"null")
+                return
+        else:
+            try:
+                await dedup.finish(call.call_id, outcome.ok, response, outcome.error_type)
+            except Exception as exc:
+                log.warning(
+                    "[%s] could not store the answer (a retry may run it again): %s", call.call_id, exc
+                )
+        await self._answer(transport, message, call, outcome.ok, response)
+
+    async def _commit_with_answer(
+        self, call: wire.Call, outcome: Outcome, response: bytes, dedup: Deduplicator
+    ) -> bool:
+        """Commit the handler's transaction together with its stored answer, fenced by the claim.
+
+        False when the claim was lost: everything is rolled back.
+        """
+        transactions = self.dispatcher.transactions
+        assert transactions is not None
+        keep = outcome.ok or outcome.error_type in STORED_ERROR_TYPES
+        stored = False
         try:
-            await dedup.finish(call.call_id, ok, response, None if ok else str(body.get("type")))
+            if keep:
+                stored = await dedup.store.complete_in(outcome.tx, call.call_id, outcome.ok, response)
+            await transactions.end(outcome.tx, commit=stored)
         except Exception as exc:
-            log.warning("[%s] could not store the answer (a retry may run it again): %s", call.call_id, exc)
-        await self._answer(transport, message, call, ok, response)
+            log.warning("[%s] committing the call's writes failed: %s", call.call_id, exc)
+            stored = False
+        if not keep:
+            await dedup.finish(call.call_id, outcome.ok, response, outcome.error_type)
+            return True
+        await dedup.settled(call.call_id, outcome.ok, response, stored=stored)
+        return stored
 
     async def _answer(
         self, transport: Transport, message: Inbound, call: wire.Call, ok: bool, body_json: bytes
