@@ -61,6 +61,8 @@ find_python() {
 missing=()
 have_mosquitto || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+# The gateway's queue-trigger tests start a private RabbitMQ node (never the system service).
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 PY="$(find_python || true)"
 [ -n "$PY" ] || missing+=(python3)
 venv_ok() {

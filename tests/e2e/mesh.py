@@ -58,7 +58,14 @@ class Mesh:
     async def deploy(self, service: str, version: int, replicas: int = 1) -> None:
         await deploy(self.catalog_url, service, version, replicas)
 
-    def start_pod(self, pod_id: str, lease_s: float = LEASE_S) -> subprocess.Popen[bytes]:
+    def start_pod(
+        self,
+        pod_id: str,
+        lease_s: float = LEASE_S,
+        *,
+        extra_args: Sequence[str] = (),
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         log = (self.work_root / f"{pod_id}.log").open("ab")
         pod = subprocess.Popen(
             [
@@ -71,11 +78,13 @@ class Mesh:
                 str(self.work_root / pod_id),
                 "--lease",
                 str(lease_s),
+                *extra_args,
             ],
             env=child_env(
                 DORMANT_BROKER_URL=self.broker_url,
                 DORMANT_CATALOG_URL=self.catalog_url,
                 DORMANT_LAYER_STORE=str(self.layer_store),
+                **(extra_env or {}),
             ),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -89,8 +89,9 @@ def test_bad_requests_are_rejected_with_typed_errors(
         wire.decode_call(topic, payload, response_topic="reply/c", correlation=b"id-1")
     assert isinstance(info.value.error, error_type)
     assert fragment in info.value.error.message
-    # What is known is kept, so the caller still gets an answer.
+    # What is known is kept, so the caller still gets an answer (in envelope shape on the envelope topic).
     assert info.value.call.reply_to == "reply/c" and info.value.call.correlation == b"id-1"
+    assert info.value.call.envelope == (topic == "service/svc")
 
 
 def test_responses_round_trip_and_errors_come_back_typed() -> None:
@@ -111,3 +112,10 @@ def test_unknown_error_type_becomes_system_error() -> None:
 
 def test_timeout_error_is_also_the_builtin() -> None:
     assert isinstance(errors.TimeoutError("t"), TimeoutError)
+
+
+def test_reply_expiry_stays_in_the_mqtt_range() -> None:
+    assert wire.reply_expiry(None) is None
+    assert wire.reply_expiry(100.0, now=200.0) == 1  # already late: still deliverable
+    assert wire.reply_expiry(110.2, now=100.0) == 11
+    assert wire.reply_expiry(2.0**45, now=0.0) == wire.MAX_EXPIRY_S

@@ -7,8 +7,9 @@ Delivery: a call is published with QoS 1 and retried with the *same* callId when
 (after 1 s, then 2 s, 4 s … within the caller's timeout); the runtime's callId de-duplication makes
 retries safe. The connection is re-established on its own after a broker restart, and the inbox is a
 persistent session, so answers published meanwhile are not lost. A publish that the broker answers
-with "no matching subscribers" fails at once with ``Unavailable``, and "not authorized" with
-``Forbidden``, instead of waiting for the timeout.
+with "no matching subscribers" fails at once with ``Unavailable`` (except in the first seconds after a
+reconnect, when the runtimes may be reconnecting too), and "not authorized" with ``Forbidden``,
+instead of waiting for the timeout.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ MAX_RETRY_INTERVAL_S = 8.0
 SESSION_EXPIRY_S = 60
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
+RESUBSCRIBE_GRACE_S = 3.0
+"""After the client (re)connects, "no subscribers" may only mean that runtimes are reconnecting too
+(a broker restart): for this long it is retried instead of failing fast."""
 
 Reply = tuple[bytes, tuple[tuple[str, str], ...]]
 
@@ -68,6 +72,7 @@ class Client:
         self._pending: dict[bytes, asyncio.Future[Reply]] = {}
         self._transport: Transport | None = None
         self._connected = asyncio.Event()
+        self._reconnected_at: float | None = None
         self._closing = False
         self._connection: asyncio.Task[None] | None = None
 
@@ -123,6 +128,8 @@ class Client:
                 continue
             delay = RECONNECT_MIN_S
             self._transport = transport
+            if first.done():
+                self._reconnected_at = time.monotonic()
             self._connected.set()
             if not first.done():
                 first.set_result(None)
@@ -191,6 +198,9 @@ class Client:
                 if reason == NOT_AUTHORIZED:
                     raise Forbidden(f"the broker refused a call to {service}.{function}")
                 if reason == NO_MATCHING_SUBSCRIBERS:
+                    if self._just_reconnected():
+                        await asyncio.sleep(min(0.1, max(0.0, deadline - time.time())))
+                        continue
                     if not delivered:
                         raise Unavailable(
                             f"nothing is serving {service}.{function}",
@@ -210,6 +220,11 @@ class Client:
             self._pending.pop(correlation, None)
             if not future.done():
                 future.cancel()
+
+    def _just_reconnected(self) -> bool:
+        return (
+            self._reconnected_at is not None and time.monotonic() - self._reconnected_at < RESUBSCRIBE_GRACE_S
+        )
 
     async def _publish(
         self, topic: str, payload: bytes, correlation: bytes, props: list[tuple[str, str]], remaining: float

@@ -204,6 +204,7 @@ def decode_call(
         deadline=_deadline(user_properties, expiry_s, now),
         headers=headers,
         call_id_given=correlation is not None,
+        envelope=target is not None and target.function is None,
     )
     if target is None:
         raise CallRejected(NotFound(f"not a service topic: {topic!r}"), call)
@@ -304,6 +305,18 @@ def encode_envelope_request(
 
 
 # --------------------------------------------------------------------------- responses
+
+MAX_EXPIRY_S = 2**32 - 1
+"""The largest Message Expiry Interval MQTT can carry."""
+
+
+def reply_expiry(deadline: float | None, now: float | None = None) -> int | None:
+    """Message Expiry of an answer: what is left of the caller's deadline (at least 1 s), or None."""
+    if deadline is None:
+        return None
+    now = time.time() if now is None else now
+    return max(1, min(MAX_EXPIRY_S, int(deadline - now) + 1))
+
 
 OK_PROPERTIES: tuple[tuple[str, str], ...] = ((PROP_STATUS, STATUS_OK),)
 ERROR_PROPERTIES: tuple[tuple[str, str], ...] = ((PROP_STATUS, STATUS_ERROR),)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 import orjson
 
@@ -123,6 +122,14 @@ class Server:
 
     async def _handle(self, transport: Transport, message: Inbound) -> None:
         try:
+            await self._handle_message(transport, message)
+        except Exception:
+            # A bug in answering must not leave the request to be redelivered forever.
+            log.exception("answering a request on %s failed", message.topic)
+            message.ack()
+
+    async def _handle_message(self, transport: Transport, message: Inbound) -> None:
+        try:
             call = wire.decode_call(
                 message.topic,
                 message.payload,
@@ -219,9 +226,7 @@ class Server:
         """Publish the response (QoS 1, confirmed by the broker), then acknowledge the request."""
         if call.reply_to:
             payload, props = wire.encode_response_json(call, ok, body_json)
-            expiry = None
-            if call.deadline is not None:
-                expiry = max(1, int(call.deadline - time.time()) + 1)
+            expiry = wire.reply_expiry(call.deadline)
             try:
                 await transport.publish(
                     call.reply_to,

@@ -132,6 +132,23 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
                 preexec_fn=_die_with_parent,
             )
             pods.append(pod)
+        from ..local import free_port
+
+        gateway_url = f"http://127.0.0.1:{free_port()}"
+        gateway = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "dormant_gateway",
+            "--port",
+            gateway_url.rsplit(":", 1)[1],
+            "--state-dir",
+            str(state),
+            "--replica-id",
+            "dev-gateway",
+            env={**env, "DORMANT_STATE_DIR": str(state)},
+            preexec_fn=_die_with_parent,
+        )
+        pods.append(gateway)
         stack.push_async_callback(_stop_children, pods)
 
         service, version = await publish(service_dir, catalog_url, layer_store, actor="dev")
@@ -148,6 +165,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "version": version,
             "pods": args.pods,
             "replicas": args.replicas,
+            "gatewayUrl": gateway_url,
         }
         (state / "mesh.json").write_text(json.dumps(info, indent=2) + "\n")
         stack.callback((state / "mesh.json").unlink, missing_ok=True)
@@ -155,6 +173,8 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             f"export DORMANT_BROKER_URL={broker_url}\n"
             f"export DORMANT_CATALOG_URL={catalog_url}\n"
             f"export DORMANT_LAYER_STORE={layer_store}\n"
+            f"export DORMANT_GATEWAY_URL={gateway_url}\n"
+            f"export DORMANT_STATE_DIR={state}\n"
         )
         stack.callback((state / "env.sh").unlink, missing_ok=True)
         _print_banner(
@@ -166,6 +186,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             args.pods,
             _example_call(service_dir, service),
             state / "env.sh",
+            gateway_url,
         )
         print("ready", flush=True)
         await stop.wait()
@@ -222,6 +243,7 @@ def _print_banner(
     pods: int,
     example: tuple[str, str],
     env_file: Path,
+    gateway_url: str,
 ) -> None:
     port = broker_url.rsplit(":", 1)[-1]
     function, params = example
@@ -230,6 +252,7 @@ def _print_banner(
 Dormant dev mesh
   broker   {broker_url}
   catalog  {catalog_url}
+  gateway  {gateway_url}  (token: dormant token --role developer)
   service  {service} v{version} on {replicas} of {pods} pooled pod(s)
 
 Call it (in another shell):

@@ -6,8 +6,10 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from dormant_gateway.main import add_arguments
-
+    try:
+        from dormant_gateway.main import add_arguments  # stdlib only: cheap at start-up
+    except ImportError:  # an SDK-only install has no gateway
+        return
     p = sub.add_parser("gateway", help="run the HTTP gateway (API, invoke endpoints, triggers)")
     add_arguments(p)
     p.set_defaults(run=run_gateway)

@@ -1,0 +1,201 @@
+"""Queries on ``gateway_functions``: the control-plane settings of each function (service).
+
+A service published with the CLI has no row until someone configures it; reads show it with the
+default settings, so the API lists every service the catalog knows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from ..audit import record_audit
+from ..db import Conn
+from ..errors import InvalidCatalogRequest, NotFoundInCatalog
+from ..names import check_app_name
+from .records import FunctionRecord
+
+DEFAULTS: dict[str, Any] = {
+    "runtime": "python3.11",
+    "handler": "service.Service",
+    "memory_mb": 256,
+    "timeout_s": 30,
+}
+
+_COLUMNS = (
+    "name, runtime, handler, memory_mb, timeout_s, environment, tags, description, concurrency, owner,"
+    " created_at, updated_at, deleted_at"
+)
+
+# Rows of gateway_functions, plus one default row per catalog service that has none.
+_ALL = (
+    f"SELECT {_COLUMNS} FROM gateway_functions"
+    " UNION ALL"
+    " SELECT a.app_name, %(d_runtime)s, %(d_handler)s, %(d_memory)s, %(d_timeout)s, '{}'::jsonb,"
+    " '{}'::jsonb, '', '{}'::jsonb, MIN(a.created_by), MIN(a.created_at), MAX(a.created_at), NULL"
+    " FROM application_catalog a WHERE NOT EXISTS"
+    " (SELECT 1 FROM gateway_functions f WHERE f.name = a.app_name) GROUP BY a.app_name"
+)
+
+
+def _defaults() -> dict[str, Any]:
+    return {
+        "d_runtime": DEFAULTS["runtime"],
+        "d_handler": DEFAULTS["handler"],
+        "d_memory": DEFAULTS["memory_mb"],
+        "d_timeout": DEFAULTS["timeout_s"],
+    }
+
+
+async def create_function(
+    conn: Conn,
+    *,
+    name: str,
+    runtime: str,
+    handler: str,
+    memory_mb: int,
+    timeout_s: int,
+    environment: dict[str, str],
+    tags: dict[str, str],
+    description: str,
+    owner: str,
+) -> FunctionRecord | None:
+    """Insert (or revive a soft-deleted) function; None when a live one has the name already."""
+    check_app_name(name)
+    cur = conn.cursor(row_factory=class_row(FunctionRecord))
+    await cur.execute(
+        "INSERT INTO gateway_functions AS f (name, runtime, handler, memory_mb, timeout_s, environment,"
+        " tags, description, owner) VALUES (%(name)s, %(runtime)s, %(handler)s, %(memory)s, %(timeout)s,"
+        " %(env)s, %(tags)s, %(description)s, %(owner)s)"
+        " ON CONFLICT (name) DO UPDATE SET runtime = EXCLUDED.runtime, handler = EXCLUDED.handler,"
+        " memory_mb = EXCLUDED.memory_mb, timeout_s = EXCLUDED.timeout_s,"
+        " environment = EXCLUDED.environment, tags = EXCLUDED.tags, description = EXCLUDED.description,"
+        " concurrency = '{}'::jsonb, owner = EXCLUDED.owner, created_at = now(), updated_at = now(),"
+        " deleted_at = NULL WHERE f.deleted_at IS NOT NULL"
+        f" RETURNING {_COLUMNS}",
+        {
+            "name": name,
+            "runtime": runtime,
+            "handler": handler,
+            "memory": memory_mb,
+            "timeout": timeout_s,
+            "env": Jsonb(environment),
+            "tags": Jsonb(tags),
+            "description": description,
+            "owner": owner,
+        },
+    )
+    record = await cur.fetchone()
+    if record is not None:
+        await record_audit(conn, actor=owner, app_name=name, action="create-function", detail={})
+    return record
+
+
+async def get_function(conn: Conn, name: str, *, include_deleted: bool = False) -> FunctionRecord | None:
+    cur = conn.cursor(row_factory=class_row(FunctionRecord))
+    await cur.execute(
+        f"SELECT * FROM ({_ALL}) AS f WHERE name = %(name)s AND (%(deleted)s OR deleted_at IS NULL)",
+        {**_defaults(), "name": name, "deleted": include_deleted},
+    )
+    return await cur.fetchone()
+
+
+async def list_functions(
+    conn: Conn,
+    *,
+    name_contains: str | None,
+    runtime: str | None,
+    tag: tuple[str, str] | None,
+    include_deleted: bool,
+    after: str | None,
+    limit: int,
+) -> list[FunctionRecord]:
+    """A page of functions ordered by name, starting after ``after`` (keyset pagination)."""
+    cur = conn.cursor(row_factory=class_row(FunctionRecord))
+    await cur.execute(
+        f"SELECT * FROM ({_ALL}) AS f"
+        " WHERE (%(deleted)s OR deleted_at IS NULL)"
+        " AND (%(contains)s::text IS NULL OR strpos(name, %(contains)s) > 0)"
+        " AND (%(runtime)s::text IS NULL OR runtime = %(runtime)s)"
+        " AND (%(tag)s::jsonb IS NULL OR tags @> %(tag)s::jsonb)"
+        " AND (%(after)s::text IS NULL OR name > %(after)s)"
+        " ORDER BY name LIMIT %(limit)s",
+        {
+            **_defaults(),
+            "deleted": include_deleted,
+            "contains": name_contains,
+            "runtime": runtime,
+            "tag": Jsonb({tag[0]: tag[1]}) if tag else None,
+            "after": after,
+            "limit": limit,
+        },
+    )
+    return await cur.fetchall()
+
+
+async def update_function(conn: Conn, name: str, changes: dict[str, Any], *, actor: str) -> FunctionRecord:
+    """Change some settings (call inside a transaction); a catalog-only service gets its row first."""
+    allowed = {
+        "runtime",
+        "handler",
+        "memory_mb",
+        "timeout_s",
+        "environment",
+        "tags",
+        "description",
+        "concurrency",
+    }
+    unknown = set(changes) - allowed
+    if unknown:
+        raise InvalidCatalogRequest(f"cannot change {', '.join(sorted(unknown))}")
+    current = await get_function(conn, name)
+    if current is None:
+        raise NotFoundInCatalog(f"no function {name!r}")
+    await conn.execute(
+        "INSERT INTO gateway_functions (name, runtime, handler, memory_mb, timeout_s, owner)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+        (name, current.runtime, current.handler, current.memory_mb, current.timeout_s, current.owner),
+    )
+    params: dict[str, Any] = {"name": name}
+    sets = []
+    for column, value in sorted(changes.items()):
+        sets.append(f"{column} = %({column})s")
+        params[column] = Jsonb(value) if isinstance(value, dict) else value
+    cur = conn.cursor(row_factory=class_row(FunctionRecord))
+    await cur.execute(
+        f"UPDATE gateway_functions SET {', '.join([*sets, 'updated_at = now()'])}"
+        f" WHERE name = %(name)s AND deleted_at IS NULL RETURNING {_COLUMNS}",
+        params,
+    )
+    record = await cur.fetchone()
+    if record is None:
+        raise NotFoundInCatalog(f"no function {name!r}")
+    detail = {k: ("<redacted>" if k == "environment" else v) for k, v in changes.items()}
+    await record_audit(conn, actor=actor, app_name=name, action="update-function", detail=detail)
+    return record
+
+
+async def delete_function(conn: Conn, name: str, *, actor: str) -> bool:
+    """Soft delete: the row stays (``deleted_at`` set) for the retention period; False if unknown."""
+    current = await get_function(conn, name)
+    if current is None:
+        return False
+    await conn.execute(
+        "INSERT INTO gateway_functions (name, runtime, handler, memory_mb, timeout_s, owner)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+        (name, current.runtime, current.handler, current.memory_mb, current.timeout_s, current.owner),
+    )
+    await conn.execute(
+        "UPDATE gateway_functions SET deleted_at = now(), updated_at = now() WHERE name = %s", (name,)
+    )
+    await conn.execute("UPDATE gateway_triggers SET enabled = false WHERE function_name = %s", (name,))
+    await record_audit(conn, actor=actor, app_name=name, action="delete-function", detail={})
+    return True
+
+
+async def is_deleted(conn: Conn, name: str) -> bool:
+    cur = await conn.execute("SELECT deleted_at IS NOT NULL FROM gateway_functions WHERE name = %s", (name,))
+    row = await cur.fetchone()
+    return bool(row and row[0])

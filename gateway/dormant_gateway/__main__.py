@@ -1,0 +1,7 @@
+"""``python -m dormant_gateway``."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""Helpers every endpoint uses: the gateway state, authentication with authorization, bodies, JSON."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dormant.errors import Forbidden, ValidationError
+
+from ..auth import Action, Principal, allowed
+from ..http_errors import HttpError
+from ..state import GatewayState
+
+MiB = 1024 * 1024
+SERVICE_NAME = re.compile(r"^[a-z0-9-]{1,64}$")
+
+
+def state(request: Request) -> GatewayState:
+    gateway: GatewayState = request.app.state.gateway
+    return gateway
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller behind the bearer token, or raise ``Unauthenticated``."""
+    return await state(request).verifier.verify(request.headers.get("authorization"))
+
+
+def require(request: Request, principal: Principal, action: Action, *, limit: str | None = None) -> None:
+    """Check ``action`` against the caller's roles, then take a token from the ``limit`` bucket.
+
+    ``limit`` names the per-user bucket (``deploy`` or ``manage``); invoke limits are per function.
+    """
+    if not allowed(principal.roles, action):
+        roles = sorted(r.value for r in principal.roles) or ["none"]
+        raise Forbidden(f"role {', '.join(roles)} may not {action.value.replace('-', ' ')}")
+    if limit is not None:
+        state(request).limiter.check(limit, principal.sub)
+
+
+async def authorize(request: Request, action: Action, *, limit: str | None = None) -> Principal:
+    """``authenticate`` and ``require`` in one step."""
+    principal = await authenticate(request)
+    require(request, principal, action, limit=limit)
+    return principal
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes with 413."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HttpError:
+    return HttpError(413, "PayloadTooLarge", f"the request body exceeds {limit} bytes", {"limit": limit})
+
+
+def parse_json(raw: bytes, *, empty: Any = None) -> Any:
+    if not raw.strip():
+        return empty
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"the body is not valid JSON: {exc}") from None
+
+
+async def json_object(request: Request, *, limit: int = MiB) -> dict[str, Any]:
+    """The body as a JSON object (an empty body is ``{}``)."""
+    value = parse_json(await read_body(request, limit), empty={})
+    if not isinstance(value, dict):
+        raise ValidationError("the body must be a JSON object")
+    return value
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(value), status_code=status, media_type="application/json", headers=headers)
+
+
+def service_name(request: Request) -> str:
+    name = str(request.path_params["name"])
+    if not SERVICE_NAME.match(name):
+        raise ValidationError(
+            f"invalid function name {name!r}: use lowercase letters, digits and dashes (at most 64)"
+        )
+    return name
+
+
+def int_param(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"query parameter {name!r} must be an integer") from None
+    if not low <= value <= high:
+        raise ValidationError(f"query parameter {name!r} must be between {low} and {high}")
+    return value

@@ -1,0 +1,132 @@
+"""``/api/v1/functions``: create, update, soft delete, list (filters, pagination), get with metrics;
+environment and concurrency settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dormant.errors import NotFound, ValidationError
+from dormant_catalog import DeploymentStatus, NotFoundInCatalog
+
+from ..auth import Action
+from ..http_errors import conflict
+from ..validation import validate_concurrency, validate_create, validate_environment, validate_update
+from .common import authorize, int_param, json_object, json_response, service_name, state
+from .views import function_view, invocation_view
+
+RECENT_S = 3600.0
+
+
+async def create_function(request: Request) -> Response:
+    principal = await authorize(request, Action.CREATE_FUNCTION, limit="manage")
+    fields = validate_create(await json_object(request))
+    record = await state(request).store.create_function(owner=principal.sub, **fields)
+    if record is None:
+        raise conflict(f"function {fields['name']!r} exists")
+    state(request).forget_function(record.name)
+    return json_response(
+        function_view(record), status=201, headers={"Location": f"/api/v1/functions/{record.name}"}
+    )
+
+
+async def list_functions(request: Request) -> Response:
+    await authorize(request, Action.READ)
+    query = request.query_params
+    limit = int_param(request, "limit", default=50, low=1, high=100)
+    tag: tuple[str, str] | None = None
+    if query.get("tag"):
+        key, sep, value = query["tag"].partition(":")
+        if not sep or not key:
+            raise ValidationError("tag filter must be key:value")
+        tag = (key, value)
+    include_deleted = query.get("includeDeleted", "false").lower()
+    if include_deleted not in ("true", "false"):
+        raise ValidationError("includeDeleted must be true or false")
+    records = await state(request).store.list_functions(
+        name_contains=query.get("nameContains") or None,
+        runtime=query.get("runtime") or None,
+        tag=tag,
+        include_deleted=include_deleted == "true",
+        after=query.get("cursor") or None,
+        limit=limit + 1,
+    )
+    page = records[:limit]
+    next_cursor = page[-1].name if len(records) > limit else None
+    return json_response({"items": [function_view(r) for r in page], "nextCursor": next_cursor})
+
+
+async def get_function(request: Request) -> Response:
+    await authorize(request, Action.READ)
+    name = service_name(request)
+    gateway = state(request)
+    record = await gateway.store.get_function(name)
+    if record is None:
+        raise NotFound(f"no function {name!r}")
+    versions = await gateway.catalog.list_versions(name)
+    aliases = await gateway.store.list_aliases(name)
+    try:
+        status: DeploymentStatus | None = await gateway.catalog.deployment_status(name)
+    except NotFoundInCatalog:
+        status = None
+    counts = await gateway.store.invocation_counts(name, since_s=RECENT_S)
+    recent = await gateway.store.list_invocations(app_name=name, limit=10)
+    view: dict[str, Any] = function_view(record)
+    view.update(
+        {
+            "latestVersion": versions[-1].version if versions else None,
+            "versionCount": len(versions),
+            "aliases": {a: {str(v): w for v, w in ws.items()} for a, ws in aliases.items()},
+            "deployment": None
+            if status is None
+            else {
+                "version": status.target_version,
+                "replicas": status.replicas,
+                "serving": status.serving,
+                "state": status.state,
+                "reason": status.reason,
+            },
+            "metrics": {
+                "windowSeconds": int(RECENT_S),
+                "asyncInvocations": {s: counts.get(s, 0) for s in ("queued", "running", "succeeded", "dead")},
+            },
+            "recentInvocations": [invocation_view(r) for r in recent],
+        }
+    )
+    return json_response(view)
+
+
+async def update_function(request: Request) -> Response:
+    principal = await authorize(request, Action.UPDATE_FUNCTION, limit="manage")
+    name = service_name(request)
+    changes = validate_update(await json_object(request))
+    record = await state(request).store.update_function(name, changes, actor=principal.sub)
+    state(request).forget_function(name)
+    return json_response(function_view(record))
+
+
+async def delete_function(request: Request) -> Response:
+    principal = await authorize(request, Action.DELETE_FUNCTION, limit="manage")
+    name = service_name(request)
+    if not await state(request).store.delete_function(name, actor=principal.sub):
+        raise NotFound(f"no function {name!r}")
+    state(request).forget_function(name)
+    return Response(status_code=204)
+
+
+async def put_environment(request: Request) -> Response:
+    principal = await authorize(request, Action.SET_ENVIRONMENT, limit="manage")
+    name = service_name(request)
+    variables = validate_environment(await json_object(request))
+    record = await state(request).store.update_function(name, {"environment": variables}, actor=principal.sub)
+    return json_response({"function": name, "variables": record.environment})
+
+
+async def put_concurrency(request: Request) -> Response:
+    principal = await authorize(request, Action.SET_CONCURRENCY, limit="manage")
+    name = service_name(request)
+    settings = validate_concurrency(await json_object(request))
+    record = await state(request).store.update_function(name, {"concurrency": settings}, actor=principal.sub)
+    return json_response({"function": name, **record.concurrency})

@@ -1,0 +1,86 @@
+"""``/api/v1/functions/{name}/triggers``: create, list, get, delete, enable, disable (with metrics)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dormant.errors import NotFound
+
+from ..auth import Action
+from ..triggers.settings import validate_trigger
+from .common import authorize, json_object, json_response, service_name, state
+from .views import trigger_view
+
+
+def _trigger_id(request: Request) -> str:
+    return str(request.path_params["trigger_id"])
+
+
+async def create_trigger(request: Request) -> Response:
+    principal = await authorize(request, Action.MANAGE_TRIGGERS, limit="manage")
+    name = service_name(request)
+    kind, target, config, enabled = validate_trigger(await json_object(request))
+    gateway = state(request)
+    if await gateway.store.get_function(name) is None:
+        raise NotFound(f"no function {name!r}")
+    record = await gateway.store.create_trigger(
+        function_name=name, kind=kind, target=target, config=config, enabled=enabled, actor=principal.sub
+    )
+    gateway.bump_triggers()
+    metrics = await gateway.store.trigger_metrics([record.trigger_id])
+    return json_response(
+        trigger_view(record, metrics.get(record.trigger_id)),
+        status=201,
+        headers={"Location": f"/api/v1/functions/{name}/triggers/{record.trigger_id}"},
+    )
+
+
+async def list_triggers(request: Request) -> Response:
+    await authorize(request, Action.READ)
+    name = service_name(request)
+    gateway = state(request)
+    records = await gateway.store.list_triggers(name)
+    metrics = await gateway.store.trigger_metrics([r.trigger_id for r in records])
+    return json_response({"items": [trigger_view(r, metrics.get(r.trigger_id)) for r in records]})
+
+
+async def get_trigger(request: Request) -> Response:
+    await authorize(request, Action.READ)
+    name = service_name(request)
+    gateway = state(request)
+    record = await gateway.store.get_trigger(name, _trigger_id(request))
+    if record is None:
+        raise NotFound(f"{name!r} has no trigger {_trigger_id(request)!r}")
+    metrics = await gateway.store.trigger_metrics([record.trigger_id])
+    return json_response(trigger_view(record, metrics.get(record.trigger_id)))
+
+
+async def delete_trigger(request: Request) -> Response:
+    principal = await authorize(request, Action.MANAGE_TRIGGERS, limit="manage")
+    name = service_name(request)
+    gateway = state(request)
+    if not await gateway.store.delete_trigger(name, _trigger_id(request), actor=principal.sub):
+        raise NotFound(f"{name!r} has no trigger {_trigger_id(request)!r}")
+    gateway.bump_triggers()
+    return Response(status_code=204)
+
+
+async def _toggle(request: Request, enabled: bool) -> Response:
+    principal = await authorize(request, Action.TOGGLE_TRIGGERS, limit="manage")
+    name = service_name(request)
+    gateway = state(request)
+    record = await gateway.store.set_trigger_enabled(name, _trigger_id(request), enabled, actor=principal.sub)
+    if record is None:
+        raise NotFound(f"{name!r} has no trigger {_trigger_id(request)!r}")
+    gateway.bump_triggers()
+    metrics = await gateway.store.trigger_metrics([record.trigger_id])
+    return json_response(trigger_view(record, metrics.get(record.trigger_id)))
+
+
+async def enable_trigger(request: Request) -> Response:
+    return await _toggle(request, True)
+
+
+async def disable_trigger(request: Request) -> Response:
+    return await _toggle(request, False)

@@ -1,0 +1,200 @@
+"""The Starlette application: routes, error handlers, and the lifespan that owns the long-lived parts.
+
+One ``dormant.Client`` (one broker connection), one catalog pool, one gateway-store pool, one token
+verifier, and the background workers (async invocations, cron, queue consumers) per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from dormant.client import Client
+from dormant.errors import DormantError, NotFound, SystemError, Unavailable, ValidationError
+from dormant_catalog import (
+    CatalogError,
+    CatalogUnavailable,
+    ImmutableVersion,
+    InvalidCatalogRequest,
+    NotFoundInCatalog,
+    open_catalog,
+)
+from dormant_catalog.gateway import open_gateway_store
+
+from .api import deployments, functions, invocations, invoke, meta, triggers, versions
+from .auth import TokenVerifier, load_or_create_dev_key
+from .config import GatewayConfig
+from .http_errors import HttpError, conflict, error_response
+from .ratelimit import RateLimiter
+from .routing import RouteTable
+from .state import GatewayState
+from .triggers.http import http_trigger_routes
+from .workers.runner import start_workers
+
+log = logging.getLogger("dormant.gateway")
+
+API = "/api/v1"
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/health", meta.health, methods=["GET"]),
+        Route("/.well-known/openid-configuration", meta.openid_configuration, methods=["GET"]),
+        Route("/.well-known/jwks.json", meta.jwks, methods=["GET"]),
+        Route("/openapi.json", meta.openapi, methods=["GET"]),
+        Route(f"{API}/functions", functions.list_functions, methods=["GET"]),
+        Route(f"{API}/functions", functions.create_function, methods=["POST"]),
+        Route(f"{API}/functions/{{name}}/invoke", invoke.invoke, methods=["POST"]),
+        Route(f"{API}/functions/{{name}}/invoke-async", invoke.invoke_async, methods=["POST"]),
+        Route(f"{API}/functions/{{name}}/invoke-stream", invoke.invoke_stream, methods=["POST"]),
+        Route(f"{API}/functions/{{name}}", functions.get_function, methods=["GET"]),
+        Route(f"{API}/functions/{{name}}", functions.update_function, methods=["PATCH", "PUT"]),
+        Route(f"{API}/functions/{{name}}", functions.delete_function, methods=["DELETE"]),
+        Route(f"{API}/functions/{{name}}/environment", functions.put_environment, methods=["PUT"]),
+        Route(f"{API}/functions/{{name}}/concurrency", functions.put_concurrency, methods=["PUT"]),
+        Route(f"{API}/functions/{{name}}/versions", versions.list_versions, methods=["GET"]),
+        Route(f"{API}/functions/{{name}}/versions", versions.upload_version, methods=["POST"]),
+        Route(f"{API}/functions/{{name}}/versions/{{version}}", versions.get_version, methods=["GET"]),
+        Route(f"{API}/functions/{{name}}/versions/{{version}}", versions.delete_version, methods=["DELETE"]),
+        Route(f"{API}/functions/{{name}}/aliases", versions.list_aliases, methods=["GET"]),
+        Route(f"{API}/functions/{{name}}/aliases", versions.create_alias, methods=["POST"]),
+        Route(f"{API}/functions/{{name}}/aliases/{{alias}}", versions.get_alias, methods=["GET"]),
+        Route(f"{API}/functions/{{name}}/aliases/{{alias}}", versions.put_alias, methods=["PUT"]),
+        Route(f"{API}/functions/{{name}}/triggers", triggers.list_triggers, methods=["GET"]),
+        Route(f"{API}/functions/{{name}}/triggers", triggers.create_trigger, methods=["POST"]),
+        Route(f"{API}/functions/{{name}}/triggers/{{trigger_id}}", triggers.get_trigger, methods=["GET"]),
+        Route(
+            f"{API}/functions/{{name}}/triggers/{{trigger_id}}", triggers.delete_trigger, methods=["DELETE"]
+        ),
+        Route(
+            f"{API}/functions/{{name}}/triggers/{{trigger_id}}/enable",
+            triggers.enable_trigger,
+            methods=["PUT"],
+        ),
+        Route(
+            f"{API}/functions/{{name}}/triggers/{{trigger_id}}/disable",
+            triggers.disable_trigger,
+            methods=["PUT"],
+        ),
+        Route(f"{API}/invocations", invocations.list_invocations, methods=["GET"]),
+        Route(f"{API}/invocations/{{call_id}}", invocations.get_invocation, methods=["GET"]),
+        Route(f"{API}/deployments", deployments.create_deployment, methods=["POST"]),
+        Route(f"{API}/deployments/{{name}}", deployments.get_deployment, methods=["GET"]),
+        Route(f"{API}/deployments/{{name}}/rollback", deployments.rollback, methods=["POST"]),
+        *http_trigger_routes(),
+    ]
+
+
+async def _dormant_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DormantError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HttpError)
+    return error_response(exc)
+
+
+async def _catalog_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, NotFoundInCatalog):
+        return error_response(NotFound(str(exc)))
+    if isinstance(exc, InvalidCatalogRequest):
+        return error_response(ValidationError(str(exc)))
+    if isinstance(exc, ImmutableVersion):
+        return error_response(conflict(str(exc)))
+    if isinstance(exc, CatalogUnavailable):
+        log.warning("catalog unavailable: %s", exc)
+        return error_response(Unavailable("the catalog database is unavailable"))
+    log.error("catalog error: %s", exc)
+    return error_response(SystemError("catalog error"))
+
+
+async def _starlette_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    names = {404: "NotFound", 405: "MethodNotAllowed"}
+    error = HttpError(exc.status_code, names.get(exc.status_code, "HttpError"), str(exc.detail))
+    return error_response(error, headers=dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    incident = uuid.uuid4().hex[:12]
+    log.exception("unexpected error (incident %s) on %s %s", incident, request.method, request.url.path)
+    return error_response(SystemError("unexpected gateway error", {"incident": incident}))
+
+
+def create_app(config: GatewayConfig) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            dev_key = load_or_create_dev_key(config.state_dir) if config.dev_auth else None
+            catalog = await open_catalog(config.catalog_url)
+            stack.push_async_callback(catalog.close)
+            store = await open_gateway_store(config.catalog_url, migrate=False)
+            stack.push_async_callback(store.close)
+            client = Client(config.broker_url, client_id=f"dormant-gateway-{uuid.uuid4().hex[:12]}")
+            await client.connect()
+            stack.push_async_callback(client.close)
+            if config.oidc_jwks_url or config.dev_auth:
+                jwks_url = (
+                    config.oidc_jwks_url
+                    or f"http://{_local_host(config.host)}:{config.port}/.well-known/jwks.json"
+                )
+                verifier = TokenVerifier(
+                    issuer=config.issuer, audience=config.oidc_audience, jwks_url=jwks_url
+                )
+            else:
+                discovery = f"{config.issuer.rstrip('/')}/.well-known/openid-configuration"
+                verifier = TokenVerifier(
+                    issuer=config.issuer, audience=config.oidc_audience, discovery_url=discovery
+                )
+            stack.push_async_callback(verifier.close)
+            limits = config.rate_limits
+            gateway = GatewayState(
+                config=config,
+                client=client,
+                catalog=catalog,
+                store=store,
+                verifier=verifier,
+                limiter=RateLimiter(
+                    {
+                        "invoke": limits.invoke_per_min,
+                        "deploy": limits.deploy_per_min,
+                        "manage": limits.manage_per_min,
+                    }
+                ),
+                routes=RouteTable(catalog),
+                dev_key=dev_key,
+            )
+            app.state.gateway = gateway
+            tasks: list[asyncio.Task[None]] = start_workers(gateway) if config.workers else []
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    return Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={
+            DormantError: _dormant_error,
+            HttpError: _http_error,
+            CatalogError: _catalog_error,
+            HTTPException: _starlette_error,
+            Exception: _unexpected,
+        },
+    )
+
+
+def _local_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host

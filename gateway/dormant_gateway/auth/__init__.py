@@ -1,0 +1,19 @@
+"""Authentication and authorization: the dev signing key, token minting, JWKS verification, roles."""
+
+from .keys import DevKey, load_or_create_dev_key
+from .principal import Principal
+from .roles import Action, Role, allowed, parse_roles
+from .tokens import mint_token
+from .verify import TokenVerifier
+
+__all__ = [
+    "Action",
+    "DevKey",
+    "Principal",
+    "Role",
+    "TokenVerifier",
+    "allowed",
+    "load_or_create_dev_key",
+    "mint_token",
+    "parse_roles",
+]

@@ -1,0 +1,111 @@
+"""Gateway settings: flags win over ``DORMANT_*`` environment variables, which win over the defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dormant.config import DEFAULT_BROKER_URL, DEFAULT_CATALOG_URL, Settings
+
+DEV_ISSUER = "urn:dormant:dev"
+DEFAULT_AUDIENCE = "dormant"
+DEFAULT_PORT = 8080
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def default_state_dir() -> Path:
+    """``$DORMANT_STATE_DIR``, else ``$XDG_STATE_HOME/dormant``, else ``~/.local/state/dormant``."""
+    explicit = os.environ.get("DORMANT_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "dormant"
+
+
+def _float_env(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Requests per minute: invoke per function, deploy and management writes per user (seed defaults)."""
+
+    invoke_per_min: float = 10_000.0
+    deploy_per_min: float = 10.0
+    manage_per_min: float = 20.0
+
+    @classmethod
+    def from_env(cls) -> RateLimits:
+        return cls(
+            invoke_per_min=_float_env("DORMANT_RATE_INVOKE_PER_MIN", 10_000.0),
+            deploy_per_min=_float_env("DORMANT_RATE_DEPLOY_PER_MIN", 10.0),
+            manage_per_min=_float_env("DORMANT_RATE_MANAGE_PER_MIN", 20.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncSettings:
+    """Async invocations: attempts, exponential backoff (base * 2**n, capped) and worker batch size."""
+
+    max_attempts: int = 3
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 300.0
+    batch: int = 16
+
+    @classmethod
+    def from_env(cls) -> AsyncSettings:
+        return cls(
+            max_attempts=int(_float_env("DORMANT_ASYNC_MAX_ATTEMPTS", 3)),
+            backoff_base_s=_float_env("DORMANT_ASYNC_BACKOFF_S", 1.0),
+            backoff_max_s=_float_env("DORMANT_ASYNC_BACKOFF_MAX_S", 300.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    broker_url: str = DEFAULT_BROKER_URL
+    catalog_url: str = DEFAULT_CATALOG_URL
+    layer_store: Path = field(default_factory=Path)
+    state_dir: Path = field(default_factory=default_state_dir)
+    oidc_issuer: str | None = None
+    """Production issuer; None means the dev issuer (a key in the state dir, JWKS served here)."""
+    oidc_jwks_url: str | None = None
+    oidc_audience: str = DEFAULT_AUDIENCE
+    rabbitmq_url: str = DEFAULT_RABBITMQ_URL
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    async_settings: AsyncSettings = field(default_factory=AsyncSettings)
+    replica_id: str = ""
+    workers: bool = True
+    """Run the async-invocation worker, the cron scheduler and the queue consumers in this process."""
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> GatewayConfig:
+        settings = Settings.from_env()
+        config = cls(
+            port=int(os.environ.get("DORMANT_GATEWAY_PORT") or DEFAULT_PORT),
+            broker_url=settings.broker_url,
+            catalog_url=settings.catalog_url,
+            layer_store=settings.layer_store,
+            state_dir=default_state_dir(),
+            oidc_issuer=os.environ.get("DORMANT_OIDC_ISSUER") or None,
+            oidc_jwks_url=os.environ.get("DORMANT_OIDC_JWKS_URL") or None,
+            oidc_audience=os.environ.get("DORMANT_OIDC_AUDIENCE") or DEFAULT_AUDIENCE,
+            rabbitmq_url=os.environ.get("DORMANT_RABBITMQ_URL") or DEFAULT_RABBITMQ_URL,
+            rate_limits=RateLimits.from_env(),
+            async_settings=AsyncSettings.from_env(),
+        )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(config, **given)  # type: ignore[arg-type]
+
+    @property
+    def issuer(self) -> str:
+        return self.oidc_issuer or DEV_ISSUER
+
+    @property
+    def dev_auth(self) -> bool:
+        """True when tokens are signed by the local dev key (no production issuer configured)."""
+        return self.oidc_issuer is None and self.oidc_jwks_url is None

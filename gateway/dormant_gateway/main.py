@@ -1,0 +1,69 @@
+"""Running one gateway process: flags, logging, uvicorn (`dormant gateway`, `python -m dormant_gateway`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="HTTP port (env DORMANT_GATEWAY_PORT, default 8080)"
+    )
+    parser.add_argument("--broker-url", help="MQTT broker (env DORMANT_BROKER_URL)")
+    parser.add_argument("--catalog-url", help="Postgres catalog (env DORMANT_CATALOG_URL)")
+    parser.add_argument("--layer-store", type=Path, help="OCI layout directory (env DORMANT_LAYER_STORE)")
+    parser.add_argument(
+        "--state-dir", type=Path, help="where the dev signing key lives (env DORMANT_STATE_DIR)"
+    )
+    parser.add_argument("--rabbitmq-url", help="RabbitMQ for queue triggers (env DORMANT_RABBITMQ_URL)")
+    parser.add_argument("--replica-id", default=None, help="name of this replica in worker leases")
+    parser.add_argument(
+        "--no-workers", action="store_true", help="serve HTTP only: no async, cron or queue workers here"
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .config import GatewayConfig
+
+    config = GatewayConfig.from_env(
+        host=args.host,
+        port=args.port,
+        broker_url=args.broker_url,
+        catalog_url=args.catalog_url,
+        layer_store=args.layer_store,
+        state_dir=args.state_dir,
+        rabbitmq_url=args.rabbitmq_url,
+        replica_id=args.replica_id,
+        workers=False if args.no_workers else None,
+    )
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    print(f"dormant gateway on http://{config.host}:{config.port}", file=sys.stderr, flush=True)
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="on",
+        loop="asyncio",  # the native MQTT client needs asyncio transports (not uvloop)
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dormant_gateway", description="Run a Dormant gateway.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,1 @@
+"""Triggers: validating their settings, schedules, HTTP routes; the cron and queue workers."""

@@ -1,0 +1,176 @@
+"""HTTP triggers: requests under ``/http/...`` routed by method and path pattern to a function.
+
+The request becomes an event ``{httpMethod, path, pathParameters, queryStringParameters, headers,
+body, isBase64Encoded, requestContext}``; a result shaped ``{statusCode, headers, body}`` becomes the
+HTTP response (any other result is returned as JSON with 200). CORS headers and preflight answers
+follow the trigger's ``cors`` settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from dormant import wire
+from dormant.errors import DormantError, NotFound
+from dormant_catalog.gateway import TriggerRecord
+
+from ..auth import Action
+from ..http_errors import error_response
+from ..invoke_input import split_target
+from .paths import PathPattern, best_match
+
+PREFIX = "/http"
+CACHE_S = 1.0
+MAX_BODY = 6 * 1024 * 1024
+
+
+class HttpTriggerTable:
+    """Enabled HTTP triggers, reloaded at most once a second (at once after a change on this replica)."""
+
+    def __init__(self) -> None:
+        self._loaded_at = float("-inf")
+        self._generation = -1
+        self._entries: list[tuple[PathPattern, TriggerRecord]] = []
+
+    async def match(self, request: Request, path: str) -> tuple[TriggerRecord, dict[str, str]] | None:
+        from ..api.common import state
+
+        gateway = state(request)
+        now = time.monotonic()
+        if gateway.trigger_generation != self._generation or now - self._loaded_at > CACHE_S:
+            self._generation = gateway.trigger_generation
+            records = await gateway.store.enabled_triggers("http")
+            self._entries = [(PathPattern.parse(str(r.config["path"])), r) for r in records]
+            self._loaded_at = now
+        method = request.method.upper()
+        candidates = [
+            (p, r)
+            for p, r in self._entries
+            if method == "OPTIONS" or "ANY" in r.config["methods"] or method in r.config["methods"]
+        ]
+        found = best_match([p for p, _ in candidates], path)
+        if found is None:
+            return None
+        pattern, params = found
+        record = next(r for p, r in candidates if p is pattern)
+        return record, params
+
+
+def _table(request: Request) -> HttpTriggerTable:
+    table: HttpTriggerTable | None = getattr(request.app.state, "http_triggers", None)
+    if table is None:
+        table = request.app.state.http_triggers = HttpTriggerTable()
+    return table
+
+
+def _cors_headers(cors: dict[str, Any] | None, origin: str | None) -> dict[str, str]:
+    if not cors or not origin:
+        return {}
+    origins = cors["allowOrigins"]
+    if "*" not in origins and origin not in origins:
+        return {}
+    headers = {
+        "Access-Control-Allow-Origin": origin if cors["allowCredentials"] or "*" not in origins else "*"
+    }
+    if cors["allowCredentials"]:
+        headers["Access-Control-Allow-Credentials"] = "true"
+    headers["Vary"] = "Origin"
+    return headers
+
+
+async def handle(request: Request) -> Response:
+    from ..api.common import authorize, read_body, state
+
+    path = "/" + str(request.path_params.get("path", ""))
+    matched = await _table(request).match(request, path)
+    if matched is None:
+        raise NotFound(f"no HTTP trigger matches {request.method} {path}")
+    record, params = matched
+    cors: dict[str, Any] | None = record.config.get("cors")
+    origin = request.headers.get("origin")
+    if request.method == "OPTIONS" and cors and request.headers.get("access-control-request-method"):
+        headers = _cors_headers(cors, origin)
+        if headers:
+            headers.update(
+                {
+                    "Access-Control-Allow-Methods": ", ".join(cors["allowMethods"]),
+                    "Access-Control-Allow-Headers": ", ".join(cors["allowHeaders"]),
+                    "Access-Control-Max-Age": str(cors["maxAge"]),
+                }
+            )
+        return Response(status_code=204, headers=headers)
+    if record.config.get("auth", "jwt") == "jwt":
+        await authorize(request, Action.INVOKE)
+    gateway = state(request)
+    service, function = split_target(f"{record.function_name}.{record.target}")
+    gateway.limiter.check("invoke", f"{service}.{function}")
+    raw = await read_body(request, MAX_BODY)
+    call_id = wire.new_call_id().hex()
+    try:
+        text, is_b64 = raw.decode(), False
+    except UnicodeDecodeError:
+        text, is_b64 = base64.b64encode(raw).decode(), True
+    event = {
+        "httpMethod": request.method,
+        "path": path,
+        "pathParameters": params,
+        "queryStringParameters": dict(request.query_params),
+        "headers": {k: v for k, v in request.headers.items() if k != "authorization"},
+        "body": text,
+        "isBase64Encoded": is_b64,
+        "requestContext": {
+            "triggerId": record.trigger_id,
+            "callId": call_id,
+            "pattern": record.config["path"],
+        },
+    }
+    version = await gateway.routes.resolve(
+        service, alias=record.config.get("alias"), version=record.config.get("version")
+    )
+    info = await gateway.function_info(service)
+    headers = {"X-Dormant-Call-Id": call_id, **_cors_headers(cors, origin)}
+    try:
+        result = await gateway.client.call(
+            service, function, event, timeout=info.timeout_s or 30.0, version=version, call_id=call_id
+        )
+    except DormantError as exc:
+        await gateway.store.add_trigger_metrics(record.trigger_id, fired=1, failed=1)
+        return error_response(exc, headers)
+    await gateway.store.add_trigger_metrics(record.trigger_id, fired=1, succeeded=1)
+    return _to_response(result, headers)
+
+
+def _to_response(result: Any, headers: dict[str, str]) -> Response:
+    if (
+        isinstance(result, dict)
+        and isinstance(result.get("statusCode"), int)
+        and 100 <= result["statusCode"] <= 599
+    ):
+        raw_headers = result.get("headers")
+        extra: dict[str, Any] = raw_headers if isinstance(raw_headers, dict) else {}
+        out = {**{str(k): str(v) for k, v in extra.items()}, **headers}
+        body = result.get("body", "")
+        if result.get("isBase64Encoded") and isinstance(body, str):
+            content: bytes = base64.b64decode(body)
+        elif isinstance(body, str):
+            content = body.encode()
+        else:
+            content = orjson.dumps(body)
+            out.setdefault("content-type", "application/json")
+        return Response(content, status_code=result["statusCode"], headers=out)
+    return Response(orjson.dumps(result), media_type="application/json", headers=headers)
+
+
+def http_trigger_routes() -> list[Route]:
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    return [
+        Route(f"{PREFIX}/{{path:path}}", handle, methods=methods),
+        Route(PREFIX, handle, methods=methods),
+    ]

@@ -1,0 +1,179 @@
+"""Validation of trigger requests (HTTP, cron, queue) into the stored config, as pure functions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from dormant.errors import ValidationError
+
+from .schedule import ScheduleError, parse_schedule
+
+FUNCTION = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+QUEUE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+PATH_SEGMENT = re.compile(r"^(?:[A-Za-z0-9._~-]+|\{[A-Za-z_][A-Za-z0-9_]*\}|\{proxy\+\})$")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+def _fail(path: str, message: str) -> ValidationError:
+    return ValidationError(
+        f"invalid trigger: {path}: {message}", {"errors": [{"path": path, "message": message}]}
+    )
+
+
+def _int(config: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = config.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise _fail(f"/config/{key}", f"an integer from {low} to {high}")
+    return value
+
+
+def _number(config: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = config.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+        raise _fail(f"/config/{key}", f"a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def _only(config: dict[str, Any], allowed: set[str]) -> None:
+    for key in config:
+        if key not in allowed:
+            raise _fail(f"/config/{key}", "unknown setting")
+
+
+def validate_trigger(body: dict[str, Any]) -> tuple[str, str, dict[str, Any], bool]:
+    """``{"type", "function", "config", "enabled"?}`` -> (kind, target function, config, enabled)."""
+    for key in body:
+        if key not in ("type", "function", "config", "enabled"):
+            raise _fail(f"/{key}", "unknown field")
+    kind = body.get("type")
+    if kind not in ("http", "cron", "queue"):
+        raise _fail("/type", "one of http, cron, queue")
+    target = body.get("function")
+    if not isinstance(target, str) or not FUNCTION.match(target) or re.match(r"^v\d+$", target):
+        raise _fail("/function", "the function inside the service, e.g. createUser")
+    config = body.get("config", {})
+    if not isinstance(config, dict):
+        raise _fail("/config", "an object")
+    enabled = body.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _fail("/enabled", "true or false")
+    common = {"alias", "version"}
+    routing = _routing(config)
+    if kind == "cron":
+        _only(config, common | {"schedule", "timezone", "input", "maxAttempts"})
+        schedule = config.get("schedule")
+        timezone = config.get("timezone", "UTC")
+        if not isinstance(schedule, str) or not isinstance(timezone, str):
+            raise _fail("/config/schedule", "a cron expression or rate(N unit), and a time zone name")
+        try:
+            parse_schedule(schedule, timezone)
+        except ScheduleError as exc:
+            raise _fail("/config/schedule", str(exc)) from None
+        payload = config.get("input", {})
+        if not isinstance(payload, dict):
+            raise _fail("/config/input", "an object")
+        stored = {
+            "schedule": schedule.strip(),
+            "timezone": timezone,
+            "input": payload,
+            "maxAttempts": _int(config, "maxAttempts", 3, 1, 20),
+        }
+    elif kind == "queue":
+        _only(config, common | {"queue", "batchSize", "maxAttempts", "backoffSeconds", "deadLetterQueue"})
+        queue = config.get("queue")
+        if not isinstance(queue, str) or not QUEUE.match(queue):
+            raise _fail("/config/queue", "a RabbitMQ queue name")
+        dlq = config.get("deadLetterQueue", f"{queue}.dlq")
+        if not isinstance(dlq, str) or not QUEUE.match(dlq) or dlq == queue:
+            raise _fail("/config/deadLetterQueue", "a queue name other than the source queue")
+        stored = {
+            "queue": queue,
+            "batchSize": _int(config, "batchSize", 10, 1, 100),
+            "maxAttempts": _int(config, "maxAttempts", 3, 1, 20),
+            "backoffSeconds": _number(config, "backoffSeconds", 1.0, 0.0, 300.0),
+            "deadLetterQueue": dlq,
+        }
+    else:
+        _only(config, common | {"methods", "path", "cors", "auth"})
+        stored = {
+            "methods": _methods(config.get("methods", ["ANY"])),
+            "path": _path(config.get("path")),
+            "cors": _cors(config.get("cors")),
+            "auth": _auth(config.get("auth", "jwt")),
+        }
+    return kind, target, {**stored, **routing}, enabled
+
+
+def _routing(config: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    alias, version = config.get("alias"), config.get("version")
+    if alias is not None and version is not None:
+        raise _fail("/config/alias", "give either alias or version")
+    if alias is not None:
+        if not isinstance(alias, str) or not re.match(r"^(\$LATEST|[a-z][a-z0-9-]{0,63})$", alias):
+            raise _fail("/config/alias", "an alias name")
+        out["alias"] = alias
+    if version is not None:
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= 2**31 - 1:
+            raise _fail("/config/version", "a positive integer")
+        out["version"] = version
+    return out
+
+
+def _methods(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _fail("/config/methods", "a list of HTTP methods (or ANY)")
+    methods = []
+    for item in value:
+        if not isinstance(item, str) or item.upper() not in (*METHODS, "ANY"):
+            raise _fail("/config/methods", f"one of {', '.join(METHODS)}, ANY")
+        methods.append(item.upper())
+    return sorted(set(methods))
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or len(value) > 512:
+        raise _fail("/config/path", "a path such as /orders/{id} or /api/{proxy+}")
+    segments = [s for s in value.split("/")[1:]]
+    if value != "/":
+        for index, segment in enumerate(segments):
+            if not PATH_SEGMENT.match(segment):
+                raise _fail("/config/path", f"invalid segment {segment!r}")
+            if segment == "{proxy+}" and index != len(segments) - 1:
+                raise _fail("/config/path", "{proxy+} must be the last segment")
+    return value
+
+
+def _cors(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail("/config/cors", "an object")
+    allowed = {"allowOrigins", "allowMethods", "allowHeaders", "maxAge", "allowCredentials"}
+    for key in value:
+        if key not in allowed:
+            raise _fail(f"/config/cors/{key}", "unknown setting")
+    out: dict[str, Any] = {}
+    for key in ("allowOrigins", "allowMethods", "allowHeaders"):
+        items = value.get(key, ["*"] if key != "allowHeaders" else ["content-type", "authorization"])
+        if not isinstance(items, list) or not all(isinstance(i, str) and 0 < len(i) <= 256 for i in items):
+            raise _fail(f"/config/cors/{key}", "a list of strings")
+        out[key] = items
+    max_age = value.get("maxAge", 600)
+    if not isinstance(max_age, int) or isinstance(max_age, bool) or not 0 <= max_age <= 86400:
+        raise _fail("/config/cors/maxAge", "seconds from 0 to 86400")
+    credentials = value.get("allowCredentials", False)
+    if not isinstance(credentials, bool):
+        raise _fail("/config/cors/allowCredentials", "true or false")
+    out["maxAge"] = max_age
+    out["allowCredentials"] = credentials
+    return out
+
+
+def _auth(value: Any) -> str:
+    if value not in ("jwt", "none"):
+        raise _fail("/config/auth", "jwt or none")
+    return str(value)

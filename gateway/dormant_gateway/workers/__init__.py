@@ -1,0 +1,1 @@
+"""Background work of a gateway replica: async invocations, cron ticks, queue consumers."""

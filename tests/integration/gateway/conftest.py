@@ -1,0 +1,96 @@
+"""Gateway test fixtures: one mesh (example and probe services on two pods) and one gateway per module.
+
+``gw_db``: a private catalog database per module; ``gw_mesh``: the mesh serving ``user-service`` and
+``probe-service``; ``gateway``: a gateway process on that mesh with its own dev key; ``rabbitmq``: a
+private RabbitMQ node (see ``rabbit.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from gw_helpers import EXAMPLE, PROBE, ROOT, GatewayProcess
+from rabbit import RabbitNode
+
+from dormant.local import ExternalPostgres, LocalPostgres, MosquittoProcess
+
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+
+from e2e.mesh import Mesh
+
+
+@pytest.fixture(scope="module")
+def gw_tmp() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="dormant-gw-test-") as tmp:
+        yield Path(tmp)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def gw_db(pg: LocalPostgres | ExternalPostgres) -> AsyncIterator[str]:
+    name = f"dormant_gw_{uuid.uuid4().hex[:12]}"
+    url = await pg.create_database(name, exist_ok=False)
+    try:
+        yield url
+    finally:
+        await pg.drop_database(name)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def gw_mesh(broker: MosquittoProcess, gw_db: str, gw_tmp: Path) -> AsyncIterator[Mesh]:
+    mesh = Mesh(broker.url, gw_db, gw_tmp / "layers", gw_tmp / "pods")
+    mesh.work_root.mkdir(parents=True, exist_ok=True)
+    try:
+        for service_dir in (EXAMPLE, PROBE):
+            service, version = await mesh.publish(service_dir)
+            await mesh.deploy(service, version, replicas=1)
+        mesh.start_pod("gw-pod-1")
+        mesh.start_pod("gw-pod-2")
+        await mesh.wait_serving("user-service", timeout=60)
+        await mesh.wait_serving("probe-service", timeout=60)
+        yield mesh
+    finally:
+        mesh.stop()
+
+
+def new_gateway(mesh: Mesh, tmp: Path, name: str, **env: str) -> GatewayProcess:
+    return GatewayProcess(
+        broker_url=mesh.broker_url,
+        catalog_url=mesh.catalog_url,
+        layer_store=mesh.layer_store,
+        state_dir=tmp / "state",
+        log_file=tmp / f"{name}.log",
+        replica_id=name,
+        extra_env={
+            "DORMANT_RATE_MANAGE_PER_MIN": "100000",
+            "DORMANT_RATE_DEPLOY_PER_MIN": "100000",
+            "DORMANT_ASYNC_BACKOFF_S": "0.05",
+            **env,
+        },
+    )
+
+
+@pytest_asyncio.fixture(scope="module")
+async def gateway(gw_mesh: Mesh, gw_tmp: Path) -> AsyncIterator[GatewayProcess]:
+    process = new_gateway(gw_mesh, gw_tmp, "gw-1")
+    try:
+        await process.start()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def rabbitmq(gw_tmp: Path) -> AsyncIterator[RabbitNode]:
+    node = RabbitNode(gw_tmp / "rabbitmq")
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()

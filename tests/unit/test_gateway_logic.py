@@ -1,0 +1,109 @@
+"""Pure logic of the gateway: rate limits, weighted picks, schedules, validation, paths, input, roles."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from dormant.errors import ValidationError
+from dormant_gateway.auth.roles import Action, Role, allowed, parse_roles
+from dormant_gateway.http_errors import HttpError
+from dormant_gateway.invoke_input import derive_call_id, parse_invoke_input, split_target
+from dormant_gateway.ratelimit import RateLimiter
+from dormant_gateway.routing import pick_version
+from dormant_gateway.triggers.paths import PathPattern, best_match
+from dormant_gateway.triggers.schedule import ScheduleError, parse_schedule
+from dormant_gateway.triggers.settings import validate_trigger
+from dormant_gateway.validation import validate_create, validate_environment
+
+
+def test_rate_limiter_refills_over_time_and_says_when_to_retry() -> None:
+    now = [0.0]
+    limiter = RateLimiter({"manage": 2}, clock=lambda: now[0])
+    limiter.check("manage", "ann")
+    limiter.check("manage", "ann")
+    with pytest.raises(HttpError) as caught:
+        limiter.check("manage", "ann")
+    assert caught.value.status == 429 and caught.value.headers["Retry-After"] == "30"
+    limiter.check("manage", "bob")
+    now[0] = 30.0
+    limiter.check("manage", "ann")
+
+
+def test_weighted_pick_follows_the_weights() -> None:
+    assert pick_version({1: 90, 2: 10}, lambda: 0.0) == 1
+    assert pick_version({1: 90, 2: 10}, lambda: 0.95) == 2
+    assert pick_version({1: 0, 2: 0}) is None
+
+
+def test_schedules_cron_with_seconds_rate_and_time_zones() -> None:
+    start = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+    every_5_min = parse_schedule("0 */5 * * * *")
+    assert every_5_min.next_after(start) == datetime(2025, 1, 1, 12, 5, tzinfo=UTC)
+    assert parse_schedule("rate(5 minutes)").next_after(start) == datetime(2025, 1, 1, 12, 5, tzinfo=UTC)
+    berlin = parse_schedule("0 9 * * *", "Europe/Berlin")
+    assert berlin.next_after(start) == datetime(2025, 1, 2, 8, 0, tzinfo=UTC)
+    assert len(parse_schedule("* * * * * *").ticks_between(start, start.replace(second=10))) == 10
+    for bad in ("every day", "* * *", "rate(0 minutes)"):
+        with pytest.raises(ScheduleError):
+            parse_schedule(bad)
+    with pytest.raises(ScheduleError):
+        parse_schedule("* * * * *", "Nowhere/Town")
+
+
+def test_function_rules_of_the_seed() -> None:
+    base = {"name": "fn", "runtime": "python3.11", "handler": "a.b"}
+    assert validate_create(base)["memory_mb"] == 256
+    for memory in (64, 130, 10304):
+        with pytest.raises(ValidationError):
+            validate_create({**base, "memorySize": memory})
+    assert validate_create({**base, "memorySize": 10240, "timeout": 900})["timeout_s"] == 900
+    with pytest.raises(ValidationError):
+        validate_environment({"variables": {"K": "v" * 4096}})
+    assert validate_environment({"variables": {"K": "v" * 4000}}) == {"K": "v" * 4000}
+
+
+def test_path_patterns_prefer_literals_and_proxy_takes_the_rest() -> None:
+    patterns = [PathPattern.parse("/api/{proxy+}"), PathPattern.parse("/api/users/{id}")]
+    assert best_match(patterns, "/api/users/7") == (patterns[1], {"id": "7"})
+    assert best_match(patterns, "/api/a/b/c") == (patterns[0], {"proxy": "a/b/c"})
+    assert best_match(patterns, "/api") is None
+
+
+def test_invoke_input_forms() -> None:
+    assert split_target("user-service.createUser") == ("user-service", "createUser")
+    for bad in ("nodot", "Bad.x", "svc.v2", "svc.1x"):
+        with pytest.raises(ValidationError):
+            split_target(bad)
+    seed = parse_invoke_input("application/json", {}, b'{"payload": "{\\"a\\": 1}", "alias": "beta"}')
+    assert seed.seed_form and seed.params == {"a": 1} and seed.alias == "beta"
+    plain = parse_invoke_input("application/json", {}, b'{"payload": 1, "other": 2}')
+    assert not plain.seed_form and plain.params == {"payload": 1, "other": 2}
+    ce_headers = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t"}
+    binary = parse_invoke_input("application/json", ce_headers, b'{"x": 1}')
+    assert binary.params == {"x": 1} and binary.headers["ce-id"] == "1" and binary.event_key
+    structured = parse_invoke_input(
+        "application/cloudevents+json",
+        {},
+        b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "data": {"x": 2}}',
+    )
+    assert structured.params == {"x": 2}
+    assert derive_call_id("ann", "s.f", "k") != derive_call_id("bob", "s.f", "k")
+
+
+def test_trigger_settings() -> None:
+    kind, target, config, enabled = validate_trigger(
+        {"type": "queue", "function": "count", "config": {"queue": "orders"}}
+    )
+    assert (kind, target, enabled) == ("queue", "count", True)
+    assert config["deadLetterQueue"] == "orders.dlq" and config["batchSize"] == 10
+    with pytest.raises(ValidationError):
+        validate_trigger({"type": "http", "function": "f", "config": {"path": "/a/{proxy+}/b"}})
+
+
+def test_roles() -> None:
+    assert parse_roles(["Developer", "nobody"]) == frozenset({Role.DEVELOPER})
+    assert parse_roles("admin viewer") == frozenset({Role.ADMIN, Role.VIEWER})
+    assert allowed({Role.OPERATOR}, Action.DEPLOY_PROD) and not allowed({Role.DEVELOPER}, Action.DEPLOY_PROD)
+    assert not allowed({Role.VIEWER}, Action.INVOKE)
