@@ -48,6 +48,9 @@ class Greeter:
     async def broken(self, request: In, ctx: Context) -> dict[str, Any]:
         return {"greeting": 42}
 
+    async def remaining(self, request: In, ctx: Context) -> Out:
+        return Out(greeting=repr(ctx.remaining()))
+
     async def blocked(self, request: In, ctx: Context) -> Out:
         await RELEASE.wait()
         return Out(greeting="released")
@@ -65,7 +68,8 @@ SERVICE = ServiceSpec(
     handler_class=Greeter,
     interface_hash="sha256:test",
     functions={
-        m: _spec(m, 0.2 if m == "hello" else 30.0) for m in ("hello", "refuse", "crash", "broken", "blocked")
+        m: _spec(m, 0.2 if m == "hello" else 30.0)
+        for m in ("hello", "refuse", "crash", "broken", "blocked", "remaining")
     },
 )
 
@@ -144,3 +148,16 @@ async def test_a_slow_call_does_not_hold_up_others(dispatcher: Dispatcher) -> No
     assert not slow.done()
     RELEASE.set()
     assert await slow == (True, {"greeting": "released"})
+
+
+async def test_the_callers_deadline_reaches_the_handler(dispatcher: Dispatcher) -> None:
+    ok, body = await dispatcher.dispatch(_call("remaining", {"name": "Bo"}, deadline=time.time() + 60))
+    assert ok and 59 < float(body["greeting"]) <= 60
+    ok, body = await dispatcher.dispatch(_call("remaining", {"name": "Bo"}))
+    assert ok and body["greeting"] == "None"
+
+
+async def test_a_running_call_is_cancelled_at_the_callers_deadline(dispatcher: Dispatcher) -> None:
+    RELEASE.clear()
+    ok, body = await dispatcher.dispatch(_call("blocked", {"name": "Bo"}, deadline=time.time() + 0.2))
+    assert not ok and body["type"] == "TimeoutError"
