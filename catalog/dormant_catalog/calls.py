@@ -7,7 +7,11 @@ belongs to a runtime that died and is taken over. Completion is fenced: only the
 store a response. Every operation takes a batch, so a busy runtime pays one round trip per batch.
 
 The store keeps its own two connections (claims; everything else) rather than a pool: it is on the
-hot path of every call.
+hot path of every call. They commit with ``synchronous_commit = off``: a claim or a stored answer is
+coordination state that lives for a day, and waiting for a WAL flush on each would double a call's
+latency on a durable server. A database *crash* (not a restart) can forget the last few hundred
+milliseconds of them; answers written with a handler's writes (``complete_in``) commit in the
+handler's own, fully durable transaction.
 """
 
 from __future__ import annotations
@@ -100,9 +104,11 @@ class CallStore:
 
     async def _connect(self) -> Conn:
         with mapped_errors():
-            return await psycopg.AsyncConnection.connect(
+            conn = await psycopg.AsyncConnection.connect(
                 self.url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout_s))
             )
+            await conn.execute("SET synchronous_commit = off")
+            return conn
 
     async def open(self) -> None:
         self._claims = await self._connect()

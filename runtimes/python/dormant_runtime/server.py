@@ -176,6 +176,8 @@ class Server:
             raise
         response = orjson.dumps(outcome.body)
         if outcome.tx is not None:
+            # A transaction commits with its stored answer first: an answer must never announce writes
+            # that were then rolled back.
             stored = await self._commit_with_answer(call, outcome, response, dedup)
             if not stored:
                 # Another runtime took the call over (this one froze past its lease): its answer counts,
@@ -187,14 +189,21 @@ class Server:
                 if state.kind == "done":
                     await self._answer(transport, message, call, bool(state.ok), state.response or b"null")
                 return
-        else:
-            try:
-                await dedup.finish(call.call_id, outcome.ok, response, outcome.error_type)
-            except Exception as exc:
-                log.warning(
-                    "[%s] could not store the answer (a retry may run it again): %s", call.call_id, exc
-                )
-        await self._answer(transport, message, call, outcome.ok, response)
+            await self._answer(transport, message, call, outcome.ok, response)
+            return
+        # No transaction: store the answer and publish it at once; the request is acknowledged only
+        # after both, so a crash in between means a redelivery that finds the stored answer.
+        finished, published = await asyncio.gather(
+            dedup.finish(call.call_id, outcome.ok, response, outcome.error_type),
+            self._publish_answer(transport, call, outcome.ok, response),
+            return_exceptions=True,
+        )
+        if isinstance(finished, BaseException):
+            log.warning(
+                "[%s] could not store the answer (a retry may run it again): %s", call.call_id, finished
+            )
+        if published is True:
+            message.ack()
 
     async def _commit_with_answer(
         self, call: wire.Call, outcome: Outcome, response: bytes, dedup: Deduplicator
@@ -224,23 +233,30 @@ class Server:
         self, transport: Transport, message: Inbound, call: wire.Call, ok: bool, body_json: bytes
     ) -> None:
         """Publish the response (QoS 1, confirmed by the broker), then acknowledge the request."""
-        if call.reply_to:
-            payload, props = wire.encode_response_json(call, ok, body_json)
-            expiry = wire.reply_expiry(call.deadline)
-            try:
-                await transport.publish(
-                    call.reply_to,
-                    payload,
-                    qos=1,
-                    correlation=call.correlation,
-                    user_properties=props,
-                    expiry_s=expiry,
-                )
-            except TransportError as exc:
-                # Not acknowledged: the broker delivers the request again; the stored answer goes then.
-                log.warning("[%s] could not publish the response: %s", call.call_id, exc)
-                return
-        message.ack()
+        if await self._publish_answer(transport, call, ok, body_json):
+            message.ack()
+
+    async def _publish_answer(
+        self, transport: Transport, call: wire.Call, ok: bool, body_json: bytes
+    ) -> bool:
+        """True once the broker has the answer (or there is nobody to answer)."""
+        if not call.reply_to:
+            return True
+        payload, props = wire.encode_response_json(call, ok, body_json)
+        try:
+            await transport.publish(
+                call.reply_to,
+                payload,
+                qos=1,
+                correlation=call.correlation,
+                user_properties=props,
+                expiry_s=wire.reply_expiry(call.deadline),
+            )
+        except TransportError as exc:
+            # Not acknowledged: the broker delivers the request again; the stored answer goes then.
+            log.warning("[%s] could not publish the response: %s", call.call_id, exc)
+            return False
+        return True
 
     async def drain(self, timeout: float = 30.0) -> int:
         """Stop taking calls, finish those in flight (up to ``timeout``), disconnect.

@@ -1,0 +1,365 @@
+"""Dormant's benchmark: every figure next to references measured in the same run, and the targets.
+
+    bash bench/run.sh [--quick]
+
+Starts its own Mosquitto (Dormant's config) and Postgres, then measures:
+1. warm call latency, 2,000 sequential calls: the Dormant runtime (validation and callId
+   de-duplication on) vs a bare aiomqtt echo responder vs a FastStream MQTT responder, all driven by the
+   same load generator process; plus the Dormant SDK client as the caller;
+2. throughput of one responder process with 64 calls in flight;
+3. deploy latency on a warm pool (catalog change -> first answer from the new version) and rollback;
+4. idle cost of a serving pod (sidecar + runtime + its standby runtime) over 60 s;
+5. codegen: `dormant generate` + `dormant build` of a 20-function service, cold and no-op.
+Prints a table and writes bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+SERVICE = BENCH / "services" / "bench-service"
+PY_ROOTS = [ROOT / p for p in ("libs/python", "codegen", "catalog", "sidecar", "runtimes/python", "gateway")]
+for _root in reversed(PY_ROOTS):
+    sys.path.insert(0, str(_root))
+
+from dormant.cli.build_cmds import publish  # noqa: E402
+from dormant.local import LocalPostgres, MosquittoProcess  # noqa: E402
+from dormant_catalog import open_catalog  # noqa: E402
+
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, PY_ROOTS))}
+
+
+def python(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, *args], env=env or ENV, text=True, **kw)
+
+
+def loadgen(*args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "loadgen.py"), *args], env=ENV, capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+async def wait_answering(broker_url: str, topic: str, timeout: float = 30.0) -> None:
+    from loadgen import Requester
+
+    requester = Requester()
+    await requester.start(broker_url)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(requester.call(topic), 0.5)
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"nothing answers on {topic}")
+
+
+@contextlib.asynccontextmanager
+async def responder(proc: subprocess.Popen[str], broker_url: str, topic: str) -> AsyncIterator[None]:
+    try:
+        await wait_answering(broker_url, topic)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# --------------------------------------------------------------------------- 1 + 2: calls
+
+
+async def call_figures(broker_url: str, catalog_url: str, n_latency: int, n_throughput: int) -> dict[str, Any]:
+    host, port = broker_url.removeprefix("mqtt://").split(":")
+    results: dict[str, Any] = {}
+    subjects = {
+        "echo": (python(str(BENCH / "echo_responder.py"), host, port, "bench/echo"), "bench/echo"),
+        "faststream": (python(str(BENCH / "faststream_responder.py"), broker_url, "bench/fs/echo"), "bench/fs/echo"),
+        "dormant": (
+            python(
+                "-m", "dormant_runtime", "--app-dir", str(SERVICE), "--broker-url", broker_url,
+                env={**ENV, "DORMANT_CATALOG_URL": catalog_url, "DORMANT_LOG_LEVEL": "WARNING"},
+            ),
+            "service/bench-service/echo",
+        ),
+    }  # fmt: skip
+    for name, (proc, topic) in subjects.items():
+        async with responder(proc, broker_url, topic):
+            results[name] = {
+                "latency": loadgen("latency", broker_url, topic, str(n_latency)),
+                "throughput": loadgen("throughput", broker_url, topic, str(n_throughput), "64"),
+            }
+            if name == "dormant":
+                results["dormant_sdk"] = {"latency": loadgen("sdk", broker_url, "bench-service", "echo", str(n_latency))}
+        print(f"  {name}: {results[name]}", file=sys.stderr)
+    return results
+
+
+# --------------------------------------------------------------------------- 3 + 4: deploys, idle
+
+
+def _copy_release(dest: Path, release: str) -> Path:
+    shutil.copytree(SERVICE, dest, ignore=shutil.ignore_patterns("generated", "__pycache__"))
+    module = dest / "bench.py"
+    module.write_text(module.read_text().replace('RELEASE = "a"', f'RELEASE = "{release}"'))
+    return dest
+
+
+async def _switch(catalog: Any, requester: Any, version: int) -> float:
+    """Seconds from the catalog change to the first answer on the version's own topic."""
+    topic = f"service/bench-service/v{version}/echo"
+    start = time.perf_counter()
+    await catalog.deploy("bench-service", version=version, replicas=1, actor="bench")
+    while True:
+        try:
+            await asyncio.wait_for(requester.call(topic), 0.5)
+            return time.perf_counter() - start
+        except Exception:
+            await asyncio.sleep(0.001)
+
+
+def _proc_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [pid], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def _rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def deploy_and_idle(
+    broker_url: str, catalog_url: str, work: Path, trials: int, rollbacks: int, idle_s: float
+) -> dict[str, Any]:
+    from loadgen import Requester
+
+    store = work / "layers"
+    _, v1 = await publish(_copy_release(work / "v1", "a"), catalog_url, store, actor="bench")
+    _, v2 = await publish(_copy_release(work / "v2", "b"), catalog_url, store, actor="bench")
+    env = {**ENV, "DORMANT_BROKER_URL": broker_url, "DORMANT_CATALOG_URL": catalog_url,
+           "DORMANT_LAYER_STORE": str(store), "DORMANT_LOG_LEVEL": "WARNING"}  # fmt: skip
+    pod = python("-m", "dormant_sidecar", "--pod-id", "bench-pod", "--work-dir", str(work / "pod"),
+                 "--lease", "10", env=env, stderr=subprocess.DEVNULL)  # fmt: skip
+    requester = Requester()
+    await requester.start(broker_url)
+    try:
+        async with await open_catalog(catalog_url) as catalog:
+            await _switch(catalog, requester, v1)
+            await asyncio.sleep(2.0)  # the pool's standby runtime is warm again
+            deploys, backs = [], []
+            for trial in range(trials + rollbacks):
+                target = v2 if trial % 2 == 0 else v1
+                took = await _switch(catalog, requester, target)
+                (deploys if target == v2 or trial >= 2 * rollbacks else backs).append(took)
+                await asyncio.sleep(1.5)  # let the pod pre-start its next standby runtime
+            await asyncio.sleep(3.0)
+            tree = _proc_tree(pod.pid)
+            cpu_before = _cpu_seconds(tree)
+            await asyncio.sleep(idle_s)
+            tree = _proc_tree(pod.pid)
+            idle = {
+                "seconds": idle_s,
+                "cpu_s": round(_cpu_seconds(tree) - cpu_before, 4),
+                "processes": len(tree),
+                "rss_mb_total": round(sum(_rss_mb(p) for p in tree), 1),
+                "rss_mb_by_process": [round(_rss_mb(p), 1) for p in tree],
+            }
+    finally:
+        pod.terminate()
+        pod.wait(30)
+    return {"deploy": _stats(deploys), "rollback": _stats(backs), "idle": idle}
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    if not ordered:
+        return {}
+    return {
+        "p50_ms": round(ordered[len(ordered) // 2] * 1000, 1),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+        "n": len(ordered),
+    }
+
+
+# --------------------------------------------------------------------------- 5: codegen
+
+
+def twenty_function_service(dest: Path) -> Path:
+    (dest / "schemas").mkdir(parents=True)
+    schemas: dict[str, Any] = {}
+    methods = []
+    for i in range(20):
+        schemas[f"Req{i}"] = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 50},
+                              "b": {"type": "integer"}}, "required": ["a"]}  # fmt: skip
+        schemas[f"Res{i}"] = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+        methods.append(
+            f'    @function("fn{i}")\n    async def fn{i}(self, request: Req{i}, ctx: Context) -> Res{i}:\n'
+            f"        return Res{i}(ok=True)\n"
+        )
+    (dest / "schemas" / "all.json").write_text(json.dumps(schemas, indent=2))
+    names = ", ".join(f"Req{i}, Res{i}" for i in range(20))
+    (dest / "wide.py").write_text(
+        "from dormant import Context, function, service\n\n"
+        f"from generated.models import {names}\n\n\n"
+        '@service("wide-service")\nclass WideService:\n' + "\n".join(methods)
+    )
+    return dest
+
+
+def codegen_figures(work: Path) -> dict[str, Any]:
+    service = twenty_function_service(work / "wide")
+    env = {**ENV, "DORMANT_LAYER_STORE": str(work / "codegen-layers")}
+
+    def timed(*args: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "dormant", *args], env=env, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    cold = timed("generate", str(service)) + timed("build", str(service))
+    noop = timed("generate", str(service)) + timed("build", str(service))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    interpreter = time.perf_counter() - start
+    return {"cold_s": round(cold, 3), "noop_s": round(noop, 3), "python_startup_s": round(interpreter, 3)}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def report(r: dict[str, Any]) -> str:
+    echo, fs, dm, sdk = r["calls"]["echo"], r["calls"]["faststream"], r["calls"]["dormant"], r["calls"]["dormant_sdk"]
+    el, dl = echo["latency"], dm["latency"]
+    et, ft, dt = echo["throughput"]["calls_per_s"], fs["throughput"]["calls_per_s"], dm["throughput"]["calls_per_s"]
+    rows = [
+        ("warm call p50 (ms)", f"{dl['p50_ms']:.3f}", f"{dl['p50_ms'] / el['p50_ms']:.2f}x echo "
+         f"({el['p50_ms']:.3f}); {dl['p50_ms'] / fs['latency']['p50_ms']:.2f}x FastStream ({fs['latency']['p50_ms']:.3f})",
+         "<= 1.5x echo", verdict(dl["p50_ms"] <= 1.5 * el["p50_ms"])),
+        ("warm call p99 (ms)", f"{dl['p99_ms']:.3f}", f"{dl['p99_ms'] / el['p99_ms']:.2f}x echo "
+         f"({el['p99_ms']:.3f}); {dl['p99_ms'] / fs['latency']['p99_ms']:.2f}x FastStream ({fs['latency']['p99_ms']:.3f})",
+         "<= 2x echo", verdict(dl["p99_ms"] <= 2 * el["p99_ms"])),
+        ("SDK client call p50 / p99 (ms)", f"{sdk['latency']['p50_ms']:.3f} / {sdk['latency']['p99_ms']:.3f}",
+         f"{sdk['latency']['p50_ms'] / el['p50_ms']:.2f}x / {sdk['latency']['p99_ms'] / el['p99_ms']:.2f}x echo",
+         "(informative)", ""),
+        ("throughput, 64 in flight (calls/s)", f"{dt:,.0f}", f"{dt / et:.2f}x echo ({et:,.0f}); "
+         f"{dt / ft:.2f}x FastStream ({ft:,.0f})", ">= 0.8x echo and >= 5,000",
+         verdict(dt >= 0.8 * et and dt >= 5000)),
+    ]  # fmt: skip
+    d = r.get("deploys")
+    if d:
+        rows += [
+            ("deploy: catalog change -> serving (ms)", f"p50 {d['deploy']['p50_ms']} / p99 {d['deploy']['p99_ms']}",
+             f"n={d['deploy']['n']}", "p50 <= 150, p99 <= 400",
+             verdict(d["deploy"]["p50_ms"] <= 150 and d["deploy"]["p99_ms"] <= 400)),
+            ("rollback (redeploy of the previous version) (ms)",
+             f"p50 {d['rollback']['p50_ms']} / p99 {d['rollback']['p99_ms']}", f"n={d['rollback']['n']}",
+             "<= 100", verdict(d["rollback"]["p99_ms"] <= 100)),
+            ("idle pod, per minute (CPU s) / RSS (MB)",
+             f"{d['idle']['cpu_s'] * 60 / d['idle']['seconds']:.3f} / {d['idle']['rss_mb_total']}",
+             f"{d['idle']['processes']} processes: {d['idle']['rss_mb_by_process']} MB",
+             "<= 0.1 CPU-s, <= 50 MB",
+             verdict(d["idle"]["cpu_s"] * 60 / d["idle"]["seconds"] <= 0.1 and d["idle"]["rss_mb_total"] <= 50)),
+        ]  # fmt: skip
+    c = r.get("codegen")
+    if c:
+        rows.append(("codegen 20 functions, generate + build (s)", f"cold {c['cold_s']} / no-op {c['noop_s']}",
+                     f"2 CLI processes, python start-up {c['python_startup_s']} s each",
+                     "<= 1.5 cold, <= 0.2 no-op", verdict(c["cold_s"] <= 1.5 and c["noop_s"] <= 0.2)))  # fmt: skip
+    widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
+    head = ("figure", "Dormant", "reference (same run)", "target", "")
+    lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("-+-".join("-" * w for w in widths))
+    lines += [" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+async def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run, not for the docs)")
+    parser.add_argument("--only", choices=["calls", "deploys", "codegen"], action="append")
+    args = parser.parse_args(argv)
+    only = set(args.only or ["calls", "deploys", "codegen"])
+    n_latency, n_throughput = (300, 3000) if args.quick else (2000, 20000)
+    trials, rollbacks, idle_s = (6, 4, 10.0) if args.quick else (50, 20, 60.0)
+    subprocess.run([sys.executable, "-m", "dormant", "generate", str(SERVICE)], env=ENV, check=True,
+                   capture_output=True)  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="dormant-bench-"))
+    os.chmod(work, 0o755)
+    result: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    try:
+        async with MosquittoProcess(data_dir=work / "broker") as broker, LocalPostgres(data_dir=work / "pg") as pg:
+            catalog_url = await pg.create_database(f"bench_{uuid.uuid4().hex[:6]}")
+            async with await open_catalog(catalog_url):
+                pass  # migrations applied once, before anything is timed
+            if "calls" in only:
+                print("calls ...", file=sys.stderr)
+                result["calls"] = await call_figures(broker.url, catalog_url, n_latency, n_throughput)
+            if "deploys" in only:
+                print("deploys and idle ...", file=sys.stderr)
+                result["deploys"] = await deploy_and_idle(broker.url, catalog_url, work, trials, rollbacks, idle_s)
+        if "codegen" in only:
+            print("codegen ...", file=sys.stderr)
+            result["codegen"] = codegen_figures(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = BENCH / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    if "calls" in result:
+        print(report(result))
+    else:
+        print(json.dumps(result, indent=2))
+    print(f"\nmachine: {result['machine']}; JSON in bench/results/latest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(BENCH))
+    sys.exit(asyncio.run(main(sys.argv[1:])))
