@@ -31,24 +31,18 @@ Row = TupleRow
 DEFAULT_LEASE_S = 5.0
 DEFAULT_TTL_S = 24 * 3600.0
 
+# Take every callId that is free or whose owner's lease expired; the ones not returned exist already.
 _CLAIM = """
-WITH input AS (SELECT DISTINCT unnest(%(ids)s::text[]) AS call_id),
-taken AS (
-  INSERT INTO call_results AS r
-    (app_name, call_id, status, owner, lease_expires_at, version, created_at, expires_at)
-  SELECT %(app)s, call_id, 'running', %(owner)s, now() + make_interval(secs => %(lease)s::float8),
-         %(version)s, now(), now() + make_interval(secs => %(ttl)s::float8)
-  FROM input
-  ON CONFLICT (app_name, call_id) DO UPDATE
-    SET owner = EXCLUDED.owner, lease_expires_at = EXCLUDED.lease_expires_at, version = EXCLUDED.version,
-        attempts = r.attempts + 1
-    WHERE r.status = 'running' AND (r.lease_expires_at IS NULL OR r.lease_expires_at < now())
-  RETURNING r.call_id, r.attempts
-)
-SELECT i.call_id, t.attempts, old.status, old.response
-FROM input AS i
-LEFT JOIN taken AS t ON t.call_id = i.call_id
-LEFT JOIN call_results AS old ON old.app_name = %(app)s AND old.call_id = i.call_id
+INSERT INTO call_results AS r
+  (app_name, call_id, status, owner, lease_expires_at, version, created_at, expires_at)
+SELECT %(app)s, call_id, 'running', %(owner)s, now() + make_interval(secs => %(lease)s::float8),
+       %(version)s, now(), now() + make_interval(secs => %(ttl)s::float8)
+FROM unnest(%(ids)s::text[]) AS call_id
+ON CONFLICT (app_name, call_id) DO UPDATE
+  SET owner = EXCLUDED.owner, lease_expires_at = EXCLUDED.lease_expires_at, version = EXCLUDED.version,
+      attempts = r.attempts + 1
+  WHERE r.status = 'running' AND (r.lease_expires_at IS NULL OR r.lease_expires_at < now())
+RETURNING r.call_id, r.attempts
 """
 
 _COMPLETE = """
@@ -57,6 +51,13 @@ SET status = v.status, response = v.response, owner = NULL, lease_expires_at = N
 FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(responses)s::bytea[]) AS v(call_id, status, response)
 WHERE r.app_name = %(app)s AND r.call_id = v.call_id AND r.owner = %(owner)s AND r.status = 'running'
 RETURNING r.call_id
+"""
+
+_COMPLETE_ONE = """
+UPDATE call_results
+SET status = %(status)s, response = %(response)s, owner = NULL, lease_expires_at = NULL, finished_at = now()
+WHERE app_name = %(app)s AND call_id = %(id)s AND owner = %(owner)s AND status = 'running'
+RETURNING call_id
 """
 
 _READ = """
@@ -136,11 +137,12 @@ class CallStore:
                 return await cur.fetchall() if cur.description else []
 
     async def claim(self, call_ids: Sequence[str]) -> dict[str, CallState]:
+        unique = list(dict.fromkeys(call_ids))
         rows = await self._run(
             "claims",
             _CLAIM,
             {
-                "ids": list(call_ids),
+                "ids": unique,
                 "app": self.app_name,
                 "owner": self.owner,
                 "lease": self.lease_s,
@@ -148,19 +150,19 @@ class CallStore:
                 "version": self.version,
             },
         )
-        found: dict[str, CallState] = {}
-        for call_id, attempts, status, response in rows:
-            if attempts is not None:
-                found[call_id] = CallState("run", attempts=int(attempts))
-            elif status in ("ok", "error"):
-                found[call_id] = CallState("done", ok=status == "ok", response=bytes(response or b""))
-            else:
-                found[call_id] = CallState("running")
+        found = {str(call_id): CallState("run", attempts=int(attempts)) for call_id, attempts in rows}
+        existing = [call_id for call_id in unique if call_id not in found]
+        if existing:  # duplicates of finished or running calls: one more round trip, only for them
+            for call_id, state in (await self._read("claims", existing)).items():
+                found[call_id] = CallState("running") if state.kind == "absent" else state
         return found
 
     async def read(self, call_ids: Sequence[str]) -> dict[str, CallState]:
         """The current state of callIds (for a runtime waiting on another's run)."""
-        rows = await self._run("other", _READ, {"app": self.app_name, "ids": list(call_ids)})
+        return await self._read("other", call_ids)
+
+    async def _read(self, which: Literal["claims", "other"], call_ids: Sequence[str]) -> dict[str, CallState]:
+        rows = await self._run(which, _READ, {"app": self.app_name, "ids": list(call_ids)})
         found = {call_id: CallState("absent") for call_id in call_ids}
         for call_id, status, response, expired in rows:
             if status in ("ok", "error"):
@@ -173,6 +175,11 @@ class CallStore:
         """Store finished responses; returns the callIds stored (those we still owned)."""
         if not results:
             return set()
+        if len(results) == 1:
+            call_id, ok, response = results[0]
+            params = {"app": self.app_name, "owner": self.owner, "id": call_id, "response": response}
+            rows = await self._run("other", _COMPLETE_ONE, {**params, "status": "ok" if ok else "error"})
+            return {row[0] for row in rows}
         rows = await self._run(
             "other",
             _COMPLETE,
