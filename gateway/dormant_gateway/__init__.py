@@ -1,6 +1,27 @@
-"""The Dormant gateway: HTTP invoke and control-plane API, async invocations, cron and queue triggers."""
+"""The Dormant gateway: HTTP invoke and control-plane API, async invocations, cron and queue triggers.
 
-from .app import create_app
-from .config import GatewayConfig
+``create_app`` and ``GatewayConfig`` load on first use, so ``dormant`` (which only needs the gateway's
+command-line flags) starts without importing the HTTP stack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import create_app
+    from .config import GatewayConfig
 
 __all__ = ["GatewayConfig", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    if name == "GatewayConfig":
+        from .config import GatewayConfig
+
+        return GatewayConfig
+    raise AttributeError(name)

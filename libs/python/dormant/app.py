@@ -8,9 +8,10 @@ the pydantic models and the JSON schemas, without reading the user's source them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 DEFAULT_TIMEOUT_S = 30.0
 MIN_TIMEOUT_S = 1.0
