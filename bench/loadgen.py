@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 import uuid
+from typing import Any
 
 from dormant import Client, mqtt
 from dormant.config import parse_broker_url
@@ -49,7 +50,9 @@ class Requester:
         correlation = f"c{next(self.ids)}-{uuid.uuid4().hex[:8]}".encode()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.pending[correlation] = future
-        reason = await self.conn.publish(topic, PAYLOAD, qos=1, response_topic=self.inbox, correlation=correlation)
+        reason = await self.conn.publish(
+            topic, PAYLOAD, qos=1, response_topic=self.inbox, correlation=correlation
+        )
         if reason == NO_MATCHING_SUBSCRIBERS:
             self.pending.pop(correlation, None)
             raise LookupError(f"nothing subscribes to {topic}")
@@ -66,7 +69,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def latency(url: str, topic: str, n: int) -> dict[str, float]:
+async def latency(url: str, topic: str, n: int) -> dict[str, Any]:
     requester = Requester()
     await requester.start(url)
     for _ in range(WARM_UP):
@@ -76,7 +79,9 @@ async def latency(url: str, topic: str, n: int) -> dict[str, float]:
         start = time.perf_counter()
         await requester.call(topic)
         samples.append(time.perf_counter() - start)
-    return _percentiles(samples)
+    result: dict[str, Any] = _percentiles(samples)
+    result["samples_ms"] = [round(x * 1000, 4) for x in samples]
+    return result
 
 
 async def throughput(url: str, topic: str, n: int, in_flight: int) -> dict[str, float]:
@@ -96,7 +101,7 @@ async def throughput(url: str, topic: str, n: int, in_flight: int) -> dict[str, 
     return {"calls_per_s": round(n / elapsed, 1), "n": n, "in_flight": in_flight}
 
 
-async def sdk(url: str, service: str, function: str, n: int) -> dict[str, float]:
+async def sdk(url: str, service: str, function: str, n: int) -> dict[str, Any]:
     async with Client(url, timeout=10) as client:
         for _ in range(WARM_UP):
             await client.call(service, function, {"text": "hello"})
@@ -105,11 +110,14 @@ async def sdk(url: str, service: str, function: str, n: int) -> dict[str, float]
             start = time.perf_counter()
             await client.call(service, function, {"text": "hello"})
             samples.append(time.perf_counter() - start)
-    return _percentiles(samples)
+    result: dict[str, Any] = _percentiles(samples)
+    result["samples_ms"] = [round(x * 1000, 4) for x in samples]
+    return result
 
 
 def main(argv: list[str]) -> None:
     mode, url = argv[0], argv[1]
+    result: dict[str, Any]
     if mode == "latency":
         result = asyncio.run(latency(url, argv[2], int(argv[3])))
     elif mode == "throughput":
