@@ -24,6 +24,9 @@ from .records import (
     SlotRecord,
     VersionRecord,
 )
+from .rollouts import actions as rollout_actions
+from .rollouts import store as rollout_store
+from .rollouts.records import RolloutRecord
 
 DEFAULT_POD_TTL_S = 30.0
 
@@ -103,6 +106,7 @@ class Catalog:
     ) -> DeploymentRecord:
         """All-at-once: every slot serves ``version`` (default: the latest), ``live`` = 100 %."""
         async with self._db.transaction() as conn:
+            await rollout_actions.supersede(conn, app_name, actor=actor)
             return await deployments.deploy(conn, app_name, version=version, replicas=replicas, actor=actor)
 
     async def get_deployment(self, app_name: str) -> DeploymentRecord | None:
@@ -127,6 +131,44 @@ class Catalog:
     async def list_audit(self, app_name: str | None = None, *, limit: int = 100) -> list[AuditRecord]:
         async with self._db.connection() as conn:
             return await audit.list_audit(conn, app_name, limit=limit)
+
+    # ------------------------------------------------------------------ rollouts and aliases
+
+    async def start_rollout(
+        self, app_name: str, version: int, config: dict[str, Any], *, actor: str = "cli"
+    ) -> RolloutRecord:
+        """Begin a canary / linear / blue-green / rolling / A/B rollout (the controller drives it)."""
+        async with self._db.transaction() as conn:
+            return await rollout_actions.start(conn, app_name, version, config, actor=actor)
+
+    async def rollback(self, app_name: str, *, actor: str = "cli") -> str:
+        """Traffic back to the previous version at once; a sentence saying what happened."""
+        async with self._db.transaction() as conn:
+            return await rollout_actions.rollback(conn, app_name, actor=actor)
+
+    async def promote(self, app_name: str, *, actor: str = "cli") -> str:
+        async with self._db.transaction() as conn:
+            return await rollout_actions.promote(conn, app_name, actor=actor)
+
+    async def set_alias(
+        self, app_name: str, alias: str, weights: dict[int, int], *, actor: str = "cli", force: bool = False
+    ) -> None:
+        """Point ``alias`` at {version: weight}; ``live`` needs approved versions unless ``force``."""
+        async with self._db.transaction() as conn:
+            await rollout_actions.set_alias(conn, app_name, alias, weights, actor=actor, force=force)
+
+    async def list_aliases(self, app_name: str) -> dict[str, dict[int, int]]:
+        async with self._db.connection() as conn:
+            return await rollout_store.aliases(conn, app_name)
+
+    async def active_rollout(self, app_name: str) -> RolloutRecord | None:
+        async with self._db.connection() as conn:
+            return await rollout_store.get_active(conn, app_name)
+
+    async def list_rollouts(self, app_name: str, *, limit: int = 20) -> list[RolloutRecord]:
+        """Newest first."""
+        async with self._db.connection() as conn:
+            return await rollout_store.list_rollouts(conn, app_name, limit=limit)
 
     # ------------------------------------------------------------------ pods
 

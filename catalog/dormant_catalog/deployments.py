@@ -57,8 +57,11 @@ async def deploy(
     deployment = await dcur.fetchone()
     assert deployment is not None
 
+    # Keep the first ``replicas`` slots (a rollout may have left them at any index), drop the rest.
     await conn.execute(
-        "DELETE FROM replica_slots WHERE app_name = %s AND slot_index >= %s", (app_name, replicas)
+        "DELETE FROM replica_slots WHERE slot_id IN (SELECT slot_id FROM replica_slots WHERE app_name = %s"
+        " ORDER BY slot_index OFFSET %s)",
+        (app_name, replicas),
     )
     await conn.execute(
         "UPDATE replica_slots SET version = %(version)s, generation = generation + 1, last_error = NULL,"
@@ -67,8 +70,10 @@ async def deploy(
     )
     await conn.execute(
         "INSERT INTO replica_slots (app_name, slot_index, version)"
-        " SELECT %(app)s, i, %(version)s FROM generate_series(0, %(replicas)s - 1) AS i"
-        " ON CONFLICT (app_name, slot_index) DO NOTHING",
+        " SELECT %(app)s, b.base + i, %(version)s"
+        " FROM (SELECT COALESCE(max(slot_index), -1) AS base, count(*) AS n FROM replica_slots"
+        "       WHERE app_name = %(app)s) AS b,"
+        " generate_series(1, %(replicas)s - b.n) AS i",
         {"app": app_name, "version": version, "replicas": replicas},
     )
     await _set_alias(conn, app_name, LIVE_ALIAS, {version: 100}, actor=actor)

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from . import wire
 from .config import Settings
 from .errors import Forbidden, TimeoutError, Unavailable
+from .routing import RouteTable
 from .transport import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, Transport, TransportError, new_transport
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -75,6 +76,8 @@ class Client:
         self._reconnected_at: float | None = None
         self._closing = False
         self._connection: asyncio.Task[None] | None = None
+        self.routes = RouteTable()
+        """Route tables (``mesh/routes/{svc}``) of the services called without a version."""
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -118,6 +121,8 @@ class Client:
             try:
                 await transport.connect()
                 await transport.subscribe([wire.reply_filter(self.client_id)], qos=1)
+                if self.routes.watched:
+                    await transport.subscribe([RouteTable.filter_for(s) for s in self.routes.watched], qos=1)
             except TransportError as exc:
                 await transport.close()
                 if not first.done():
@@ -136,6 +141,7 @@ class Client:
             try:
                 async for message in transport.messages():
                     if message.correlation is None:
+                        self.routes.feed(message.topic, message.payload)
                         continue
                     future = self._pending.get(message.correlation)
                     if future is not None and not future.done():
@@ -156,17 +162,22 @@ class Client:
         version: int | None = None,
         call_id: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
+        routing_key: str | None = None,
     ) -> Any:
         """Call ``service.function`` and return its JSON result, or raise the typed error.
 
         ``params`` is a mapping or a pydantic model (other JSON values are sent as they are and
         answered with ``ValidationError``). ``call_id`` reuses a callId (an idempotency key): a call
-        that already ran returns its stored answer without running again.
+        that already ran returns its stored answer without running again. Without ``version`` the
+        version is picked by the service's published route weights (``routing_key`` makes the pick
+        sticky); with no route table the call goes to ``service/{svc}/{fn}`` (the live version).
         """
         if self._connection is None:
             raise RuntimeError("use `async with Client(...)` or await client.connect() first")
         timeout = self.default_timeout if timeout is None else timeout
         correlation = _correlation(call_id)
+        if version is None:
+            version = await self._route(service, routing_key)
         topic = (
             wire.version_topic(service, version, function)
             if version is not None
@@ -220,6 +231,30 @@ class Client:
             self._pending.pop(correlation, None)
             if not future.done():
                 future.cancel()
+
+    async def _route(self, service: str, routing_key: str | None) -> int | None:
+        """A version from ``service``'s route table; subscribes to it (and waits for it) on first use."""
+        transport = self._transport
+        loaded = self.routes.watched.get(service)
+        if loaded is None and transport is not None:
+            loaded = self.routes.watched[service] = asyncio.Event()
+            barrier = wire.new_call_id()
+            arrived: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+            self._pending[barrier] = arrived
+            try:
+                await transport.subscribe([RouteTable.filter_for(service)], qos=1)
+                # The broker sends a retained table right after the SUBACK, so once our own message
+                # published after it comes back, the table (if there is one) has arrived.
+                await transport.publish(f"{self._inbox}/routes", b"", qos=1, correlation=barrier)
+                await asyncio.wait_for(arrived, 2.0)
+            except (TransportError, builtins.TimeoutError):
+                pass
+            finally:
+                self._pending.pop(barrier, None)
+                loaded.set()
+        elif loaded is not None:
+            await loaded.wait()
+        return self.routes.choose(service, routing_key)
 
     def _just_reconnected(self) -> bool:
         return (

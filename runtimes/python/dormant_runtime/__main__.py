@@ -20,6 +20,7 @@ from .dedup import Deduplicator
 from .dispatcher import Dispatcher
 from .loader import LoadError, load_service
 from .server import Server
+from .stats import CallStats, StatsPublisher
 from .transactions import TransactionPool
 
 log = logging.getLogger("dormant.runtime")
@@ -40,11 +41,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def client_id_for(service: str, version: int, slot: int | None, pod_id: str) -> str:
-    """The MQTT client id: stable per service, version and replica slot, so a runtime that replaces a
-    dead one in the same slot resumes its session and gets the requests it never acknowledged."""
+def client_id_for(service: str, version: int, slot: int | None, pod_id: str, *, live: bool = True) -> str:
+    """The MQTT client id: stable per service, version, replica slot and live flag, so a runtime that
+    replaces a dead one in the same slot resumes its session and gets the requests it never
+    acknowledged. The live flag is part of it because a pod switches a slot between live and
+    version-only with a second runtime while the first still serves: two healthy runtimes must never
+    share (and take over) one session."""
     where = f"s{slot}" if slot is not None else pod_id
-    return f"dormant-{service}-v{version}-{where}"
+    return f"dormant-{service}-v{version}-{where}" + ("" if live else "-vonly")
 
 
 async def _serve(
@@ -70,7 +74,7 @@ async def _serve(
         log.exception("could not start the service")
         return 1
     pod_id = os.environ.get("DORMANT_POD_ID") or uuid.uuid4().hex[:8]
-    client_id = client_id_for(spec.name, version, slot, pod_id)
+    client_id = client_id_for(spec.name, version, slot, pod_id, live=live)
     dedup = None
     if not args.no_dedup:
         owner = f"{client_id}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
@@ -93,7 +97,18 @@ async def _serve(
         client_id=client_id,
         dedup=dedup,
         max_in_flight=args.max_in_flight,
+        stats=CallStats(),
     )
+    assert server.stats is not None
+    stats = StatsPublisher(
+        server.stats,
+        broker_url=settings.broker_url,
+        service=spec.name,
+        version=version,
+        pod_id=pod_id,
+        client_id=f"{client_id}-stats-{os.getpid()}",
+    )
+    publishing = asyncio.create_task(stats.run())
     running = asyncio.create_task(server.run())
     ready = asyncio.create_task(server.wait_ready())
     stopping = asyncio.create_task(stop.wait())
@@ -103,6 +118,7 @@ async def _serve(
     await stopping
     left = await server.drain(args.drain_timeout)
     await running
+    publishing.cancel()
     if dedup is not None:
         await dedup.close()
     if transactions is not None:

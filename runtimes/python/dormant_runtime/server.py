@@ -23,6 +23,7 @@ from dormant.transport import SESSION_TAKEN_OVER, Inbound, Transport, TransportE
 
 from .dedup import STORED_ERROR_TYPES, Deduplicator
 from .dispatcher import Dispatcher, Outcome
+from .stats import CallStats, mark_start
 
 log = logging.getLogger("dormant.runtime")
 
@@ -44,6 +45,7 @@ class Server:
         client_id: str,
         dedup: Deduplicator | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        stats: CallStats | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.broker_url = broker_url
@@ -52,6 +54,7 @@ class Server:
         self.live = live
         self.client_id = client_id
         self.dedup = dedup
+        self.stats = stats
         self.filters = wire.serving_filters(self.service, version, live=live)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -121,6 +124,7 @@ class Server:
         self._slots.release()
 
     async def _handle(self, transport: Transport, message: Inbound) -> None:
+        mark_start()
         try:
             await self._handle_message(transport, message)
         except Exception:
@@ -240,6 +244,8 @@ class Server:
         self, transport: Transport, call: wire.Call, ok: bool, body_json: bytes
     ) -> bool:
         """True once the broker has the answer (or there is nobody to answer)."""
+        if self.stats is not None:
+            self.stats.record(ok, body_json)
         if not call.reply_to:
             return True
         payload, props = wire.encode_response_json(call, ok, body_json)

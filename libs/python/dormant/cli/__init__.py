@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import build_cmds, call_cmd, deploy_cmd, dev_cmd, gateway_cmd, pod_cmd, token_cmd
+from . import build_cmds, call_cmd, deploy_cmd, dev_cmd, gateway_cmd, pod_cmd, rollout_cmds, token_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version="dormant 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (build_cmds, deploy_cmd, pod_cmd, call_cmd, dev_cmd, gateway_cmd, token_cmd):
+    for module in (build_cmds, deploy_cmd, rollout_cmds, pod_cmd, call_cmd, dev_cmd, gateway_cmd, token_cmd):
         module.register(sub)
     return parser
 

@@ -1,0 +1,133 @@
+"""``Controller``: the rollout controller process.
+
+Waits for the leader lock (one active controller), then keeps one MQTT connection: it subscribes to
+``mesh/stats/+/+/+`` (QoS 0) and publishes route tables retained. Every ``tick_s`` (and at once on a
+``dormant_routes`` NOTIFY) it republishes changed route tables and drives the rollouts. Losing the
+lock (its database connection) stops the work until it is won again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from dormant import wire
+from dormant.transport import Transport, TransportError, new_transport
+
+from ..db import Database
+from ..deployments import ROUTES_CHANNEL
+from ..listen import SlotListener
+from ..migrate import migrate
+from .engine import Engine
+from .lock import LeaderLock
+from .routes import RoutePublisher
+from .stats import StatsBook
+
+log = logging.getLogger("dormant.controller")
+
+STATS_FILTER = "mesh/stats/+/+/+"
+TICK_S = 0.2
+
+
+class Controller:
+    def __init__(self, catalog_url: str, broker_url: str, *, tick_s: float = TICK_S) -> None:
+        self.catalog_url = catalog_url
+        self.broker_url = broker_url
+        self.tick_s = tick_s
+        self.client_id = f"dormant-controller-{uuid.uuid4().hex[:8]}"
+        self.stats = StatsBook()
+        self.active = asyncio.Event()
+        """Set while this controller holds the lock and works."""
+        self._transport: Transport | None = None
+        self._wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set."""
+        await migrate(self.catalog_url)
+        lock = LeaderLock(self.catalog_url)
+        try:
+            while not stop.is_set():
+                log.info("controller %s waiting for the leader lock", self.client_id)
+                if not await lock.acquire(stop):
+                    return
+                log.info("controller %s is the active controller", self.client_id)
+                await self._lead(lock, stop)
+                await lock.release()
+        finally:
+            self.active.clear()
+            await lock.release()
+
+    async def _publish(self, app_name: str, payload: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            raise TransportError("not connected")
+        await transport.publish(wire.routes_topic(app_name), payload, qos=1, retain=True)
+
+    async def _lead(self, lock: LeaderLock, stop: asyncio.Event) -> None:
+        db = Database(self.catalog_url, min_size=1, max_size=4, timeout=10.0)
+        await db.open()
+        routes = RoutePublisher(db, self._publish)
+        engine = Engine(db, self.stats)
+        tasks = [
+            asyncio.create_task(self._mqtt(routes), name="controller-mqtt"),
+            asyncio.create_task(self._listen(), name="controller-listen"),
+        ]
+        self.active.set()
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                if not await lock.held():
+                    log.warning("lost the leader lock")
+                    return
+                try:
+                    if self._transport is not None:
+                        await routes.sync()
+                    await engine.tick()
+                except Exception as exc:
+                    log.warning("controller tick failed (retrying): %s", exc)
+                    routes.forget()
+                waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
+                await asyncio.wait(waits, timeout=self.tick_s, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waits:
+                    waiter.cancel()
+        finally:
+            self.active.clear()
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await db.close()
+
+    async def _mqtt(self, routes: RoutePublisher) -> None:
+        delay = 0.1
+        while True:
+            transport = new_transport(self.broker_url, client_id=self.client_id)
+            try:
+                await transport.connect()
+                await transport.subscribe([STATS_FILTER], qos=0)
+                self._transport = transport
+                routes.forget()
+                self._wake.set()
+                delay = 0.1
+                async for message in transport.messages():
+                    self.stats.add(message.topic, message.payload)
+            except TransportError as exc:
+                log.warning("broker connection lost (%s); reconnecting", exc)
+            finally:
+                self._transport = None
+                await transport.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with SlotListener(self.catalog_url, channel=ROUTES_CHANNEL) as listener:
+                    self._wake.set()
+                    async for _ in listener:
+                        self._wake.set()
+            except Exception as exc:
+                log.debug("route listener lost (%s); reconnecting", exc)
+            await asyncio.sleep(0.5)
