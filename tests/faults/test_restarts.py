@@ -3,15 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import shutil
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from e2e.mesh import running_mesh
 
 from dormant.local import LocalPostgres, MosquittoProcess
 
-from .ledger import LEDGER, Ledger, doubled, steady_load
+from .ledger import LEDGER, Ledger, LoadResult, doubled, steady_load
+
+
+async def _load_with_a_restart(
+    ledger: Ledger,
+    restart: Callable[[], Awaitable[None]],
+    *,
+    after: float,
+    rate: int,
+    duration: int,
+    timeout: float,
+) -> tuple[LoadResult, collections.Counter[str]]:
+    """Two pods serve ledger-service; ``restart`` runs ``after`` seconds into a steady load."""
+    await ledger.setup(replicas=2)
+    ledger.start_pod("pod-1")
+    ledger.start_pod("pod-2")
+    await ledger.mesh.wait_serving("ledger-service")
+
+    async def bounce() -> None:
+        await asyncio.sleep(after)
+        await restart()
+
+    bouncing = asyncio.create_task(bounce())
+    prefix = uuid.uuid4().hex[:6]
+    result = await steady_load(
+        ledger.mesh.broker_url, rate=rate, duration=duration, prefix=prefix, timeout=timeout
+    )
+    await bouncing
+    return result, await ledger.effects()
 
 
 async def test_broker_restart_under_load(
@@ -19,19 +49,9 @@ async def test_broker_restart_under_load(
 ) -> None:
     with running_mesh(fresh_broker.url, catalog_url, tmp_path) as mesh:
         ledger = Ledger(mesh, tmp_path / "runs.txt")
-        await ledger.setup(replicas=2)
-        ledger.start_pod("pod-1")
-        ledger.start_pod("pod-2")
-        await mesh.wait_serving("ledger-service")
-
-        async def restart() -> None:
-            await asyncio.sleep(10)
-            await fresh_broker.restart()
-
-        bounce = asyncio.create_task(restart())
-        result = await steady_load(mesh.broker_url, rate=200, duration=30, prefix="bounce", timeout=60)
-        await bounce
-        effects = await ledger.effects()
+        result, effects = await _load_with_a_restart(
+            ledger, fresh_broker.restart, after=10, rate=200, duration=30, timeout=60
+        )
         print(f"\nbroker restart: {result.summary()}, effects {sum(effects[i] for i in result.ok)}")
         assert result.total == 6000
         assert result.failed == {}
@@ -45,19 +65,9 @@ async def test_postgres_restart_under_load(
     catalog_url = await fresh_pg.create_database(f"dormant_{uuid.uuid4().hex[:8]}")
     with running_mesh(broker.url, catalog_url, tmp_path) as mesh:
         ledger = Ledger(mesh, tmp_path / "runs.txt")
-        await ledger.setup(replicas=2)
-        ledger.start_pod("pod-1")
-        ledger.start_pod("pod-2")
-        await mesh.wait_serving("ledger-service")
-
-        async def restart() -> None:
-            await asyncio.sleep(3)
-            await fresh_pg.restart()
-
-        bounce = asyncio.create_task(restart())
-        result = await steady_load(mesh.broker_url, rate=100, duration=10, prefix="pg", timeout=20)
-        await bounce
-        effects = await ledger.effects()
+        result, effects = await _load_with_a_restart(
+            ledger, fresh_pg.restart, after=3, rate=100, duration=10, timeout=20
+        )
         print(f"\npostgres restart: {result.summary()}, effects {sum(effects.values())}")
         assert result.total == 1000
         assert set(result.failed.values()) <= {"Unavailable", "TimeoutError"}  # clear, typed errors only
