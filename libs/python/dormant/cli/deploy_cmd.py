@@ -1,20 +1,57 @@
-"""``dormant deploy``: point a service's replica slots (and its ``live`` alias) at a version."""
+"""``dormant deploy``: point a service's replica slots (and its ``live`` alias) at a version, all at once
+(the default) or by a rollout strategy the controller drives (``--strategy canary|linear|blue-green|
+rolling|ab``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Any
 
 from .common import add_settings_flags, fail, settings_from
 
 POLL_S = 0.05
+ALL_AT_ONCE = "all-at-once"
+STRATEGY_CHOICES = (ALL_AT_ONCE, "canary", "linear", "blue-green", "rolling", "ab")
+ROLLOUT_FLAGS = (
+    "steps",
+    "interval",
+    "linear_step",
+    "batch_size",
+    "split",
+    "keep_old",
+    "max_error_rate",
+    "max_p99_ms",
+    "min_success_rate",
+    "min_samples",
+    "manual_promotion",
+    "force",
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("deploy", help="deploy a version (all at once) onto R replica slots")
+    p = sub.add_parser(
+        "deploy", help="deploy a version onto R replica slots (all at once, or by a rollout strategy)"
+    )
     p.add_argument("service")
     p.add_argument("--version", type=int, default=None, help="version number (default: the latest)")
-    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--replicas", type=int, default=None, help="all-at-once only (default 1)")
+    r = p.add_argument_group("rollouts (driven by 'dormant controller'; see docs/rollouts.md)")
+    r.add_argument("--strategy", choices=STRATEGY_CHOICES, default=ALL_AT_ONCE)
+    r.add_argument("--steps", metavar="P,P,...", help="canary/linear/rolling: percentages, e.g. 10,50,100")
+    r.add_argument("--interval", metavar="DURATION", help="how long each step is observed: 30s, PT10M")
+    r.add_argument("--linear-step", type=int, metavar="PERCENT", help="linear: the increment (default 10)")
+    r.add_argument("--batch-size", type=int, metavar="PERCENT", help="rolling: slots per batch (default 25)")
+    r.add_argument("--split", type=int, metavar="PERCENT", help="ab: the new version's share (default 50)")
+    r.add_argument("--keep-old", metavar="DURATION", help="how long the old version keeps its slots")
+    r.add_argument("--max-error-rate", type=float, metavar="FRACTION", help="roll back above (default 0.05)")
+    r.add_argument("--max-p99-ms", type=float, metavar="MS", help="roll back above (default 1000)")
+    r.add_argument(
+        "--min-success-rate", type=float, metavar="FRACTION", help="roll back below (default 0.95)"
+    )
+    r.add_argument("--min-samples", type=int, metavar="N", help="calls needed to judge a step (default 20)")
+    r.add_argument("--manual-promotion", action="store_true", help="wait for 'dormant promote' before 100%%")
+    r.add_argument("--force", action="store_true", help="allow a version that is not approved (audited)")
     p.add_argument(
         "--wait",
         type=float,
@@ -51,14 +88,92 @@ async def deploy(
     )
 
 
+def rollout_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The seed-style rollout configuration the flags ask for (unset flags keep the defaults)."""
+    config: dict[str, Any] = {"strategy": args.strategy}
+    if args.steps is not None:
+        try:
+            config["increments"] = [int(p) for p in args.steps.replace(" ", "").split(",") if p]
+        except ValueError:
+            raise ValueError(f"--steps must be comma-separated percentages, not {args.steps!r}") from None
+    optional = {
+        "stepDuration": args.interval,
+        "linearPercentage": args.linear_step,
+        "batchSize": args.batch_size,
+        "keepOld": args.keep_old,
+        "minSamples": args.min_samples,
+    }
+    config.update({key: value for key, value in optional.items() if value is not None})
+    if args.split is not None:
+        config["trafficSplit"] = {"new": args.split}  # keyed by the version once it is known
+    thresholds = {
+        "errorRate": args.max_error_rate,
+        "latencyP99Ms": args.max_p99_ms,
+        "successRate": args.min_success_rate,
+    }
+    if any(v is not None for v in thresholds.values()):
+        config["rollbackThresholds"] = {k: v for k, v in thresholds.items() if v is not None}
+    if args.manual_promotion:
+        config["manualPromotion"] = True
+    if args.force:
+        config["force"] = True
+    return config
+
+
+async def start_rollout(catalog_url: str, service: str, version: int | None, config: dict[str, Any]) -> str:
+    """Start a rollout of ``version`` (default: the latest); a summary of what the controller will do."""
+    from dormant_catalog import NotFoundInCatalog, open_catalog
+
+    async with await open_catalog(catalog_url) as catalog:
+        if version is None:
+            version = await catalog.latest_version(service)
+            if version is None:
+                raise NotFoundInCatalog(f"{service!r} has no published version")
+        if "trafficSplit" in config:
+            config = {**config, "trafficSplit": {f"v{version}": config["trafficSplit"]["new"]}}
+        record = await catalog.start_rollout(service, version, config, actor="cli")
+    settings = record.settings
+    steps = " -> ".join(f"{p} %" for p in settings.steps)
+    return (
+        f"started {record.strategy} rollout #{record.rollout_id} of {service}"
+        f" v{record.from_version} -> v{record.to_version}: {steps}, {settings.interval_s:g} s a step"
+        f"{', then waits for dormant promote' if settings.manual_promotion else ''}"
+        f" (watch: dormant status {service}; undo: dormant rollback {service})"
+    )
+
+
 def run_deploy(args: argparse.Namespace) -> int:
     from dormant_catalog import CatalogError
 
-    if args.replicas < 0:
+    if args.strategy != ALL_AT_ONCE:
+        if args.replicas is not None:
+            return fail("--replicas is for all-at-once deploys: a rollout keeps the deployment's replicas")
+        try:
+            config = rollout_config(args)
+            summary = asyncio.run(
+                start_rollout(settings_from(args).catalog_url, args.service, args.version, config)
+            )
+        except ValueError as exc:
+            return fail(str(exc))
+        except CatalogError as exc:
+            return fail(str(exc))
+        except OSError as exc:
+            return fail(f"cannot reach the catalog: {exc}")
+        print(summary)
+        return 0
+    given = [
+        f"--{n.replace('_', '-')}"
+        for n in ROLLOUT_FLAGS
+        if getattr(args, n) is not None and getattr(args, n) is not False
+    ]
+    if given:
+        return fail(f"{', '.join(given)} need a --strategy other than {ALL_AT_ONCE}")
+    replicas = 1 if args.replicas is None else args.replicas
+    if replicas < 0:
         return fail("--replicas must be 0 or more")
     try:
         summary = asyncio.run(
-            deploy(settings_from(args).catalog_url, args.service, args.version, args.replicas, args.wait)
+            deploy(settings_from(args).catalog_url, args.service, args.version, replicas, args.wait)
         )
     except CatalogError as exc:
         return fail(str(exc))

@@ -2,8 +2,9 @@
 
 Starts a local Postgres (unless a catalog URL is given) and a private Mosquitto with Dormant's broker
 config (unless a broker URL is given), uses a local OCI layout as the layer store, publishes and
-deploys the service in DIR (default: the example), starts ``--pods`` pooled pods, waits until the
-service answers, prints how to call it and the line ``ready``. Ctrl-C stops every child.
+deploys the service in DIR (default: the example), starts ``--pods`` pooled pods, a gateway and the
+rollout controller (so ``dormant deploy --strategy ...`` rollouts run), waits until the service
+answers, prints how to call it and the line ``ready``. Ctrl-C stops every child.
 """
 
 from __future__ import annotations
@@ -149,6 +150,19 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             preexec_fn=_die_with_parent,
         )
         pods.append(gateway)
+        controller_log = (state / "controller.log").open("ab")
+        stack.callback(controller_log.close)
+        controller = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "dormant",
+            "controller",
+            env=env,
+            stdout=controller_log,
+            stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        pods.append(controller)
         stack.push_async_callback(_stop_children, pods)
 
         service, version = await publish(service_dir, catalog_url, layer_store, actor="dev")
@@ -187,6 +201,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             _example_call(service_dir, service),
             state / "env.sh",
             gateway_url,
+            state / "controller.log",
         )
         print("ready", flush=True)
         await stop.wait()
@@ -244,6 +259,7 @@ def _print_banner(
     example: tuple[str, str],
     env_file: Path,
     gateway_url: str,
+    controller_log: Path,
 ) -> None:
     port = broker_url.rsplit(":", 1)[-1]
     function, params = example
@@ -259,6 +275,10 @@ Call it (in another shell):
   source {env_file}
   dormant call {service}.{function} '{params}'
   mosquitto_rr -V 5 -p {port} -t service/{service}/{function} -e reply/me -m '{params}'
+Roll out a new version (the controller runs; its log: {controller_log}):
+  dormant publish DIR  (prints the new version N), then dormant approve {service} N
+  dormant deploy {service} --version N --strategy canary --steps 10,50,100 --interval 30s
+  dormant status {service}, dormant rollback {service}
 Ctrl-C stops the mesh.
 """,
         file=sys.stderr,
