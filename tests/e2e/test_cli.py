@@ -151,6 +151,12 @@ def test_dormant_dev_serves_the_example_and_leaves_no_orphans(tmp_path: Path) ->
         )
         assert result.returncode == 0, result.stderr
         assert "userId" in json.loads(result.stdout)
+        controller_log = tmp_path / "state" / "controller.log"
+        for _ in range(100):  # the rollout controller runs and holds the leader lock
+            if "is the active controller" in controller_log.read_text():
+                break
+            time.sleep(0.1)
+        assert "is the active controller" in controller_log.read_text()
     finally:
         dev.send_signal(signal.SIGINT)
         code = dev.wait(60)
