@@ -5,5 +5,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash deploy/bootstrap.sh
-.venv/bin/python -c 'import faststream.mqtt' 2>/dev/null || .venv/bin/pip install -q '.[bench]'
+.venv/bin/python -c 'import faststream.mqtt' 2>/dev/null || .venv/bin/pip install -q -e '.[bench]'
 exec .venv/bin/python bench/run.py "$@"
