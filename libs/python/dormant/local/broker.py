@@ -7,10 +7,9 @@ import pwd
 import shutil
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 
 from .ports import free_port, port_accepts, wait_until
-from .processes import ChildProcess
+from .processes import ChildProcess, ServerProcess
 
 INSTALL_HINT = "apt-get install mosquitto mosquitto-clients"
 _SEARCH_PATH = ("/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin", "/snap/bin")
@@ -58,9 +57,10 @@ def render_config(*, port: int, data_dir: Path, acl_file: Path | None = None) ->
     )
 
 
-class MosquittoProcess:
+class MosquittoProcess(ServerProcess):
     """A Mosquitto child process listening on 127.0.0.1; persistence lives in ``data_dir``."""
 
+    stop_grace_s = 15.0
     start_timeout = 15.0
 
     def __init__(
@@ -71,12 +71,12 @@ class MosquittoProcess:
         acl_file: Path | None = None,
         log_file: Path | None = None,
     ) -> None:
+        super().__init__()
         self._auto_port = port is None
         self.port = port if port is not None else free_port()
         self.data_dir = Path(data_dir).absolute()
         self.acl_file = Path(acl_file).absolute() if acl_file is not None else None
         self.log_file = Path(log_file).absolute() if log_file is not None else self.data_dir / "mosquitto.log"
-        self._child: ChildProcess | None = None
 
     @property
     def url(self) -> str:
@@ -85,14 +85,6 @@ class MosquittoProcess:
     @property
     def host(self) -> str:
         return "127.0.0.1"
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._child is not None and self._child.running
 
     @property
     def config_file(self) -> Path:
@@ -135,30 +127,3 @@ class MosquittoProcess:
         if child is not None and not child.running:
             return f"mosquitto exited with status {child.returncode}"
         return None
-
-    async def stop(self) -> None:
-        """SIGTERM the broker (it saves its persistence file) and wait for it to exit."""
-        if self._child is not None:
-            await self._child.stop()
-
-    def kill(self) -> None:
-        """SIGKILL the broker: in-memory state since the last autosave is lost, as in a crash."""
-        if self._child is not None:
-            self._child.kill()
-
-    async def restart(self) -> None:
-        """Stop and start again on the same port with the same data dir."""
-        await self.stop()
-        await self.start()
-
-    async def __aenter__(self) -> MosquittoProcess:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

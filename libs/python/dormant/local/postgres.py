@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
@@ -22,7 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from .ports import free_port, wait_until
-from .processes import ChildProcess, ServiceUser, chown_tree, make_traversable, service_user
+from .processes import ChildProcess, ServerProcess, ServiceUser, chown_tree, make_traversable, service_user
 
 SUPERUSER = "postgres"
 HOST = "127.0.0.1"
@@ -102,21 +101,22 @@ class ExternalPostgres:
         await drop_database(self.admin_url, name)
 
 
-class LocalPostgres:
+class LocalPostgres(ServerProcess):
     """A private Postgres server: cluster in ``data_dir/pgdata``, log in ``data_dir/postgres.log``.
 
     ``durable=False`` (the default) turns off fsync and full-page writes: every acknowledged commit survives
     a killed server, but not an operating-system crash; right for development and tests, and faster.
     """
 
+    stop_grace_s = 30.0
     start_timeout = 30.0
 
     def __init__(self, *, data_dir: Path, port: int | None = None, durable: bool = False) -> None:
+        super().__init__()
         self._auto_port = port is None
         self.port = port if port is not None else free_port()
         self.data_dir = Path(data_dir).absolute()
         self.durable = durable
-        self._child: ChildProcess | None = None
         self._user: ServiceUser | None = None
 
     @property
@@ -130,14 +130,6 @@ class LocalPostgres:
     @property
     def admin_url(self) -> str:
         return self.url_for("postgres")
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._child is not None and self._child.running
 
     def url_for(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{quote(database, safe='')}"
@@ -257,30 +249,3 @@ class LocalPostgres:
                 raise RuntimeError(
                     f"postgres did not start on port {self.port}: {exc}\n{child.log_tail()}"
                 ) from exc
-
-    async def stop(self) -> None:
-        """Fast shutdown (SIGINT: disconnect clients, checkpoint, exit) and wait for it."""
-        if self._child is not None:
-            await self._child.stop(grace=30.0)
-
-    def kill(self) -> None:
-        """SIGKILL the server and its backends, as in a crash; the next start runs crash recovery."""
-        if self._child is not None:
-            self._child.kill()
-
-    async def restart(self) -> None:
-        """Stop and start again on the same port with the same data."""
-        await self.stop()
-        await self.start()
-
-    async def __aenter__(self) -> LocalPostgres:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -18,9 +18,11 @@ import shutil
 import signal
 import stat
 import subprocess
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Self
 
 from .ports import wait_until
 
@@ -224,6 +226,53 @@ class ChildProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5)
         _live.discard(self)
+
+
+class ServerProcess(ABC):
+    """What a local server child (the broker, Postgres) shares: its pid, stop, kill, restart and
+    ``async with``. Subclasses implement ``start`` and set ``self._child``."""
+
+    stop_grace_s = 10.0
+    """How long ``stop`` waits after the polite signal before it kills."""
+
+    def __init__(self) -> None:
+        self._child: ChildProcess | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None and self._child.running
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Start the server and return once it accepts connections."""
+
+    async def stop(self) -> None:
+        """Ask the server to shut down cleanly and wait for it to exit."""
+        if self._child is not None:
+            await self._child.stop(grace=self.stop_grace_s)
+
+    def kill(self) -> None:
+        """SIGKILL the server (and its process group), as in a crash."""
+        if self._child is not None:
+            self._child.kill()
+
+    async def restart(self) -> None:
+        """Stop and start again on the same port with the same data."""
+        await self.stop()
+        await self.start()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
 
 
 def live_children() -> list[ChildProcess]:
