@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Dormant's full check: bootstrap, then ruff, mypy and pytest. Runs all three and fails if any fails;
 # the exit status is pytest's when lint and types pass (5, "no tests collected", counts as a failure).
-# Extra arguments go to pytest.
+# Extra arguments go to pytest. DORMANT_TEST_CPU_HOG=1 keeps one core busy with a spin loop while the
+# tests run (the "busy machine" condition fault tests must hold under); it is stopped on exit.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,8 +17,19 @@ echo "== mypy" >&2
 .venv/bin/mypy
 mypy_status=$?
 echo "== pytest" >&2
+hog_pid=""
+if [ "${DORMANT_TEST_CPU_HOG:-0}" = "1" ]; then
+  bash -c 'while :; do :; done' &
+  hog_pid=$!
+  trap 'kill "$hog_pid" 2>/dev/null' EXIT
+  echo "test.sh: CPU hog running (pid $hog_pid)" >&2
+fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 pytest_status=$?
+if [ -n "$hog_pid" ]; then
+  kill "$hog_pid" 2>/dev/null
+  wait "$hog_pid" 2>/dev/null
+fi
 
 if [ "$pytest_status" -eq 5 ]; then
   echo "test.sh: pytest collected no tests; that is a failure" >&2

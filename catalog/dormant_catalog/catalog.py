@@ -128,6 +128,14 @@ class Catalog:
         async with self._db.transaction() as conn:
             return await status.deployment_status(conn, app_name, pod_ttl_s=pod_ttl_s)
 
+    async def service_state(
+        self, app_name: str, *, pod_ttl_s: float = DEFAULT_POD_TTL_S
+    ) -> dict[str, Any] | None:
+        """What the controller publishes on ``mesh/services/{app_name}``; None for no such service."""
+        async with self._db.transaction() as conn:
+            states = await status.service_states(conn, app_name, pod_ttl_s=pod_ttl_s)
+        return states.get(app_name)
+
     async def list_audit(self, app_name: str | None = None, *, limit: int = 100) -> list[AuditRecord]:
         async with self._db.connection() as conn:
             return await audit.list_audit(conn, app_name, limit=limit)
@@ -214,10 +222,23 @@ class Catalog:
         async with self._db.connection() as conn:
             return await pods.report_serving(conn, pod_id, slot_id, generation)
 
-    async def release_slot(self, pod_id: str, slot_id: int, *, error: str | None = None) -> bool:
-        """Give the slot back if still ours (``error`` says why it could not be served); True if released."""
+    async def release_slot(
+        self, pod_id: str, slot_id: int, *, error: str | None = None, backoff: bool = True
+    ) -> bool:
+        """Give the slot back if still ours (``error`` says why it could not be served); True if released.
+
+        With an ``error`` the version counts a failed start and no pod claims it again for a while
+        (doubling per failure); ``backoff=False`` records the error without that (this pod could not
+        run it, another may).
+        """
         async with self._db.connection() as conn:
-            return await pods.release_slot(conn, pod_id, slot_id, error=error)
+            return await pods.release_slot(conn, pod_id, slot_id, error=error, backoff=backoff)
+
+    async def record_start_failure(self, pod_id: str, slot_id: int, *, error: str) -> float | None:
+        """The pod keeps its slot but could not start the slot's target: record why; the seconds to
+        wait before trying again (doubling per failure), None if the slot is not its own."""
+        async with self._db.connection() as conn:
+            return await pods.record_start_failure(conn, pod_id, slot_id, error=error)
 
     def listen_slots(self) -> SlotListener:
         """A dedicated LISTEN connection on ``dormant_slots``; use with ``async with``."""

@@ -13,21 +13,44 @@ from .errors import CatalogUnavailable, ImmutableVersion
 
 IMMUTABLE_SQLSTATE = "DM001"
 
+# SQLSTATEs (or their two-character classes) that say "try again": the connection is gone or the server
+# is going down or starting (08, 57P0x), it is out of resources for now (53), or the statement lost a
+# deadlock, a serialization check or a lock wait and was rolled back (40001, 40P01, 55P03, 57014).
+# Other errors (a row over the index size limit, 54000, say) are answers about the request itself.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53"})
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+
 Conn = psycopg.AsyncConnection[TupleRow]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a driver error that the same statement may not meet again (see ``TRANSIENT_SQLSTATES``)."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:  # raised by the client: the connection failed or broke
+        return isinstance(exc, psycopg.OperationalError)
+    return state in TRANSIENT_SQLSTATES or state[:2] in TRANSIENT_SQLSTATE_CLASSES
 
 
 @contextmanager
 def mapped_errors() -> Iterator[None]:
-    """Turn connection trouble into ``CatalogUnavailable`` and trigger refusals into ``ImmutableVersion``."""
+    """Turn transient trouble into ``CatalogUnavailable`` and trigger refusals into ``ImmutableVersion``.
+
+    Any other driver error propagates unchanged: it is about the statement, and retrying cannot help.
+    """
     try:
         yield
     except psycopg_pool.PoolTimeout as exc:
         raise CatalogUnavailable(f"catalog database unreachable: {exc}") from exc
-    except psycopg.OperationalError as exc:
-        raise CatalogUnavailable(f"catalog database unreachable: {exc}") from exc
     except psycopg.Error as exc:
         if exc.sqlstate == IMMUTABLE_SQLSTATE:
             raise ImmutableVersion(exc.diag.message_primary or str(exc)) from exc
+        if exc.sqlstate in CONFLICT_SQLSTATES:
+            raise CatalogUnavailable(f"catalog database conflict (retry): {exc}") from exc
+        if is_transient(exc):
+            raise CatalogUnavailable(f"catalog database unreachable: {exc}") from exc
         raise
 
 

@@ -10,10 +10,10 @@ from .db import Conn
 from .errors import NotFoundInCatalog
 from .names import check_replicas
 from .records import AliasRecord, DeploymentRecord, SlotRecord
+from .versions import ROUTES_CHANNEL as ROUTES_CHANNEL
 from .versions import latest_version
 
 SLOTS_CHANNEL = "dormant_slots"
-ROUTES_CHANNEL = "dormant_routes"
 LIVE_ALIAS = "live"
 
 _DEPLOYMENT_COLUMNS = (
@@ -63,6 +63,8 @@ async def deploy(
         " ORDER BY slot_index OFFSET %s)",
         (app_name, replicas),
     )
+    # A redeploy is a fresh start: failed starts recorded before it no longer hold pods back.
+    await conn.execute("DELETE FROM start_failures WHERE app_name = %s", (app_name,))
     await conn.execute(
         "UPDATE replica_slots SET version = %(version)s, generation = generation + 1, last_error = NULL,"
         " updated_at = now() WHERE app_name = %(app)s AND version <> %(version)s",

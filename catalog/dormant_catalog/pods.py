@@ -1,6 +1,12 @@
 """Queries for the pod side: registering pods, claiming slots, renewing and releasing leases.
 
 Leases are measured by the database clock (``now()``), never by the pods' clocks.
+
+A pod that cannot start a version records why (``start_failures``, one row per application and
+version): each failure doubles the time before any pod may claim a slot of that version again
+(``START_RETRY_S``, 2 x, 4 x ... up to ``START_RETRY_CAP_S``), so a version that keeps failing costs a
+few attempts a minute, not several a second. A pod serving the version clears the row; so do a
+redeploy and a slot pointed anew at the version (see ``0003_start_failures.sql``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,11 @@ from .deployments import SLOTS_CHANNEL
 from .names import check_lease
 from .records import PodRecord, SlotClaim
 
+START_RETRY_S = 1.0
+"""The wait after a version's first failed start; it doubles with every further failure."""
+START_RETRY_CAP_S = 60.0
+"""The longest wait between two attempts to start a version that keeps failing."""
+
 # The columns of a SlotClaim, read from the claimed/renewed slot ``k`` and its version ``c``.
 _CLAIM_SELECT = (
     "SELECT k.slot_id, k.app_name, k.slot_index, k.version, k.generation, c.app_layer_image, c.base_image,"
@@ -24,7 +35,8 @@ _CLAIM_SELECT = (
 
 # One statement: pick a free slot (or one whose lease expired, or our own after a restart) of a version
 # this pod can run, skipping slots other pods are claiming right now, and take it. Free slots go before
-# expired ones, and slots no pod has failed to start go first, so one broken deployment starves no other.
+# expired ones, and slots no pod has failed to start go first, so one broken deployment starves no other;
+# a version whose last start failed is not claimed before its retry time.
 _CLAIM = (
     "WITH candidate AS ("
     "  SELECT s.slot_id FROM replica_slots AS s"
@@ -32,6 +44,8 @@ _CLAIM = (
     "  WHERE (s.pod_id IS NULL OR s.lease_expires_at < now() OR s.pod_id = %(pod)s)"
     "    AND c.base_image = ANY(%(bases)s::text[])"
     "    AND c.platform_interface = ANY(%(ifaces)s::text[])"
+    "    AND NOT EXISTS (SELECT 1 FROM start_failures AS f WHERE f.app_name = s.app_name"
+    "                    AND f.version = s.version AND f.retry_at > now())"
     "  ORDER BY (s.pod_id IS NOT NULL), (s.last_error IS NOT NULL), s.app_name, s.slot_index"
     "  LIMIT 1 FOR UPDATE OF s SKIP LOCKED"
     "), claimed AS ("
@@ -50,7 +64,7 @@ _CLAIM = (
 _RENEW = (
     "WITH renewed AS ("
     "  UPDATE replica_slots AS s SET lease_expires_at = now() + make_interval(secs => %(lease)s::float8),"
-    "    last_error = NULL, updated_at = now()"
+    "    updated_at = now()"
     "  WHERE s.slot_id = %(slot)s AND s.pod_id = %(pod)s"
     "  RETURNING s.slot_id, s.app_name, s.slot_index, s.version, s.generation, s.lease_expires_at"
     "), touched AS ("
@@ -60,13 +74,25 @@ _RENEW = (
     ") " + _CLAIM_SELECT.format(source="renewed")
 )
 
+# Upsert the failure of (app_name, version) taken from the CTE ``source``: the wait doubles per failure.
+_FAILED = (
+    "  INSERT INTO start_failures AS f (app_name, version, failures, last_error, pod_id, retry_at)"
+    "  SELECT app_name, version, 1, %(error)s, %(pod)s, now() + make_interval(secs => %(base)s::float8)"
+    "  FROM {source} WHERE %(backoff)s"
+    "  ON CONFLICT (app_name, version) DO UPDATE SET failures = f.failures + 1,"
+    "    last_error = EXCLUDED.last_error, pod_id = EXCLUDED.pod_id, failed_at = now(),"
+    "    retry_at = now() + make_interval(secs => least(%(cap)s::float8,"
+    "      %(base)s::float8 * power(2, least(f.failures, 30))))"
+    "  RETURNING failures, extract(epoch FROM retry_at - now())::float8 AS retry_in"
+)
+
 _RELEASE = (
     "WITH released AS ("
     "  UPDATE replica_slots SET pod_id = NULL, lease_expires_at = NULL, claimed_at = NULL,"
     "    serving_generation = NULL,"
     "    last_error = COALESCE(%(error)s, last_error), updated_at = now()"
-    "  WHERE slot_id = %(slot)s AND pod_id = %(pod)s RETURNING app_name"
-    "), touched AS ("
+    "  WHERE slot_id = %(slot)s AND pod_id = %(pod)s RETURNING app_name, version"
+    "), failed AS (" + _FAILED.format(source="released") + "), touched AS ("
     "  UPDATE pods SET last_seen = now(), state = 'idle' WHERE pod_id = %(pod)s"
     ") SELECT pg_notify(%(channel)s, app_name) FROM released"
 )
@@ -127,19 +153,75 @@ async def renew_lease(conn: Conn, pod_id: str, slot_id: int, *, lease_s: float) 
     return await cur.fetchone()
 
 
-async def release_slot(conn: Conn, pod_id: str, slot_id: int, *, error: str | None) -> bool:
-    """Give the slot back if it is still ours (waking other pods); record ``error`` when it failed."""
+def _failure_params(error: str | None, backoff: bool, base_s: float, cap_s: float) -> dict[str, object]:
+    if base_s <= 0 or cap_s < base_s:
+        raise ValueError("the start retry wait must be positive and at most its cap")
+    return {"error": error, "backoff": error is not None and backoff, "base": base_s, "cap": cap_s}
+
+
+async def release_slot(
+    conn: Conn,
+    pod_id: str,
+    slot_id: int,
+    *,
+    error: str | None,
+    backoff: bool = True,
+    retry_s: float = START_RETRY_S,
+    retry_cap_s: float = START_RETRY_CAP_S,
+) -> bool:
+    """Give the slot back if it is still ours (waking other pods); record ``error`` when it failed.
+
+    With an ``error`` (and ``backoff``) the slot's version counts one more failed start and waits
+    before any pod claims it again.
+    """
     cur = await conn.execute(
-        _RELEASE, {"pod": pod_id, "slot": slot_id, "error": error, "channel": SLOTS_CHANNEL}
+        _RELEASE,
+        {
+            "pod": pod_id,
+            "slot": slot_id,
+            "channel": SLOTS_CHANNEL,
+            **_failure_params(error, backoff, retry_s, retry_cap_s),
+        },
     )
     return await cur.fetchone() is not None
 
 
-async def report_serving(conn: Conn, pod_id: str, slot_id: int, generation: int) -> bool:
-    """Record that ``pod_id`` serves ``generation`` of its slot; False if the slot is not its own."""
+async def record_start_failure(
+    conn: Conn,
+    pod_id: str,
+    slot_id: int,
+    *,
+    error: str,
+    retry_s: float = START_RETRY_S,
+    retry_cap_s: float = START_RETRY_CAP_S,
+) -> float | None:
+    """A pod holding ``slot_id`` could not start its current target (it keeps the slot, e.g. serving
+    the previous version): record why; the seconds to wait before trying again, None if not its slot."""
     cur = await conn.execute(
-        "UPDATE replica_slots SET serving_generation = %s, updated_at = now()"
-        " WHERE slot_id = %s AND pod_id = %s RETURNING slot_id",
-        (generation, slot_id, pod_id),
+        "WITH slot AS ("
+        "  UPDATE replica_slots SET last_error = %(error)s, updated_at = now()"
+        "  WHERE slot_id = %(slot)s AND pod_id = %(pod)s RETURNING app_name, version"
+        "), failed AS (" + _FAILED.format(source="slot") + ") SELECT retry_in FROM failed",
+        {"pod": pod_id, "slot": slot_id, **_failure_params(error, True, retry_s, retry_cap_s)},
+    )
+    row = await cur.fetchone()
+    return None if row is None else max(0.0, float(row[0]))
+
+
+async def report_serving(conn: Conn, pod_id: str, slot_id: int, generation: int) -> bool:
+    """Record that ``pod_id`` serves ``generation`` of its slot; False if the slot is not its own.
+
+    Serving the slot's current target clears its failure and the version's failed starts.
+    """
+    cur = await conn.execute(
+        "WITH slot AS ("
+        "  UPDATE replica_slots SET serving_generation = %(gen)s, updated_at = now(),"
+        "    last_error = CASE WHEN generation = %(gen)s THEN NULL ELSE last_error END"
+        "  WHERE slot_id = %(slot)s AND pod_id = %(pod)s RETURNING app_name, version, generation"
+        "), cleared AS ("
+        "  DELETE FROM start_failures AS f USING slot"
+        "  WHERE f.app_name = slot.app_name AND f.version = slot.version AND slot.generation = %(gen)s"
+        ") SELECT 1 FROM slot",
+        {"gen": generation, "slot": slot_id, "pod": pod_id},
     )
     return await cur.fetchone() is not None

@@ -125,7 +125,8 @@ class AuditRecord:
 
 @dataclass(frozen=True, slots=True)
 class DeploymentStatus:
-    """Why a deployment is (not) running, for people: ``state`` is running, pending or stopped."""
+    """Why a deployment is (not) running, for people: ``state`` is running, pending, failed (a pod
+    failed to start the version and not every replica serves it) or stopped."""
 
     app_name: str
     target_version: int | None

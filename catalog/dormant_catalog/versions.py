@@ -15,6 +15,8 @@ from .records import VersionRecord
 
 # Second key of the per-application advisory lock that serialises version numbering.
 VERSION_LOCK_CLASS = 0x44564E  # "DVN"
+ROUTES_CHANNEL = "dormant_routes"
+"""NOTIFYed on every change the controller publishes (route tables, service states)."""
 
 _COLUMNS = (
     "app_name, version, app_layer_image, base_image, platform_interface, interface_hash,"
@@ -57,6 +59,8 @@ async def register_version(
     row = await cur.fetchone()
     assert row is not None
     version = int(row[0])
+    # The controller republishes the service's state (mesh/services/{svc}) at once: it now exists.
+    await conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, app_name))
     await record_audit(
         conn,
         actor=actor,

@@ -3,6 +3,7 @@
 from .builder import BuildResult, build
 from .diagnostics import CodegenError, Diagnostic
 from .generator import GenerateResult, generate
+from .importcheck import check_import
 from .service import ServiceSource, read_service
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "GenerateResult",
     "ServiceSource",
     "build",
+    "check_import",
     "generate",
     "read_service",
 ]

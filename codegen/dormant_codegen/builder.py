@@ -1,4 +1,4 @@
-"""``build``: generate (a no-op when fresh), pack the app layer and push it to a ``LayerStore``."""
+"""``build``: generate (a no-op when fresh), check that it imports, pack the layer, push it to a store."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dormant.layers import ImageRef, LayerStore
 
 from .constants import GENERATED_DIR
 from .generator import generate
+from .importcheck import check_import
 from .pack import pack_layer
 
 ANNOTATION_PREFIX = "io.dormant"
@@ -36,10 +37,17 @@ def app_manifest(interface: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build(service_dir: Path, store: LayerStore) -> BuildResult:
-    """Generate, pack and push ``service_dir``; the same inputs always give the same digests."""
+def build(service_dir: Path, store: LayerStore, *, import_check: bool = False) -> BuildResult:
+    """Generate, pack and push ``service_dir``; the same inputs always give the same digests.
+
+    With ``import_check`` the service is first imported as a runtime would (``importcheck``; cached
+    while nothing changes), so a module that cannot be imported fails here. It runs the service's
+    code, so it is for the author's own machine (the CLI), not for a server building uploaded code.
+    """
     service_dir = Path(service_dir)
     generate(service_dir)
+    if import_check:
+        check_import(service_dir)
     interface = json.loads((service_dir / GENERATED_DIR / "interface.json").read_text(encoding="utf-8"))
     layer = pack_layer(service_dir, app_manifest(interface))
     ref = store.push(

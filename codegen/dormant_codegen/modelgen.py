@@ -1,8 +1,14 @@
 """Pydantic v2 models from the schema bundle, through datamodel-code-generator's Python API.
 
 Options are pinned here so the output depends only on the bundle (no timestamp, built-in formatter,
-Python 3.11 target). ``format: email`` is mapped to plain ``str`` (no ``email-validator`` needed at
-runtime). datamodel-code-generator is imported lazily: a no-op ``generate`` never loads it.
+Python 3.11 target). ``format`` is left out of what the model generator sees, so every formatted
+string is a plain ``str``: the runtime checks the format itself (``dormant.formats``), and a Python type
+would rewrite the text (``AnyUrl`` adds a slash, a datetime changes its offset) or refuse values the
+format allows (months in a ``timedelta``, a hostname's trailing dot), so the output would not
+round-trip the input. Models set ``populate_by_name``, so a handler can build a model
+whose JSON names are not Python names (``class``, ``from``, ``user-id``) by its field names
+(``class_``, ``from_``, ``user_id``). datamodel-code-generator is imported lazily: a no-op ``generate``
+never loads it.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def generate_models(bundle: dict[str, Any], where: str) -> GeneratedModels:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 source = generate(
-                    json.dumps(bundle, ensure_ascii=False),
+                    json.dumps(_without_formats(bundle), ensure_ascii=False),
                     input_file_type=InputFileType.JsonSchema,
                     input_filename="schemas.bundle.json",
                     output_model_type=DataModelType.PydanticV2BaseModel,
@@ -56,7 +62,7 @@ def generate_models(bundle: dict[str, Any], where: str) -> GeneratedModels:
                     use_union_operator=True,
                     use_schema_description=True,
                     skip_root_model=True,
-                    type_mappings=["string+email=string", "string+idn-email=string"],
+                    allow_population_by_field_name=True,
                     emit_model_metadata=metadata_path,
                 )
             metadata = json.loads(metadata_path.read_text())
@@ -71,6 +77,22 @@ def generate_models(bundle: dict[str, Any], where: str) -> GeneratedModels:
         if isinstance(path, list) and len(path) == 2 and path[0] == "$defs":
             classes[str(path[1])] = str(model["class_name"])
     return GeneratedModels(source, classes, _pydantic_classes(source))
+
+
+_VALUE_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
+
+
+def _without_formats(node: Any) -> Any:
+    """``node`` without its ``format`` keywords (values under enum/const/default/examples untouched)."""
+    if isinstance(node, dict):
+        return {
+            key: value if key in _VALUE_KEYWORDS else _without_formats(value)
+            for key, value in node.items()
+            if not (key == "format" and isinstance(value, str))
+        }
+    if isinstance(node, list):
+        return [_without_formats(item) for item in node]
+    return node
 
 
 def _pydantic_classes(source: str) -> frozenset[str]:

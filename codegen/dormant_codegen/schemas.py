@@ -4,8 +4,12 @@ A file holds either one schema (named by its "title" when that is a plain name, 
 or a map of named schemas. Normalization folds the legacy ``"required": true`` inside a property into
 the parent's ``required`` list and rewrites every ``$ref`` (``Other.json``, ``Other``,
 ``#/$defs/Other``, pointers inside the same schema) to ``#/$defs/...`` of the bundle. Each schema is
-then checked against the JSON Schema Draft 2020-12 metaschema; every problem becomes a ``Diagnostic``
-at the line and column of the offending key.
+then checked against the JSON Schema Draft 2020-12 metaschema (``metaschema``, in plain words), for what
+the metaschema lets through (``keywords``: unknown keywords, ``required`` names no object could have,
+broken regexes), and every ``format`` against the formats a runtime checks
+(``dormant.formats.CHECKED_FORMATS``; any other would be a silent pass). A ``$ref`` that resolves to
+nothing is named with the schema it probably meant. Every problem becomes a ``Diagnostic`` at the line
+and column of the offending key.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dormant.formats import CHECKED_FORMATS
+
 from .constants import JSON_SCHEMA_DIALECT
 from .diagnostics import Diagnostic
 from .jsonpos import JsonPositions, escape_token, pointer
+from .keywords import did_you_mean, keyword_problems
+from .metaschema import metaschema_problems
 
 SCHEMA_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _SINGLE_SCHEMA_KEYS = frozenset(
@@ -210,6 +218,32 @@ class SchemaSet:
             return f"#/$defs{frag}" if first in other.names else None
         return None
 
+    def _ref_problem(self, written: str, target: str | None) -> str:
+        """Why ``$ref`` ``written`` (bundle form ``target``, when it had one) resolves to nothing."""
+        head = f"$ref {written!r} resolves to nothing"
+        if "://" in written:
+            return f"{head}: URLs are not fetched; copy the schema into schemas/ and refer to it by name"
+        doc, _, frag = written.partition("#")
+        if frag and not frag.startswith("/"):
+            return f"{head}: anchors are not supported; use a schema name ('Name.json') or a JSON pointer"
+        if target is not None:
+            parts = target.split("/")
+            name, rest = _unescape(parts[2]), "/" + "/".join(parts[3:])
+            return f"{head}: schema {name!r} has nothing at {rest}"
+        tokens = [_unescape(t) for t in frag.split("/")[1:]] if frag else []
+        if doc:
+            stem = doc.removeprefix("./").removeprefix("schemas/").removesuffix(".json")
+            other = self._files.get(stem)
+            name = tokens[0] if other is not None and not other.single and tokens else stem
+        elif tokens[:1] in (["$defs"], ["definitions"]) and len(tokens) > 1:
+            name = tokens[1]
+        elif tokens:
+            name = tokens[0]
+        else:
+            return head
+        known = set(self.named) | set(self._aliases)
+        return f"{head}: no schema named {name!r} in schemas/*.json{did_you_mean(name, known)}"
+
     def _normalize(self, owner: NamedSchema, node: Any, path: list[str | int]) -> Any:
         if not isinstance(node, dict):
             return copy.deepcopy(node)
@@ -219,7 +253,7 @@ class SchemaSet:
             if key == "$ref" and isinstance(value, str):
                 target = self._rewrite_ref(owner, value)
                 if target is None:
-                    self.diagnostics.append(owner.at(here, f"unknown $ref {value!r}"))
+                    self.diagnostics.append(owner.at(here, self._ref_problem(value, None)))
                     out[key] = value
                 else:
                     self._refs.append(_RefUse(owner, here, value, target))
@@ -244,25 +278,60 @@ class SchemaSet:
         bundle = {"$defs": self.defs}
         for use in self._refs:
             if not _resolves(bundle, use.target):
-                self.diagnostics.append(use.owner.at(use.path, f"unknown $ref {use.written!r}"))
+                self.diagnostics.append(use.owner.at(use.path, self._ref_problem(use.written, use.target)))
 
     # ---- checking ----------------------------------------------------------------------------
 
-    def validate(self) -> None:
-        """Check every normalized schema against the Draft 2020-12 metaschema."""
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import best_match
-
-        validator = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+    def check_formats(self) -> None:
+        """Refuse every ``format`` a runtime does not check, and formats on types they cannot apply to."""
         for named in self.named.values():
-            errors = sorted(
-                validator.iter_errors(named.schema), key=lambda e: [str(p) for p in e.absolute_path]
+            for parts, message in _format_problems(named.schema, []):
+                self.diagnostics.append(named.at(parts, message))
+
+    def validate(self) -> None:
+        """Check every normalized schema against the Draft 2020-12 metaschema (``metaschema``)."""
+        for named in self.named.values():
+            for parts, message in metaschema_problems(named.schema):
+                self.diagnostics.append(named.at(parts, message))
+
+    def check_keywords(self) -> None:
+        """Unknown keywords, impossible ``required`` names, broken regexes (``keywords``), as written."""
+        for named in self.named.values():
+            for parts, message in keyword_problems(named.raw):
+                self.diagnostics.append(named.at(parts, message))
+
+
+def _format_problems(node: Any, path: list[str | int]) -> Iterator[tuple[list[str | int], str]]:
+    """(path of the ``format`` key, message) for each format no runtime would check, in schema positions."""
+    if not isinstance(node, dict):
+        return
+    fmt = node.get("format")
+    if isinstance(fmt, str):
+        types = node.get("type")
+        declared = [types] if isinstance(types, str) else types if isinstance(types, list) else None
+        if fmt not in CHECKED_FORMATS:
+            yield (
+                [*path, "format"],
+                f"format {fmt!r} is not checked by the runtime (checked formats: "
+                + ", ".join(sorted(CHECKED_FORMATS))
+                + "); use a pattern or another format",
             )
-            for error in errors:
-                best = best_match([error]) or error
-                parts: list[str | int] = list(best.absolute_path)
-                where = pointer(parts) or "/"
-                self.diagnostics.append(named.at(parts, f"invalid JSON Schema at {where}: {best.message}"))
+        elif declared is not None and "string" not in declared:
+            yield (
+                [*path, "format"],
+                f"format {fmt!r} applies to strings only, and this schema's type is "
+                + ", ".join(str(t) for t in declared),
+            )
+    for key, value in node.items():
+        here = [*path, key]
+        if key in _MAP_KEYWORDS and isinstance(value, dict):
+            for sub_key, sub in value.items():
+                yield from _format_problems(sub, [*here, sub_key])
+        elif (key in _LIST_KEYWORDS or key == "items") and isinstance(value, list):
+            for index, sub in enumerate(value):
+                yield from _format_problems(sub, [*here, index])
+        elif key in _ONE_KEYWORDS or key == "items":
+            yield from _format_problems(value, here)
 
 
 def _unescape(token: str) -> str:
@@ -327,4 +396,6 @@ def load_schemas(service_dir: Path, display_dir: str, rel_paths: list[str]) -> S
         schemas._load_file(display, Path(rel).stem, text)
     schemas.normalize()
     schemas.validate()
+    schemas.check_keywords()
+    schemas.check_formats()
     return schemas

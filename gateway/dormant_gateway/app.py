@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -34,6 +35,7 @@ from .api import deployments, functions, invocations, invoke, meta, triggers, ve
 from .auth import TokenVerifier, load_or_create_dev_key
 from .config import GatewayConfig
 from .http_errors import HttpError, conflict, error_response
+from .inputs import RefuseNul
 from .ratelimit import RateLimiter
 from .routing import RouteTable
 from .state import GatewayState
@@ -125,6 +127,11 @@ async def _starlette_error(request: Request, exc: Exception) -> Response:
     return error_response(error, headers=dict(exc.headers or {}))
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client closed the connection (or the server's read timeout did) mid-body: nobody reads this.
+    return error_response(HttpError(408, "RequestTimeout", "the request body did not arrive"))
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     incident = uuid.uuid4().hex[:12]
     log.exception("unexpected error (incident %s) on %s %s", incident, request.method, request.url.path)
@@ -186,7 +193,9 @@ def create_app(config: GatewayConfig) -> Starlette:
     return Starlette(
         routes=routes(),
         lifespan=lifespan,
+        middleware=[Middleware(RefuseNul)],
         exception_handlers={
+            ClientDisconnect: _client_gone,
             DormantError: _dormant_error,
             HttpError: _http_error,
             CatalogError: _catalog_error,

@@ -64,6 +64,23 @@ class AsyncSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """The HTTP server's bounds (see ``server.py``): request read time, open connections, keep-alive."""
+
+    read_timeout_s: float = 10.0
+    max_connections: int = 1000
+    keep_alive_s: float = 5.0
+
+    @classmethod
+    def from_env(cls) -> ServerLimits:
+        return cls(
+            read_timeout_s=_float_env("DORMANT_GATEWAY_READ_TIMEOUT_S", 10.0),
+            max_connections=int(_float_env("DORMANT_GATEWAY_MAX_CONNECTIONS", 1000)),
+            keep_alive_s=_float_env("DORMANT_GATEWAY_KEEP_ALIVE_S", 5.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -78,6 +95,7 @@ class GatewayConfig:
     rabbitmq_url: str = DEFAULT_RABBITMQ_URL
     rate_limits: RateLimits = field(default_factory=RateLimits)
     async_settings: AsyncSettings = field(default_factory=AsyncSettings)
+    server: ServerLimits = field(default_factory=ServerLimits)
     replica_id: str = ""
     workers: bool = True
     """Run the async-invocation worker, the cron scheduler and the queue consumers in this process."""
@@ -97,6 +115,7 @@ class GatewayConfig:
             rabbitmq_url=os.environ.get("DORMANT_RABBITMQ_URL") or DEFAULT_RABBITMQ_URL,
             rate_limits=RateLimits.from_env(),
             async_settings=AsyncSettings.from_env(),
+            server=ServerLimits.from_env(),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(config, **given)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ STATUS_BY_TYPE: dict[str, int] = {
     "Unauthenticated": 401,
     "Forbidden": 403,
     "NotFound": 404,
+    "Conflict": 409,
     "BusinessLogicError": 422,
     "SystemError": 500,
     "Unavailable": 503,

@@ -22,10 +22,13 @@ import orjson
 
 from dormant.errors import ValidationError
 
+from .inputs import check_json_text, check_text, version_number
+
 SEED_KEYS = frozenset({"payload", "alias", "version", "invocationType"})
 CE_ATTRIBUTES = ("id", "source", "type", "subject", "time", "specversion")
-_FUNCTION = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_SERVICE = re.compile(r"^[a-z0-9-]{1,64}$")
+_FUNCTION = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,254}", re.ASCII)  # fullmatch: "$" matches before "\n"
+_SERVICE = re.compile(r"[a-z0-9-]{1,64}", re.ASCII)
+_VERSION_TOPIC = re.compile(r"v[0-9]+", re.ASCII)
 
 
 @dataclass(slots=True)
@@ -44,9 +47,9 @@ def split_target(name: str) -> tuple[str, str]:
     service, dot, function = name.partition(".")
     if (
         not dot
-        or not _SERVICE.match(service)
-        or not _FUNCTION.match(function)
-        or re.match(r"^v\d+$", function)
+        or not _SERVICE.fullmatch(service)
+        or not _FUNCTION.fullmatch(function)
+        or _VERSION_TOPIC.fullmatch(function)
     ):
         raise ValidationError(
             f"invalid target {name!r}: use service.function (service: lowercase letters, digits and dashes;"
@@ -57,19 +60,15 @@ def split_target(name: str) -> tuple[str, str]:
 
 def _loads(raw: bytes | str) -> Any:
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValidationError(f"the body is not valid JSON: {exc}") from None
+    check_json_text(raw)
+    return value
 
 
 def _version(value: Any) -> int | None:
-    if value is None:
-        return None
-    text = str(value)
-    text = text[1:] if text.startswith("v") else text
-    if not text.isdigit() or int(text) < 1:
-        raise ValidationError(f"invalid version {value!r}: a positive integer such as 3 or v3")
-    return int(text)
+    return None if value is None else version_number(value)
 
 
 def parse_version(value: Any) -> int | None:
@@ -78,6 +77,12 @@ def parse_version(value: Any) -> int | None:
 
 def _ce_headers(attrs: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
     headers = {f"ce-{k}": str(attrs[k]) for k in CE_ATTRIBUTES if attrs.get(k) is not None}
+    for name, text in headers.items():
+        check_text(text, f"the CloudEvent attribute {name.removeprefix('ce-')!r}")
+        if len(text) > 1024:
+            raise ValidationError(
+                f"the CloudEvent attribute {name.removeprefix('ce-')!r} is over 1024 characters"
+            )
     for required in ("id", "source", "type", "specversion"):
         if f"ce-{required}" not in headers:
             raise ValidationError(f"the CloudEvent has no {required!r} attribute")

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .app import create_app
     from .config import GatewayConfig
+    from .server import guarded_h11
 
     config = GatewayConfig.from_env(
         host=args.host,
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     print(f"dormant gateway on http://{config.host}:{config.port}", file=sys.stderr, flush=True)
+    limits = config.server
     uvicorn.run(
         create_app(config),
         host=config.host,
@@ -59,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
         access_log=False,
         lifespan="on",
         loop="asyncio",  # the native MQTT client needs asyncio transports (not uvloop)
+        # h11 with a request read timeout and a connection cap (server.py); uvicorn's own limits:
+        http=guarded_h11(read_timeout_s=limits.read_timeout_s, max_connections=limits.max_connections),
+        timeout_keep_alive=max(1, round(limits.keep_alive_s)),
+        limit_concurrency=limits.max_connections + 1,  # in-flight requests; connections: the cap above
+        h11_max_incomplete_event_size=32 * 1024,  # request line and headers
     )
     return 0
 

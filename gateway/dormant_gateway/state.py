@@ -20,8 +20,12 @@ FUNCTION_INFO_TTL_S = 1.0
 
 @dataclass(slots=True)
 class FunctionInfo:
+    exists: bool
+    """The catalog has versions of it or the control plane created it."""
     deleted: bool
     timeout_s: float | None
+    latest_version: int | None
+    """Versions are numbered 1..latest and never removed: version N exists iff N <= latest."""
 
 
 @dataclass
@@ -41,16 +45,21 @@ class GatewayState:
     """Counts trigger changes made through this replica (other replicas' are seen within a second)."""
     _info: dict[str, tuple[float, FunctionInfo]] = field(default_factory=dict)
 
-    async def function_info(self, service: str) -> FunctionInfo:
-        """Whether ``service`` is soft-deleted and its configured timeout, cached for a second."""
+    async def function_info(self, service: str, *, fresh: bool = False) -> FunctionInfo:
+        """Whether ``service`` exists or is soft-deleted, its newest version and configured timeout.
+
+        Cached for a second; ``fresh`` reads the catalog (callers do before answering NotFound).
+        """
         now = time.monotonic()
         hit = self._info.get(service)
-        if hit is not None and now - hit[0] < FUNCTION_INFO_TTL_S:
+        if not fresh and hit is not None and now - hit[0] < FUNCTION_INFO_TTL_S:
             return hit[1]
         record = await self.store.get_function(service, include_deleted=True)
         info = FunctionInfo(
+            exists=record is not None,
             deleted=record is not None and record.deleted_at is not None,
             timeout_s=float(record.timeout_s) if record is not None else None,
+            latest_version=await self.catalog.latest_version(service) if record is not None else None,
         )
         self._info[service] = (now, info)
         return info

@@ -67,7 +67,7 @@ def check_environment(value: Any, errors: _Errors, path: str = "/environment") -
         return
     size = 0
     for key, item in value.items():
-        if not ENV_KEY.match(key):
+        if not ENV_KEY.fullmatch(key):
             errors.add(f"{path}/{key}", "variable names are letters, digits and underscores")
         if not isinstance(item, str):
             errors.add(f"{path}/{key}", "variable values must be strings")
@@ -87,7 +87,9 @@ def check_tags(value: Any, errors: _Errors) -> None:
 def _check_field(field: str, value: Any, errors: _Errors) -> None:
     if field == "runtime" and value not in SUPPORTED_RUNTIMES:
         errors.add("/runtime", f"runtime must be one of {', '.join(SUPPORTED_RUNTIMES)}")
-    elif field == "handler" and not (isinstance(value, str) and len(value) <= 128 and HANDLER.match(value)):
+    elif field == "handler" and not (
+        isinstance(value, str) and len(value) <= 128 and HANDLER.fullmatch(value)
+    ):
         errors.add(
             "/handler", "handler must look like file.function (for Python: module.Class or module.func)"
         )
@@ -107,7 +109,7 @@ def validate_create(body: dict[str, Any]) -> dict[str, Any]:
     """A create request: ``name``, ``runtime`` and ``handler`` required; the rest defaulted."""
     errors = _Errors()
     name = body.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         errors.add("/name", "name must be 1 to 64 lowercase letters, digits or dashes")
     for required in ("runtime", "handler"):
         if required not in body:
@@ -179,14 +181,14 @@ def validate_concurrency(body: dict[str, Any]) -> dict[str, Any]:
     return dict(body)
 
 
-_DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?$")
+_DURATION = re.compile(r"^PT(?:([0-9]{1,6})H)?(?:([0-9]{1,6})M)?(?:([0-9]{1,6})S)?$")
 
 
 def iso_duration_s(value: Any) -> int | None:
     """Seconds in an ISO 8601 time duration such as ``PT5M`` (None if it is not one)."""
     if not isinstance(value, str):
         return None
-    match = _DURATION.match(value)
+    match = _DURATION.fullmatch(value)
     if not match or not any(match.groups()):
         return None
     hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())

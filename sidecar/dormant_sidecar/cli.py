@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dormant.config import Settings
+from dormant.layers import UnpackLimits
 
 from .pod import Pod
 from .run import configure_logging, serve_pod
@@ -53,6 +54,18 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         default=30.0,
         help="a runtime that ran this many seconds before crashing restarts without back-off (default 30)",
     )
+    parser.add_argument(
+        "--layer-max-bytes",
+        type=int,
+        default=None,
+        help="most bytes one app layer may unpack to (default $DORMANT_LAYER_MAX_BYTES or 512 MiB)",
+    )
+    parser.add_argument(
+        "--layer-max-entries",
+        type=int,
+        default=None,
+        help="most files and dirs in one app layer (default $DORMANT_LAYER_MAX_ENTRIES or 20000)",
+    )
     parser.add_argument("--runtime-cmd", help="runtime command line (default: python -m dormant_runtime)")
     parser.add_argument("--log-level", default=os.environ.get("DORMANT_LOG_LEVEL", "INFO"))
     return parser
@@ -63,6 +76,21 @@ def pod_from_args(args: argparse.Namespace) -> Pod:
         broker_url=args.broker_url, catalog_url=args.catalog_url, layer_store=args.layer_store
     )
     work_dir = args.work_dir or os.environ.get("DORMANT_WORK_DIR") or settings.layer_store.parent / "work"
+    # The layer store reads its unpack limits from the environment (dormant.layers.UnpackLimits).
+    for flag, variable in (
+        (getattr(args, "layer_max_bytes", None), "DORMANT_LAYER_MAX_BYTES"),
+        (getattr(args, "layer_max_entries", None), "DORMANT_LAYER_MAX_ENTRIES"),
+    ):
+        if flag is not None:
+            if flag < 1:
+                raise SystemExit(
+                    f"--{variable.removeprefix('DORMANT_').lower().replace('_', '-')} must be at least 1"
+                )
+            os.environ[variable] = str(flag)
+    try:
+        UnpackLimits.from_env()  # a bad DORMANT_LAYER_* value fails here, at start-up, not at the first fetch
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     return Pod(
         broker_url=settings.broker_url,
         catalog_url=settings.catalog_url,

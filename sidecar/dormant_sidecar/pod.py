@@ -4,6 +4,11 @@ Register; keep a warm standby runtime; claim a slot (woken by NOTIFY, polling as
 the layer and load it into the standby; renew the lease and follow the slot's target (load the new
 version in a new process, then drain the old one); restart a crashed runtime; on stop drain, release
 the slot and leave no child behind.
+
+A version the pod cannot start is recorded in the catalog with the error (``dormant status``,
+``dormant deploy`` and callers show it), and retried with a wait that doubles per failure up to a cap,
+per (service, version) across all pods: the catalog keeps the count and the next retry time, so a
+version that keeps failing costs a few attempts a minute, however many pods there are.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ T = TypeVar("T")
 DEFAULT_RUNTIME_CMD = (sys.executable, "-m", "dormant_runtime")
 MAX_RESTART_FAILURES = 5
 """Consecutive failed restarts of a crashed runtime after which the pod gives its slot back."""
+SWITCH_RETRY_MIN_S = 1.0
+SWITCH_RETRY_MAX_S = 60.0
+"""Bounds of the wait before retrying a new target that failed to start while the old one serves
+(the catalog says how long; these apply when it cannot be reached)."""
 
 
 def default_pod_id() -> str:
@@ -240,16 +249,29 @@ class Pod:
             slot=claim.slot_index,
         )
 
-    async def _release(self, catalog: Catalog, claim: SlotClaim, error: str | None = None) -> None:
+    async def _release(
+        self, catalog: Catalog, claim: SlotClaim, error: str | None = None, *, backoff: bool = True
+    ) -> None:
+        """Give the slot back; with ``error`` (and ``backoff``) the version counts a failed start."""
         try:
             released = await asyncio.wait_for(
-                catalog.release_slot(self.pod_id, claim.slot_id, error=error), 10
+                catalog.release_slot(self.pod_id, claim.slot_id, error=error, backoff=backoff), 10
             )
         except Exception as exc:
             log.warning("could not release slot %s (its lease will expire): %s", claim.slot_id, exc)
         else:
             if released:
                 log.info("released slot %s (%s)", claim.slot_id, claim.app_name)
+
+    async def _record_start_failure(self, catalog: Catalog, claim: SlotClaim, error: str) -> float | None:
+        """Record that the slot's target failed to start (we keep the slot); the catalog's wait."""
+        try:
+            return await asyncio.wait_for(
+                catalog.record_start_failure(self.pod_id, claim.slot_id, error=error), 10
+            )
+        except Exception as exc:
+            log.warning("could not record the failed start of %s v%s: %s", claim.app_name, claim.version, exc)
+            return None
 
     async def _serve(self, catalog: Catalog, claim: SlotClaim, supervisor: RuntimeSupervisor) -> bool:
         """Serve one claimed slot until it is lost or the pod stops; False if it never got going."""
@@ -304,6 +326,7 @@ class Pod:
         restart_failures = 0
         failed_target: tuple[int, int, bool] | None = None
         retry_update_at = 0.0
+        switch_wait = SWITCH_RETRY_MIN_S
         self.runtime = runtime
         while True:
             lease.changed.clear()
@@ -343,7 +366,8 @@ class Pod:
                     await lease.stop()
                     if runtime is not None:
                         supervisor.drain_soon(runtime)
-                    await self._release(catalog, target, error=reason)
+                    # Not a failed start: pods that can run it may claim it at once.
+                    await self._release(catalog, target, error=reason, backoff=False)
                     return True
                 log.info(
                     "slot %s moved to %s v%s (generation %s); loading it",
@@ -362,8 +386,13 @@ class Pod:
                         current.version,
                         exc,
                     )
+                    if target.target != failed_target:
+                        switch_wait = SWITCH_RETRY_MIN_S
                     failed_target = target.target
-                    retry_update_at = loop.time() + max(5.0, self.lease_s)
+                    wait = await self._record_start_failure(catalog, target, str(exc))
+                    if wait is None:  # the catalog is away: back off on our own
+                        wait, switch_wait = switch_wait, min(switch_wait * 2, SWITCH_RETRY_MAX_S)
+                    retry_update_at = loop.time() + min(max(wait, SWITCH_RETRY_MIN_S), SWITCH_RETRY_MAX_S)
                     continue
                 if fresh is None:
                     continue  # stopping

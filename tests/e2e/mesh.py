@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dormant import Client, NotFound
+from dormant import Client, NotFound, wire
 from dormant.cli.build_cmds import publish
 from dormant.cli.deploy_cmd import deploy
 from dormant.errors import DormantError
+from dormant.transport import connect_transport
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = [
@@ -95,16 +96,31 @@ class Mesh:
     def pod_log(self, pod_id: str) -> str:
         return (self.work_root / f"{pod_id}.log").read_text(errors="replace")
 
+    def start_controller(self, name: str = "controller") -> subprocess.Popen[bytes]:
+        """``dormant controller`` (route tables, service states, rollouts) as a child of the mesh."""
+        log = (self.work_root / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dormant", "controller"],
+            env=child_env(DORMANT_BROKER_URL=self.broker_url, DORMANT_CATALOG_URL=self.catalog_url),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.pods[name] = process
+        return process
+
     async def wait_serving(self, service: str, *, version: int | None = None, timeout: float = 30.0) -> None:
-        """Until a runtime answers on the (version) topic: an unknown function gets NotFound."""
+        """Until a runtime answers on the (version) topic: it answers an unknown function with NotFound
+        (a NotFound the client says because nobody received the call does not count)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         async with Client(self.broker_url) as client:
             while loop.time() < end:
                 try:
                     await client.call(service, "__ping", {}, timeout=0.5, version=version)
-                except NotFound:
-                    return
+                except NotFound as exc:
+                    if not (isinstance(exc.details, dict) and exc.details.get("noSubscribers")):
+                        return
+                    await asyncio.sleep(0.05)
                 except DormantError:
                     await asyncio.sleep(0.05)
         logs = "\n".join(f"--- {p}\n{self.pod_log(p)[-3000:]}" for p in self.pods)
@@ -120,6 +136,20 @@ class Mesh:
             except subprocess.TimeoutExpired:
                 pod.kill()
                 pod.wait()
+
+
+async def clear_retained(broker_url: str, services: Sequence[str]) -> None:
+    """Remove what a controller left retained on a shared broker (route tables, service states and
+    the marker that says states are published), so no later test sees it."""
+    transport = await connect_transport(broker_url)
+    try:
+        topics = [wire.service_state_topic()]
+        for service in services:
+            topics += [wire.routes_topic(service), wire.service_state_topic(service)]
+        for topic in topics:
+            await transport.publish(topic, b"", qos=1, retain=True)
+    finally:
+        await transport.close()
 
 
 async def call_many(

@@ -91,7 +91,7 @@ async def test_mosquitto_rr_gets_the_same_answer(client: Client, served: Mesh) -
 
 async def test_envelope_form_gets_an_envelope_answer(served: Mesh) -> None:
     async with AiomqttTransport(served.broker_url) as transport:
-        inbox = f"event/{uuid.uuid4().hex[:8]}/response"
+        inbox = f"reply/{uuid.uuid4().hex[:8]}/response"  # replies go only under reply/
         await transport.subscribe([inbox])
         payload = wire.encode_envelope_request(
             "createUser", {"email": _email(), "name": "Env"}, call_id="env-1", reply_to=inbox

@@ -29,7 +29,7 @@ class Ledger:
     runs_file: Path
     version: int = 0
 
-    async def setup(self, *, replicas: int) -> None:
+    async def setup(self, *, replicas: int, source: Path = LEDGER) -> None:
         async with await psycopg.AsyncConnection.connect(self.mesh.catalog_url, autocommit=True) as conn:
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS ledger_effects (call_id text NOT NULL, item text, pid integer,"
@@ -37,7 +37,7 @@ class Ledger:
             )
         self.runs_file.touch()
         os.chmod(self.runs_file, 0o666)
-        _, self.version = await self.mesh.publish(LEDGER)
+        _, self.version = await self.mesh.publish(source)
         await self.mesh.deploy("ledger-service", self.version, replicas=replicas)
 
     def start_pod(self, pod_id: str, *, lease_s: float = 1.0) -> None:
@@ -47,6 +47,16 @@ class Ledger:
             extra_args=("--crash-backoff-reset", "0.1"),
             extra_env={"LEDGER_RUNS_FILE": str(self.runs_file), "DORMANT_CALL_LEASE_S": CALL_LEASE_S},
         )
+
+    async def sessions_in_transaction(self) -> int:
+        """Database sessions of this catalog sitting inside an open transaction (handlers holding one)."""
+        async with await psycopg.AsyncConnection.connect(self.mesh.catalog_url, autocommit=True) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'idle in transaction'"
+            )
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
 
     def runs(self) -> collections.Counter[str]:
         return collections.Counter(self.runs_file.read_text().split())

@@ -63,8 +63,13 @@ payloads = st.one_of(
 mqtt_text = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Cn")), max_size=20)
 user_properties = st.lists(
     st.tuples(
-        st.sampled_from(["deadline", "authorization", "traceparent", "x"]) | mqtt_text,
-        mqtt_text | st.integers(0, 2**45).map(str),
+        st.sampled_from(["deadline", "authorization", "traceparent", "tracestate", "x"]) | mqtt_text,
+        mqtt_text
+        | st.integers(0, 2**45).map(str)
+        | st.integers(-(10**500), 10**500).map(str)  # an overflowing deadline must be a typed error
+        | st.sampled_from(
+            ["1" + "0" * 400, "\uff11\uff12", "1e3", "00-" + "a" * 32 + "-" + "b" * 16 + "-01"]
+        ),
     ),
     max_size=4,
 )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,8 +69,7 @@ def test_invalid_json_reports_the_parser_position(tmp_path: Path, monkeypatch: p
 def test_invalid_schema_keyword_value_points_at_the_key(tmp_path: Path) -> None:
     service_dir = Path(shutil.copytree(FIXTURES / "bad_schema", tmp_path / "svc"))
     assert errors_of(service_dir) == [
-        f"{service_dir}/schemas/ping.json:7:9: error: invalid JSON Schema at /properties/text/maxLength: "
-        "'x' is not of type 'integer'"
+        f'{service_dir}/schemas/ping.json:7:9: error: maxLength must be an integer, not the string "x"'
     ]
 
 
@@ -82,10 +83,9 @@ def test_schema_problems_in_single_schema_files(tmp_path: Path) -> None:
         },
     )
     assert errors_of(service_dir) == [
-        f"{service_dir}/schemas/Extra.json:4:11: error: invalid JSON Schema at /properties/n/type: "
-        "'strin' is not valid under any of the given schemas",
-        f"{service_dir}/schemas/Extra.json:6:3: error: invalid JSON Schema at /minProperties: "
-        "-1 is less than the minimum of 0",
+        f"{service_dir}/schemas/Extra.json:4:11: error: 'strin' is not a JSON Schema type (did you mean "
+        "'string'?); the types are array, boolean, integer, null, number, object, string",
+        f"{service_dir}/schemas/Extra.json:6:3: error: minProperties must be 0 or more, not -1",
     ]
 
 
@@ -101,9 +101,12 @@ def test_unknown_refs(tmp_path: Path) -> None:
     )
     service_dir = make_service(tmp_path / "svc", schemas=schemas)
     assert errors_of(service_dir) == [
-        f"{service_dir}/schemas/ping.json:2:51: error: unknown $ref 'Missing.json'",
-        f"{service_dir}/schemas/ping.json:5:26: error: unknown $ref '#/$defs/Nope'",
-        f"{service_dir}/schemas/ping.json:5:57: error: unknown $ref '#/$defs/Ping/properties/zz'",
+        f"{service_dir}/schemas/ping.json:2:51: error: $ref 'Missing.json' resolves to nothing: "
+        "no schema named 'Missing' in schemas/*.json",
+        f"{service_dir}/schemas/ping.json:5:26: error: $ref '#/$defs/Nope' resolves to nothing: "
+        "no schema named 'Nope' in schemas/*.json",
+        f"{service_dir}/schemas/ping.json:5:57: error: $ref '#/$defs/Ping/properties/zz' resolves to "
+        "nothing: schema 'Ping' has nothing at /properties/zz",
     ]
 
 
@@ -229,3 +232,42 @@ def test_generated_and_tests_dirs_are_not_read(tmp_path: Path) -> None:
         (service_dir / folder).mkdir()
         (service_dir / folder / "other.py").write_text("@service('other')\nclass Other: ...\n")
     assert read_service(service_dir).name == "pinger"
+
+
+def test_a_format_the_runtime_cannot_check_is_an_error(tmp_path: Path) -> None:
+    schemas = (
+        "{\n"
+        '  "Ping": {"type": "object", "properties": {\n'
+        '    "text": {"type": "string", "format": "int64"},\n'
+        '    "when": {"type": "integer", "format": "date-time"},\n'
+        '    "list": {"type": "array", "items": {"format": "colour"}},\n'
+        '    "format": {"type": "string"},\n'
+        '    "ok": {"type": "string", "format": "date-time", "examples": [{"format": "nope"}]}\n'
+        "  }},\n"
+        '  "Pong": {"type": "object", "properties": {"ok": {"type": "boolean"}}}\n'
+        "}\n"
+    )
+    service_dir = make_service(tmp_path / "svc", schemas=schemas)
+    found = errors_of(service_dir)
+    where = f"{service_dir}/schemas/ping.json"
+    assert [e.split(": error: ")[0] for e in found] == [f"{where}:3:32", f"{where}:4:33", f"{where}:5:41"]
+    assert "format 'int64' is not checked by the runtime" in found[0] and "date-time" in found[0]
+    assert "format 'date-time' applies to strings only" in found[1]
+    assert "format 'colour' is not checked" in found[2]
+
+
+def test_every_checked_format_is_accepted(tmp_path: Path) -> None:
+    from dormant.formats import CHECKED_FORMATS
+
+    props: dict[str, dict[str, Any]] = {
+        f"p{i}": {"type": "string", "format": fmt} for i, fmt in enumerate(sorted(CHECKED_FORMATS))
+    }
+    props["any"] = {"format": "uri"}  # no type: the format applies to strings
+    props["either"] = {"type": ["string", "null"], "format": "date"}
+    schemas = json.dumps({"Ping": {"type": "object", "properties": props}, "Pong": {"type": "object"}})
+    service_dir = make_service(tmp_path / "svc", schemas=schemas)
+    generate(service_dir)
+    models = (service_dir / "generated" / "models.py").read_text()
+    # Formatted strings stay str: the runtime checks them, no Python type rewrites them.
+    for banned in ("AnyUrl", "datetime", "UUID", "IPv4Address", "timedelta", "pattern="):
+        assert banned not in models

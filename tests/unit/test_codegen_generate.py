@@ -351,3 +351,46 @@ def test_twenty_function_service_cold_then_noop(tmp_path: Path) -> None:
     assert not cold.reused and len(cold.written) == len(GENERATED_FILES)
     assert again.reused and again.written == []
     assert len(interface_of(service_dir)["functions"]) == 20
+
+
+def test_generated_models_round_trip_aliased_names_and_nulls(tmp_path: Path) -> None:
+    service_dir = tmp_path / "names"
+    (service_dir / "schemas").mkdir(parents=True)
+    row = {
+        "type": "object",
+        "properties": {
+            "class": {"type": "string"},
+            "from": {"type": ["string", "null"]},
+            "user-id": {"type": "integer"},
+            "at": {"type": "string", "format": "date-time"},
+        },
+        "required": ["class", "from"],
+    }
+    (service_dir / "schemas" / "row.json").write_text(json.dumps({"Row": row}))
+    (service_dir / "handlers.py").write_text(
+        "from dormant import Context, function, service\n"
+        "from generated.models import Row\n\n\n"
+        '@service("names")\nclass Names:\n'
+        '    @function("echo")\n'
+        "    async def echo(self, request: Row, ctx: Context) -> Row:\n"
+        "        return request\n"
+    )
+    generate(service_dir)
+    out = run_python(
+        """
+        import json, sys
+        sys.path.insert(0, ".")
+        from generated.models import Row
+        built = Row(class_="a", from_=None, user_id=3, at="2024-01-01T00:00:00.5+00:00")
+        wire = {"class": "a", "from": None, "at": "2024-01-01T00:00:00+01:00"}
+        print(json.dumps({
+            "built": built.model_dump(mode="json", by_alias=True, exclude_unset=True),
+            "parsed": Row.model_validate(wire).model_dump(mode="json", by_alias=True, exclude_unset=True),
+        }))
+        """,
+        cwd=service_dir,
+    )
+    assert out == {
+        "built": {"class": "a", "from": None, "user-id": 3, "at": "2024-01-01T00:00:00.5+00:00"},
+        "parsed": {"class": "a", "from": None, "at": "2024-01-01T00:00:00+01:00"},
+    }

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from dormant import BusinessLogicError, Context
 from dormant.app import FunctionSpec, ServiceSpec
@@ -161,3 +161,178 @@ async def test_a_running_call_is_cancelled_at_the_callers_deadline(dispatcher: D
     RELEASE.clear()
     ok, body = await dispatcher.dispatch(_call("blocked", {"name": "Bo"}, deadline=time.time() + 0.2))
     assert not ok and body["type"] == "TimeoutError"
+
+
+# --------------------------------------------------------------------------- nulls, names, formats
+
+
+class Row(BaseModel):
+    """Shaped as datamodel-code-generator writes it (with populate_by_name, as `dormant generate` asks)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    class_: str = Field(..., alias="class")
+    from_: str | None = Field(..., alias="from")
+    user_id: int | None = Field(None, alias="user-id")
+    note: str | None = None
+    maybe: int | None = None
+
+
+ROW_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "class": {"type": "string"},
+        "from": {"type": ["string", "null"]},
+        "user-id": {"type": "integer"},
+        "note": {"type": "string"},
+        "maybe": {"type": ["integer", "null"]},
+    },
+    "required": ["class", "from"],
+    "additionalProperties": False,
+}
+
+
+class Rows:
+    async def echo(self, request: Row, ctx: Context) -> Row:
+        return request
+
+    async def by_name(self, request: Row, ctx: Context) -> Row:
+        return Row(class_="c", from_=None, user_id=7)
+
+    async def copy(self, request: Row, ctx: Context) -> Row:
+        return Row(**request.model_dump())  # every optional field explicitly None
+
+    async def nested(self, request: Row, ctx: Context) -> Holder:
+        return Holder(rows=[Row(class_="a", from_=None, note=None), Row(class_="b", from_="x", maybe=None)])
+
+
+class Holder(BaseModel):
+    rows: list[Row]
+
+
+HOLDER_SCHEMA = {
+    "type": "object",
+    "properties": {"rows": {"type": "array", "items": ROW_SCHEMA}},
+    "required": ["rows"],
+}
+
+ROWS = ServiceSpec(
+    name="rows",
+    handler_class=Rows,
+    interface_hash="sha256:test",
+    functions={
+        m: FunctionSpec(m, m, Row, Holder if m == "nested" else Row, ROW_SCHEMA, out, 30.0)
+        for m, out in (
+            ("echo", ROW_SCHEMA),
+            ("by_name", ROW_SCHEMA),
+            ("copy", ROW_SCHEMA),
+            ("nested", HOLDER_SCHEMA),
+        )
+    },
+)
+
+
+def _rows_call(function: str, params: Any) -> Call:
+    return Call(service="rows", function=function, version=1, call_id="r-1", params=params)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"class": "a", "from": None},
+        {"class": "a", "from": "b", "user-id": 3},
+        {"class": "a", "from": None, "maybe": None},
+        {"class": "a", "from": "b", "maybe": 5, "note": "n"},
+    ],
+)
+async def test_what_the_schema_allows_round_trips_exactly(params: dict[str, Any]) -> None:
+    assert await Dispatcher(ROWS, 1).dispatch(_rows_call("echo", params)) == (True, params)
+
+
+async def test_a_model_with_aliased_names_is_built_by_its_python_names() -> None:
+    ok, body = await Dispatcher(ROWS, 1).dispatch(_rows_call("by_name", {"class": "a", "from": None}))
+    assert ok and body == {"class": "c", "from": None, "user-id": 7}
+
+
+async def test_a_null_the_schema_refuses_means_absent() -> None:
+    ok, body = await Dispatcher(ROWS, 1).dispatch(_rows_call("copy", {"class": "a", "from": None}))
+    # "user-id" and "note" may not be null: absent. "maybe" may: kept as the handler set it.
+    assert ok and body == {"class": "a", "from": None, "maybe": None}
+    ok, body = await Dispatcher(ROWS, 1).dispatch(_rows_call("nested", {"class": "a", "from": None}))
+    assert ok and body == {"rows": [{"class": "a", "from": None}, {"class": "b", "from": "x", "maybe": None}]}
+
+
+async def test_python_names_in_the_input_fill_nothing() -> None:
+    # "class_" is not a property of the schema; it must not fill the field behind "class".
+    schema = {**ROW_SCHEMA, "additionalProperties": True, "required": ["from"]}
+    spec = ServiceSpec(
+        "rows", Rows, "sha256:t", {"echo": FunctionSpec("echo", "echo", Row, Row, schema, schema, 30)}
+    )
+    ok, body = await Dispatcher(spec, 1).dispatch(_rows_call("echo", {"class_": "sneaky", "from": None}))
+    assert not ok and body["type"] == "ValidationError"
+
+
+class Stamp(BaseModel):
+    value: str
+
+
+class Stamps:
+    async def check(self, request: Stamp, ctx: Context) -> Stamp:
+        return request
+
+
+FORMAT_SAMPLES = {
+    "date": ("2024-02-29", "2023-02-29"),
+    "date-time": ("2024-01-01T12:00:00.5+01:00", "1700000000"),
+    "time": ("12:00:00Z", "25:00:00Z"),
+    "duration": ("P1Y2M3DT4H", "1 day"),
+    "email": ("ann@example.com", "ann.example.com"),
+    "idn-email": ("\u00e4nn@example.com", "\u00e4nn"),
+    "hostname": ("api.example.com", "-bad-.example"),
+    "idn-hostname": ("b\u00fccher.example", "a..b"),
+    "ipv4": ("192.168.0.1", "256.1.1.1"),
+    "ipv6": ("2001:db8::1", "2001:db8:::1"),
+    "uri": ("https://example.com/a?b=c", "not a uri"),
+    "uri-reference": ("/a/b?c", "\\\\bad"),
+    "iri": ("https://\u00e9xample.com/\u00e9", "\u00e9xample"),
+    "iri-reference": ("/\u00e9/b", "\\\\bad"),
+    "uri-template": ("/users/{id}", "/users/{id"),
+    "uuid": ("0f8fad5b-d9cb-469f-a165-70867728950e", "0f8fad5bd9cb469fa16570867728950e"),
+    "json-pointer": ("/a/b~0c", "a/b"),
+    "relative-json-pointer": ("1/a", "/a"),
+    "regex": ("^[a-z]+$", "[unclosed"),
+}
+
+
+def test_every_checked_format_has_a_sample() -> None:
+    from dormant.formats import CHECKED_FORMATS, missing_checkers
+
+    assert set(FORMAT_SAMPLES) == CHECKED_FORMATS
+    assert missing_checkers() == []  # the jsonschema[format-nongpl] extras are installed
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMAT_SAMPLES))
+async def test_each_format_is_checked_on_input_and_output(fmt: str) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"value": {"type": "string", "format": fmt}},
+        "required": ["value"],
+    }
+    spec = ServiceSpec(
+        "f", Stamps, "sha256:t", {"check": FunctionSpec("check", "check", Stamp, Stamp, schema, schema, 30)}
+    )
+    good, bad = FORMAT_SAMPLES[fmt]
+    dispatcher = Dispatcher(spec, 1)
+    assert await dispatcher.dispatch(_rows_call("check", {"value": good})) == (True, {"value": good})
+    ok, body = await dispatcher.dispatch(_rows_call("check", {"value": bad}))
+    assert not ok and body["type"] == "ValidationError", (fmt, bad, body)
+
+
+def test_a_format_the_runtime_cannot_check_fails_the_load() -> None:
+    from dormant_runtime.dispatcher import UncheckedFormat
+
+    schema = {"type": "object", "properties": {"n": {"type": "string", "format": "int64"}}}
+    spec = ServiceSpec(
+        "f", Stamps, "sha256:t", {"check": FunctionSpec("check", "check", Stamp, Stamp, schema, schema, 30)}
+    )
+    with pytest.raises(UncheckedFormat, match="int64"):
+        Dispatcher(spec, 1)

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dormant.mqtt import codec
+from dormant.mqtt import InvalidPublish, MqttConnection, codec
+from dormant.transport import AiomqttTransport, TransportError
 
 
 @given(st.integers(min_value=0, max_value=268_435_455))
@@ -105,3 +106,101 @@ def test_suback_and_unknown_property() -> None:
     assert codec.decode_suback(body) == (5, [1, 0x87])
     with pytest.raises(codec.MalformedPacket):
         codec.decode_properties(memoryview(b"\x02\x7f\x00"), 0)
+
+
+# --------------------------------------------------------------------------- refusing what a broker would
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "",
+        "reply/+/x",
+        "reply/#",
+        "a+b",
+        "t\x00u",
+        "t\nu",
+        "t\x7fu",
+        "t\x9fu",
+        "t\ud800u",
+        "t\ufffeu",
+        "t\U0001ffffu",
+        "t\ufdd0u",
+        "x" * 65536,
+        "\u00e9" * 40000,  # 80,000 bytes of UTF-8
+    ],
+)
+def test_invalid_topic_names(topic: str) -> None:
+    assert codec.topic_name_problem(topic) is not None
+
+
+@pytest.mark.parametrize("topic", ["t", "reply/x/y", "/", "a//b", "\u00fcber/\U0001f600", "x" * 65535])
+def test_valid_topic_names(topic: str) -> None:
+    assert codec.topic_name_problem(topic) is None
+
+
+class _Recorder:
+    """A stand-in socket transport that records what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("topic", "props", "response_topic"),
+    [
+        ("reply/+/x", [], None),
+        ("reply/#", [], None),
+        ("", [], None),
+        ("reply/a\x00b", [], None),
+        ("x" * 65536, [], None),
+        ("reply/ok", [("status", "o\x00k")], None),
+        ("reply/ok", [("st\ud800", "ok")], None),
+        ("reply/ok", [], "reply/+"),
+    ],
+)
+async def test_the_client_refuses_an_invalid_publish_without_sending_it(
+    topic: str, props: list[tuple[str, str]], response_topic: str | None
+) -> None:
+    conn = MqttConnection(manual_ack=True, on_message=None, max_packet_size=1 << 20)
+    recorder = _Recorder()
+    conn.connection_made(recorder)  # type: ignore[arg-type]
+    for qos in (0, 1):
+        with pytest.raises(InvalidPublish) as info:
+            await conn.publish(topic, b"{}", qos=qos, user_properties=props, response_topic=response_topic)
+        assert info.value.reason in (codec.ReasonCode.TOPIC_NAME_INVALID, codec.ReasonCode.MALFORMED_PACKET)
+    assert recorder.sent == [] and conn.is_open  # nothing went out; the connection is untouched
+    await conn.publish("reply/ok", b"{}", qos=0)
+    assert len(recorder.sent) == 1
+
+
+def test_strings_that_are_not_utf8_in_a_received_publish_do_not_fail_the_packet() -> None:
+    # A broker that does not check UTF-8 may pass these on; failing the packet would drop the connection
+    # and get the same message redelivered, forever.
+    good = codec.encode_publish(
+        codec.Publish(
+            "service/s/f", b"{}", 1, packet_id=3, response_topic="reply/A", user_properties=[("k", "V")]
+        )
+    )
+    bad = good.replace(b"reply/A", b"reply/\xff").replace(b"\x00\x01V", b"\x00\x01\xfe")
+    first, body = _only_packet(bad)
+    message = codec.decode_publish(first & 0x0F, body)
+    assert message.response_topic == "reply/\udcff" and message.user_properties == [("k", "\udcfe")]
+    assert message.packet_id == 3 and message.payload == b"{}"
+
+
+@pytest.mark.parametrize("topic", ["reply/+/x", "reply/#", "", "a\x00b"])
+async def test_the_aiomqtt_transport_refuses_invalid_topics_too(topic: str) -> None:
+    transport = AiomqttTransport("mqtt://127.0.0.1:1")  # never connected: nothing may be sent
+    with pytest.raises(TransportError, match="refused before sending") as info:
+        await transport.publish(topic, b"{}")
+    assert info.value.reason == codec.ReasonCode.TOPIC_NAME_INVALID

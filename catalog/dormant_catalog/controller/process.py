@@ -1,9 +1,11 @@
 """``Controller``: the rollout controller process.
 
 Waits for the leader lock (one active controller), then keeps one MQTT connection: it subscribes to
-``mesh/stats/+/+/+`` (QoS 0) and publishes route tables retained. Every ``tick_s`` (and at once on a
-``dormant_routes`` NOTIFY) it republishes changed route tables and drives the rollouts. Losing the
-lock (its database connection) stops the work until it is won again.
+``mesh/stats/+/+/+`` (QoS 0) and ``mesh/services/+`` (to learn which service states are retained) and
+publishes route tables and service states retained. Every ``tick_s`` (and at once on a
+``dormant_routes`` or ``dormant_slots`` NOTIFY) it republishes changed route tables and service states
+and drives the rollouts. Losing the lock (its database connection) stops the work until it is won
+again.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from dormant import wire
 from dormant.transport import Transport, TransportError, new_transport
 
 from ..db import Database
-from ..deployments import ROUTES_CHANNEL
+from ..deployments import ROUTES_CHANNEL, SLOTS_CHANNEL
 from ..listen import SlotListener
 from ..migrate import migrate
 from .engine import Engine
 from .lock import LeaderLock
 from .routes import RoutePublisher
+from .services import STATES_FILTER, StatePublisher
 from .stats import StatsBook
 
 log = logging.getLogger("dormant.controller")
@@ -60,19 +63,24 @@ class Controller:
             await lock.release()
 
     async def _publish(self, app_name: str, payload: bytes) -> None:
+        await self._publish_retained(wire.routes_topic(app_name), payload)
+
+    async def _publish_retained(self, topic: str, payload: bytes) -> None:
         transport = self._transport
         if transport is None:
             raise TransportError("not connected")
-        await transport.publish(wire.routes_topic(app_name), payload, qos=1, retain=True)
+        await transport.publish(topic, payload, qos=1, retain=True)
 
     async def _lead(self, lock: LeaderLock, stop: asyncio.Event) -> None:
         db = Database(self.catalog_url, min_size=1, max_size=4, timeout=10.0)
         await db.open()
         routes = RoutePublisher(db, self._publish)
+        states = StatePublisher(db, self._publish_retained)
         engine = Engine(db, self.stats)
         tasks = [
-            asyncio.create_task(self._mqtt(routes), name="controller-mqtt"),
-            asyncio.create_task(self._listen(), name="controller-listen"),
+            asyncio.create_task(self._mqtt(routes, states), name="controller-mqtt"),
+            asyncio.create_task(self._listen(ROUTES_CHANNEL), name="controller-listen"),
+            asyncio.create_task(self._listen(SLOTS_CHANNEL), name="controller-listen-slots"),
         ]
         self.active.set()
         try:
@@ -84,10 +92,12 @@ class Controller:
                 try:
                     if self._transport is not None:
                         await routes.sync()
+                        await states.sync()
                     await engine.tick()
                 except Exception as exc:
                     log.warning("controller tick failed (retrying): %s", exc)
                     routes.forget()
+                    states.forget()
                 waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
                 await asyncio.wait(waits, timeout=self.tick_s, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waits:
@@ -100,19 +110,21 @@ class Controller:
                     await task
             await db.close()
 
-    async def _mqtt(self, routes: RoutePublisher) -> None:
+    async def _mqtt(self, routes: RoutePublisher, states: StatePublisher) -> None:
         delay = 0.1
         while True:
             transport = new_transport(self.broker_url, client_id=self.client_id)
             try:
                 await transport.connect()
-                await transport.subscribe([STATS_FILTER], qos=0)
+                await transport.subscribe([STATS_FILTER, STATES_FILTER], qos=0)
                 self._transport = transport
                 routes.forget()
+                states.forget()
                 self._wake.set()
                 delay = 0.1
                 async for message in transport.messages():
-                    self.stats.add(message.topic, message.payload)
+                    if not states.seen(message.topic, message.payload):
+                        self.stats.add(message.topic, message.payload)
             except TransportError as exc:
                 log.warning("broker connection lost (%s); reconnecting", exc)
             finally:
@@ -121,10 +133,10 @@ class Controller:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    async def _listen(self) -> None:
+    async def _listen(self, channel: str) -> None:
         while True:
             try:
-                async with SlotListener(self.catalog_url, channel=ROUTES_CHANNEL) as listener:
+                async with SlotListener(self.catalog_url, channel=channel) as listener:
                     self._wake.set()
                     async for _ in listener:
                         self._wake.set()

@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from ..audit import record_audit
 from ..db import Conn
+from ..deployments import LIVE_ALIAS, ROUTES_CHANNEL, SLOTS_CHANNEL
 from ..errors import InvalidCatalogRequest, NotFoundInCatalog
 from ..names import check_app_name
 from .records import FunctionRecord
@@ -178,10 +179,28 @@ async def update_function(conn: Conn, name: str, changes: dict[str, Any], *, act
 
 
 async def delete_function(conn: Conn, name: str, *, actor: str) -> bool:
-    """Soft delete: the row stays (``deleted_at`` set) for the retention period; False if unknown."""
+    """Undeploy, then soft delete (call inside a transaction); False if there is no such function.
+
+    Undeploying removes the deployment with its replica slots (pods holding them lose their lease
+    and drain their runtimes), drops every alias but ``live``, and empties ``live``, so the route
+    table published for the service is empty. Versions stay (immutable); the row stays with
+    ``deleted_at`` set for the retention period, and its triggers are disabled.
+    """
     current = await get_function(conn, name)
     if current is None:
         return False
+    cur = await conn.execute(
+        "DELETE FROM application_deployments WHERE app_name = %s RETURNING target_version, replicas", (name,)
+    )
+    undeployed = await cur.fetchone()
+    await conn.execute("DELETE FROM aliases WHERE app_name = %s AND alias <> %s", (name, LIVE_ALIAS))
+    await conn.execute(
+        "UPDATE aliases SET weights = '{}'::jsonb, updated_by = %s, updated_at = now()"
+        " WHERE app_name = %s AND alias = %s",
+        (actor, name, LIVE_ALIAS),
+    )
+    await conn.execute("SELECT pg_notify(%s, %s)", (SLOTS_CHANNEL, name))
+    await conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, name))
     await conn.execute(
         "INSERT INTO gateway_functions (name, runtime, handler, memory_mb, timeout_s, owner)"
         " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
@@ -191,7 +210,10 @@ async def delete_function(conn: Conn, name: str, *, actor: str) -> bool:
         "UPDATE gateway_functions SET deleted_at = now(), updated_at = now() WHERE name = %s", (name,)
     )
     await conn.execute("UPDATE gateway_triggers SET enabled = false WHERE function_name = %s", (name,))
-    await record_audit(conn, actor=actor, app_name=name, action="delete-function", detail={})
+    detail = (
+        {} if undeployed is None else {"undeployed": {"version": undeployed[0], "replicas": undeployed[1]}}
+    )
+    await record_audit(conn, actor=actor, app_name=name, action="delete-function", detail=detail)
     return True
 
 

@@ -130,7 +130,13 @@ async def release(conn: Conn, call_id: str, worker: str) -> None:
 
 
 async def list_invocations(
-    conn: Conn, *, app_name: str | None, status: str | None, trigger_id: str | None, limit: int
+    conn: Conn,
+    *,
+    app_name: str | None,
+    status: str | None,
+    trigger_id: str | None,
+    limit: int,
+    created_by: str | None = None,
 ) -> list[InvocationRecord]:
     """The newest invocations matching the filters, newest first."""
     cur = conn.cursor(row_factory=class_row(InvocationRecord))
@@ -139,8 +145,9 @@ async def list_invocations(
         " WHERE (%(app)s::text IS NULL OR app_name = %(app)s)"
         " AND (%(status)s::text IS NULL OR status = %(status)s)"
         " AND (%(trigger)s::text IS NULL OR trigger_id = %(trigger)s)"
+        " AND (%(owner)s::text IS NULL OR created_by = %(owner)s)"
         " ORDER BY created_at DESC, call_id LIMIT %(limit)s",
-        {"app": app_name, "status": status, "trigger": trigger_id, "limit": limit},
+        {"app": app_name, "status": status, "trigger": trigger_id, "owner": created_by, "limit": limit},
     )
     return await cur.fetchall()
 

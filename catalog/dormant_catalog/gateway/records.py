@@ -42,6 +42,9 @@ class TriggerRecord:
     created_by: str
     created_at: datetime
     updated_at: datetime
+    last_error: str | None = None
+    """Why the scheduler skips this trigger (set by the cron worker, cleared by enable/disable)."""
+    last_error_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

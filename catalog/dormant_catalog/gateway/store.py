@@ -140,6 +140,10 @@ class GatewayStore:
         async with self._db.transaction() as conn:
             return await triggers.delete_trigger(conn, function_name, trigger_id, actor=actor)
 
+    async def mark_trigger_error(self, trigger_id: str, error: str) -> None:
+        async with self._db.connection() as conn:
+            await triggers.mark_error(conn, trigger_id, error)
+
     async def add_trigger_metrics(self, trigger_id: str, **counts: int) -> None:
         async with self._db.connection() as conn:
             await triggers.add_metrics(conn, trigger_id, **counts)
@@ -224,11 +228,18 @@ class GatewayStore:
         app_name: str | None = None,
         status: str | None = None,
         trigger_id: str | None = None,
+        created_by: str | None = None,
         limit: int = 50,
     ) -> list[InvocationRecord]:
+        """Newest first; ``created_by`` limits the list to one principal's invocations."""
         async with self._db.connection() as conn:
             return await invocations.list_invocations(
-                conn, app_name=app_name, status=status, trigger_id=trigger_id, limit=limit
+                conn,
+                app_name=app_name,
+                status=status,
+                trigger_id=trigger_id,
+                created_by=created_by,
+                limit=limit,
             )
 
     async def invocation_counts(self, app_name: str, *, since_s: float = 3600.0) -> dict[str, int]:

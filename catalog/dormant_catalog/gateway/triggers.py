@@ -15,7 +15,10 @@ from .records import TriggerMetrics, TriggerRecord
 
 TRIGGERS_CHANNEL = "dormant_triggers"
 
-_COLUMNS = "trigger_id, function_name, kind, target, config, enabled, created_by, created_at, updated_at"
+_COLUMNS = (
+    "trigger_id, function_name, kind, target, config, enabled, created_by, created_at, updated_at,"
+    " last_error, last_error_at"
+)
 _METRIC_COLUMNS = "trigger_id, fired, succeeded, failed, retried, dead_lettered, last_fired_at"
 
 
@@ -85,7 +88,8 @@ async def set_enabled(
 ) -> TriggerRecord | None:
     cur = conn.cursor(row_factory=class_row(TriggerRecord))
     await cur.execute(
-        "UPDATE gateway_triggers SET enabled = %s, updated_at = now()"
+        "UPDATE gateway_triggers SET enabled = %s, updated_at = now(),"
+        " last_error = NULL, last_error_at = NULL"
         f" WHERE function_name = %s AND trigger_id = %s RETURNING {_COLUMNS}",
         (enabled, function_name, trigger_id),
     )
@@ -114,6 +118,14 @@ async def delete_trigger(conn: Conn, function_name: str, trigger_id: str, *, act
     )
     await conn.execute("SELECT pg_notify(%s, %s)", (TRIGGERS_CHANNEL, trigger_id))
     return True
+
+
+async def mark_error(conn: Conn, trigger_id: str, error: str) -> None:
+    """Record why the scheduler skips ``trigger_id`` (``updated_at`` is left alone: it keys the skip)."""
+    await conn.execute(
+        "UPDATE gateway_triggers SET last_error = %s, last_error_at = now() WHERE trigger_id = %s",
+        (error.replace("\x00", "\\0"), trigger_id),
+    )
 
 
 async def add_metrics(

@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class CreateUserRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        populate_by_name=True,
     )
     email: str
     name: str = Field(..., max_length=100)
 
 
 class CreateUserResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
     userId: str
 
 
 class GetUserRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        populate_by_name=True,
     )
     userId: str = Field(..., min_length=1)
 
 
 class User(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
     userId: str
     email: str
     name: str = Field(..., max_length=100)
-    createdAt: AwareDatetime
+    createdAt: str

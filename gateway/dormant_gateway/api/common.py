@@ -13,10 +13,12 @@ from dormant.errors import Forbidden, ValidationError
 
 from ..auth import Action, Principal, allowed
 from ..http_errors import HttpError
+from ..inputs import check_json_text, parse_uint
 from ..state import GatewayState
 
 MiB = 1024 * 1024
-SERVICE_NAME = re.compile(r"^[a-z0-9-]{1,64}$")
+DIGITS = re.compile(r"[0-9]{1,19}", re.ASCII)
+SERVICE_NAME = re.compile(r"[a-z0-9-]{1,64}", re.ASCII)  # use fullmatch: "$" also matches before "\n"
 
 
 def state(request: Request) -> GatewayState:
@@ -51,7 +53,7 @@ async def authorize(request: Request, action: Action, *, limit: str | None = Non
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes with 413."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and DIGITS.fullmatch(declared) and int(declared) > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
@@ -68,12 +70,15 @@ def _too_large(limit: int) -> HttpError:
 
 
 def parse_json(raw: bytes, *, empty: Any = None) -> Any:
+    """The body as JSON; ``ValidationError`` for invalid JSON and for a NUL (``\u0000``) in a string."""
     if not raw.strip():
         return empty
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValidationError(f"the body is not valid JSON: {exc}") from None
+    check_json_text(raw)
+    return value
 
 
 async def json_object(request: Request, *, limit: int = MiB) -> dict[str, Any]:
@@ -90,7 +95,7 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
 
 def service_name(request: Request) -> str:
     name = str(request.path_params["name"])
-    if not SERVICE_NAME.match(name):
+    if not SERVICE_NAME.fullmatch(name):
         raise ValidationError(
             f"invalid function name {name!r}: use lowercase letters, digits and dashes (at most 64)"
         )
@@ -101,10 +106,4 @@ def int_param(request: Request, name: str, *, default: int, low: int, high: int)
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"query parameter {name!r} must be an integer") from None
-    if not low <= value <= high:
-        raise ValidationError(f"query parameter {name!r} must be between {low} and {high}")
-    return value
+    return parse_uint(raw, f"query parameter {name!r}", low=low, high=high)

@@ -46,7 +46,7 @@ async def create_deployment(request: Request) -> Response:
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}")
     name = body.get("functionName")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ValidationError("functionName must be 1 to 64 lowercase letters, digits or dashes")
     strategy_name = body.get("strategy", "AllAtOnce")
     if not isinstance(strategy_name, str):

@@ -15,6 +15,7 @@ from ..auth import Action
 from ..http_errors import conflict
 from ..validation import validate_concurrency, validate_create, validate_environment, validate_update
 from .common import authorize, int_param, json_object, json_response, service_name, state
+from .invocations import owner_filter
 from .views import function_view, invocation_view
 
 RECENT_S = 3600.0
@@ -59,7 +60,7 @@ async def list_functions(request: Request) -> Response:
 
 
 async def get_function(request: Request) -> Response:
-    await authorize(request, Action.READ)
+    principal = await authorize(request, Action.READ)
     name = service_name(request)
     gateway = state(request)
     record = await gateway.store.get_function(name)
@@ -72,7 +73,7 @@ async def get_function(request: Request) -> Response:
     except NotFoundInCatalog:
         status = None
     counts = await gateway.store.invocation_counts(name, since_s=RECENT_S)
-    recent = await gateway.store.list_invocations(app_name=name, limit=10)
+    recent = await gateway.store.list_invocations(app_name=name, created_by=owner_filter(principal), limit=10)
     view: dict[str, Any] = function_view(record)
     view.update(
         {
@@ -113,6 +114,7 @@ async def delete_function(request: Request) -> Response:
     if not await state(request).store.delete_function(name, actor=principal.sub):
         raise NotFound(f"no function {name!r}")
     state(request).forget_function(name)
+    state(request).bump_triggers()
     return Response(status_code=204)
 
 

@@ -18,11 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from dormant import wire
-from dormant.errors import DormantError, NotFound, SystemError, ValidationError
+from dormant.errors import DormantError, SystemError, Unavailable, ValidationError
 
 from ..auth import Action, Principal
+from ..inputs import parse_decimal, parse_uint
 from ..invoke_input import InvokeInput, derive_call_id, parse_invoke_input, parse_version, split_target
 from ..state import GatewayState
+from ..targets import check_target, explain_unavailable
+from ..triggers.settings import ALIAS
 from .common import MiB, authorize, json_response, read_body, state
 
 SYNC_LIMIT = 6 * MiB
@@ -62,10 +65,11 @@ async def _prepare(request: Request, limit: int) -> Prepared:
     body = parse_invoke_input(request.headers.get("content-type", ""), request.headers, raw)
     alias = request.query_params.get("alias") or body.alias
     version = parse_version(request.query_params.get("version")) or body.version
+    if alias is not None and not ALIAS.fullmatch(alias):
+        raise ValidationError(f"invalid alias {alias[:80]!r}: $LATEST, live or an alias name")
     body.alias, body.version = alias, version
+    await check_target(gateway, service, version)
     info = await gateway.function_info(service)
-    if info.deleted:
-        raise NotFound(f"function {service!r} was deleted")
     timeout = _timeout(request, info.timeout_s)
     key = request.headers.get("idempotency-key")
     call_id: str | None = None
@@ -88,10 +92,7 @@ async def _prepare(request: Request, limit: int) -> Prepared:
 def _timeout(request: Request, configured: float | None) -> float:
     raw = request.query_params.get("timeout")
     if raw:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValidationError("timeout must be a number of seconds") from None
+        value = parse_decimal(raw, "timeout (seconds)")
         if not 0 < value <= MAX_TIMEOUT_S:
             raise ValidationError(f"timeout must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds")
         return value
@@ -100,15 +101,18 @@ def _timeout(request: Request, configured: float | None) -> float:
 
 async def _call(gateway: GatewayState, p: Prepared, call_id: str) -> tuple[Any, int | None]:
     version = await gateway.routes.resolve(p.service, alias=p.body.alias, version=p.body.version)
-    result = await gateway.client.call(
-        p.service,
-        p.function,
-        p.body.params,
-        timeout=p.timeout,
-        version=version,
-        call_id=call_id,
-        headers=p.body.headers,
-    )
+    try:
+        result = await gateway.client.call(
+            p.service,
+            p.function,
+            p.body.params,
+            timeout=p.timeout,
+            version=version,
+            call_id=call_id,
+            headers=p.body.headers,
+        )
+    except Unavailable as exc:
+        raise await explain_unavailable(gateway, p.service, p.function, version, exc) from None
     return result, version
 
 
@@ -157,9 +161,7 @@ async def invoke_async(request: Request) -> Response:
     attempts = request.query_params.get("maxAttempts")
     max_attempts = settings.max_attempts
     if attempts:
-        if not attempts.isdigit() or not 1 <= int(attempts) <= 100:
-            raise ValidationError("maxAttempts must be an integer from 1 to 100")
-        max_attempts = int(attempts)
+        max_attempts = parse_uint(attempts, "maxAttempts", low=1, high=100)
     record, new = await gateway.store.enqueue_invocation(
         call_id=call_id,
         app_name=p.service,

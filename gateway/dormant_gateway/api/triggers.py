@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -12,9 +14,15 @@ from ..triggers.settings import validate_trigger
 from .common import authorize, json_object, json_response, service_name, state
 from .views import trigger_view
 
+TRIGGER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+
 
 def _trigger_id(request: Request) -> str:
-    return str(request.path_params["trigger_id"])
+    """The trigger id of the path; one that cannot exist is NotFound before any query."""
+    trigger_id = str(request.path_params["trigger_id"])
+    if not TRIGGER_ID.fullmatch(trigger_id):
+        raise NotFound(f"{request.path_params['name']!r} has no trigger {trigger_id[:80]!r}")
+    return trigger_id
 
 
 async def create_trigger(request: Request) -> Response:

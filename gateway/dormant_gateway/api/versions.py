@@ -13,6 +13,7 @@ from dormant.errors import NotFound, ValidationError
 from ..auth import Action, Principal
 from ..auth.roles import PRODUCTION_ALIASES
 from ..http_errors import HttpError, conflict
+from ..inputs import version_number
 from ..upload import MAX_ZIP_BYTES, publish_zip
 from .common import (
     authenticate,
@@ -27,13 +28,11 @@ from .common import (
 from .views import alias_view, version_view
 
 ALIAS_NAME_HINT = "lowercase letters, digits and dashes, starting with a letter"
+ALIAS = re.compile(r"[a-z][a-z0-9-]{0,63}", re.ASCII)
 
 
 def _version_param(request: Request) -> int:
-    raw = str(request.path_params["version"]).removeprefix("v")
-    if not raw.isdigit() or not 1 <= int(raw) <= 2**31 - 1:
-        raise ValidationError(f"invalid version {request.path_params['version']!r}")
-    return int(raw)
+    return version_number(str(request.path_params["version"]))
 
 
 async def upload_version(request: Request) -> Response:
@@ -93,22 +92,16 @@ def _weights(body: dict[str, Any]) -> dict[int, int]:
     if "version" in body and "weights" in body:
         raise ValidationError("give either version or weights")
     if "version" in body:
-        raw = body["version"]
-        text = str(raw).removeprefix("v") if isinstance(raw, int | str) and not isinstance(raw, bool) else ""
-        if not text.isdigit() or not 1 <= int(text) <= 2**31 - 1:
-            raise ValidationError("version must be a positive integer")
-        return {int(text): 100}
+        return {version_number(body["version"]): 100}
     weights = body.get("weights")
     if not isinstance(weights, dict) or not weights:
         raise ValidationError('give version, or weights such as {"3": 90, "4": 10}')
     parsed: dict[int, int] = {}
     for key, value in weights.items():
-        text = str(key).removeprefix("v")
-        if not text.isdigit() or not 1 <= int(text) <= 2**31 - 1:
-            raise ValidationError(f"invalid version {key!r} in weights")
+        version = version_number(key, "version in weights")
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
             raise ValidationError(f"weight of version {key} must be an integer from 0 to 100")
-        parsed[int(text)] = value
+        parsed[version] = value
     if sum(parsed.values()) != 100:
         raise ValidationError("weights must add up to 100")
     return parsed
@@ -120,7 +113,7 @@ async def _set_alias(
     name = service_name(request)
     action = Action.SET_PRODUCTION_ALIAS if alias in PRODUCTION_ALIASES else Action.SET_ALIAS
     require(request, principal, action, limit="manage")
-    if not re.match(r"^[a-z][a-z0-9-]{0,63}$", alias):
+    if not ALIAS.fullmatch(alias):
         raise ValidationError(f"invalid alias {alias!r}: {ALIAS_NAME_HINT}")
     if alias == "live":
         raise ValidationError("the live alias moves with deployments: POST /api/v1/deployments")
@@ -163,6 +156,8 @@ async def get_alias(request: Request) -> Response:
     await authorize(request, Action.READ)
     name = service_name(request)
     alias = str(request.path_params["alias"])
+    if not ALIAS.fullmatch(alias):
+        raise NotFound(f"{name!r} has no alias {alias!r}")
     record = await state(request).catalog.get_alias(name, alias)
     if record is None:
         raise NotFound(f"{name!r} has no alias {alias!r}")

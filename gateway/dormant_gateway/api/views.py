@@ -83,6 +83,8 @@ def trigger_view(record: TriggerRecord, metrics: TriggerMetrics | None) -> dict[
         "enabled": record.enabled,
         "createdAt": _time(record.created_at),
         "createdBy": record.created_by,
+        "lastError": record.last_error,
+        "lastErrorAt": _time(record.last_error_at),
         "metrics": {
             "fired": metrics.fired if metrics else 0,
             "succeeded": metrics.succeeded if metrics else 0,

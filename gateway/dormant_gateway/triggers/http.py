@@ -9,7 +9,9 @@ follow the trigger's ``cors`` settings.
 from __future__ import annotations
 
 import base64
+import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -18,13 +20,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dormant import wire
-from dormant.errors import DormantError, NotFound
+from dormant.errors import DormantError, NotFound, Unavailable, ValidationError
 from dormant_catalog.gateway import TriggerRecord
 
 from ..auth import Action
 from ..http_errors import error_response
 from ..invoke_input import split_target
+from ..targets import explain_unavailable
 from .paths import PathPattern, best_match
+from .settings import validate_trigger
+
+log = logging.getLogger("dormant.gateway.http")
 
 PREFIX = "/http"
 CACHE_S = 1.0
@@ -47,7 +53,7 @@ class HttpTriggerTable:
         if gateway.trigger_generation != self._generation or now - self._loaded_at > CACHE_S:
             self._generation = gateway.trigger_generation
             records = await gateway.store.enabled_triggers("http")
-            self._entries = [(PathPattern.parse(str(r.config["path"])), r) for r in records]
+            self._entries = [entry for entry in map(_entry, records) if entry is not None]
             self._loaded_at = now
         method = request.method.upper()
         candidates = [
@@ -61,6 +67,24 @@ class HttpTriggerTable:
         pattern, params = found
         record = next(r for p, r in candidates if p is pattern)
         return record, params
+
+
+def _entry(record: TriggerRecord) -> tuple[PathPattern, TriggerRecord] | None:
+    """The pattern of a stored trigger, or None (logged) for a row that does not hold a valid one.
+
+    Rows are validated on the way in, but one written some other way must not take the others down.
+    """
+    try:
+        config = validate_trigger({"type": "http", "function": record.target, "config": record.config})[2]
+    except (ValidationError, TypeError, AttributeError) as exc:
+        if record.trigger_id not in _warned:
+            _warned.add(record.trigger_id)
+            log.error("HTTP trigger %s skipped: %s", record.trigger_id, exc)
+        return None
+    return PathPattern.parse(config["path"]), replace(record, config=config)
+
+
+_warned: set[str] = set()
 
 
 def _table(request: Request) -> HttpTriggerTable:
@@ -89,6 +113,8 @@ async def handle(request: Request) -> Response:
     from ..api.common import authorize, read_body, state
 
     path = "/" + str(request.path_params.get("path", ""))
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise ValidationError("the path has a '.' or '..' segment")
     matched = await _table(request).match(request, path)
     if matched is None:
         raise NotFound(f"no HTTP trigger matches {request.method} {path}")
@@ -117,6 +143,8 @@ async def handle(request: Request) -> Response:
         text, is_b64 = raw.decode(), False
     except UnicodeDecodeError:
         text, is_b64 = base64.b64encode(raw).decode(), True
+    if "\x00" in text:  # binary in all but name (and Postgres refuses NUL in text): send it as base64
+        text, is_b64 = base64.b64encode(raw).decode(), True
     event = {
         "httpMethod": request.method,
         "path": path,
@@ -141,8 +169,11 @@ async def handle(request: Request) -> Response:
             service, function, event, timeout=info.timeout_s or 30.0, version=version, call_id=call_id
         )
     except DormantError as exc:
+        error = exc
+        if isinstance(exc, Unavailable):
+            error = await explain_unavailable(gateway, service, function, version, exc)
         await gateway.store.add_trigger_metrics(record.trigger_id, fired=1, failed=1)
-        return error_response(exc, headers)
+        return error_response(error, headers)
     await gateway.store.add_trigger_metrics(record.trigger_id, fired=1, succeeded=1)
     return _to_response(result, headers)
 

@@ -2,6 +2,12 @@
 
 Ticks are absolute instants that every replica computes the same way: cron ticks from the expression
 in the trigger's time zone, rate ticks at multiples of the period since the Unix epoch.
+
+Every schedule is bounded when it is parsed, so that computing its ticks can never overflow or run
+away: a rate lies between ``MIN_RATE_S`` and ``MAX_RATE_S``, an expression is at most
+``MAX_EXPRESSION`` characters of ASCII, and a time zone is an IANA name of at most ``MAX_TIMEZONE``
+ASCII characters that the system's zone database knows. ``parse_schedule`` raises ``ScheduleError``
+for anything else, whatever the input's type.
 """
 
 from __future__ import annotations
@@ -9,12 +15,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, croniter
+from croniter import croniter
 
-_RATE = re.compile(r"^rate\((\d+)\s+(second|seconds|minute|minutes|hour|hours|day|days)\)$")
+MIN_RATE_S = 1
+MAX_RATE_S = 366 * 86400
+MAX_EXPRESSION = 256
+MAX_TIMEZONE = 64
+
+# ASCII digits only: str.isdigit() and int() also accept other scripts' digits ('٣').
+_RATE = re.compile(r"^rate\(([0-9]{1,12})\s+(second|seconds|minute|minutes|hour|hours|day|days)\)$", re.ASCII)
 _UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_CRON = re.compile(r"^[A-Za-z0-9*/,?#LW -]+$", re.ASCII)
+_TIMEZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9][A-Za-z0-9_+-]*)*$", re.ASCII)
 
 
 class ScheduleError(ValueError):
@@ -51,28 +65,44 @@ class Schedule:
         return ticks
 
 
-def parse_schedule(expression: str, timezone: str = "UTC") -> Schedule:
+def check_timezone(timezone: object) -> str:
+    """``timezone`` if it names a zone of the system's database, else ``ScheduleError``."""
+    if not isinstance(timezone, str) or not 0 < len(timezone) <= MAX_TIMEZONE:
+        raise ScheduleError(f"a time zone is an IANA name of at most {MAX_TIMEZONE} characters")
+    if not _TIMEZONE.match(timezone):
+        raise ScheduleError(f"unknown time zone {timezone!r}")
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except Exception:  # ZoneInfoNotFoundError, ValueError, OSError (a name the file system refuses)
         raise ScheduleError(f"unknown time zone {timezone!r}") from None
+    return timezone
+
+
+def parse_schedule(expression: object, timezone: object = "UTC") -> Schedule:
+    zone = check_timezone(timezone)
+    if not isinstance(expression, str) or len(expression) > MAX_EXPRESSION:
+        raise ScheduleError(f"a schedule is a string of at most {MAX_EXPRESSION} characters")
     text = expression.strip()
     match = _RATE.match(text)
     if match:
         amount, unit = int(match.group(1)), match.group(2).rstrip("s")
-        if amount < 1:
-            raise ScheduleError("a rate must be at least 1")
-        return Schedule(text, timezone, amount * _UNIT_S[unit])
+        period = amount * _UNIT_S[unit]
+        if not MIN_RATE_S <= period <= MAX_RATE_S:
+            raise ScheduleError(f"a rate must be from 1 second to {MAX_RATE_S // 86400} days")
+        return Schedule(text, zone, period)
+    if text.startswith("rate"):
+        raise ScheduleError("a rate is rate(N unit): N in ASCII digits, unit seconds, minutes, hours or days")
     fields = text.split()
-    if len(fields) not in (5, 6):
+    if len(fields) not in (5, 6) or not _CRON.match(text):
         raise ScheduleError("a cron expression has 5 fields (or 6, seconds first), or use rate(N unit)")
     try:
-        croniter(text, datetime(2000, 1, 1, tzinfo=UTC), second_at_beginning=len(fields) == 6).get_next(
-            datetime
-        )
-    except (CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, ValueError, KeyError) as exc:
+        schedule = Schedule(text, zone, None)
+        # Two ticks from a fixed instant: an expression that cannot produce them is refused now,
+        # not by the scheduler on every pass.
+        schedule.next_after(schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC)))
+    except Exception as exc:  # croniter's errors, ValueError, KeyError, OverflowError ...
         raise ScheduleError(f"invalid cron expression {text!r}: {exc}") from None
-    return Schedule(text, timezone, None)
+    return schedule
 
 
 def utc_now() -> datetime:

@@ -7,11 +7,14 @@ from typing import Any
 
 from dormant.errors import ValidationError
 
-from .schedule import ScheduleError, parse_schedule
+from .schedule import ScheduleError, check_timezone, parse_schedule
 
-FUNCTION = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-QUEUE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
-PATH_SEGMENT = re.compile(r"^(?:[A-Za-z0-9._~-]+|\{[A-Za-z_][A-Za-z0-9_]*\}|\{proxy\+\})$")
+# Matched with fullmatch ("$" would also match before a trailing newline); ASCII only.
+FUNCTION = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,254}", re.ASCII)
+VERSION_TOPIC = re.compile(r"v[0-9]+", re.ASCII)
+QUEUE = re.compile(r"[A-Za-z0-9_.:-]{1,200}", re.ASCII)
+PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~-]{1,128}|\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|\{proxy\+\}", re.ASCII)
+ALIAS = re.compile(r"\$LATEST|[a-z][a-z0-9-]{0,63}", re.ASCII)
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
@@ -50,7 +53,7 @@ def validate_trigger(body: dict[str, Any]) -> tuple[str, str, dict[str, Any], bo
     if kind not in ("http", "cron", "queue"):
         raise _fail("/type", "one of http, cron, queue")
     target = body.get("function")
-    if not isinstance(target, str) or not FUNCTION.match(target) or re.match(r"^v\d+$", target):
+    if not isinstance(target, str) or not FUNCTION.fullmatch(target) or VERSION_TOPIC.fullmatch(target):
         raise _fail("/function", "the function inside the service, e.g. createUser")
     config = body.get("config", {})
     if not isinstance(config, dict):
@@ -64,8 +67,12 @@ def validate_trigger(body: dict[str, Any]) -> tuple[str, str, dict[str, Any], bo
         _only(config, common | {"schedule", "timezone", "input", "maxAttempts"})
         schedule = config.get("schedule")
         timezone = config.get("timezone", "UTC")
-        if not isinstance(schedule, str) or not isinstance(timezone, str):
-            raise _fail("/config/schedule", "a cron expression or rate(N unit), and a time zone name")
+        if not isinstance(schedule, str):
+            raise _fail("/config/schedule", "a cron expression or rate(N unit)")
+        try:
+            check_timezone(timezone)
+        except ScheduleError as exc:
+            raise _fail("/config/timezone", str(exc)) from None
         try:
             parse_schedule(schedule, timezone)
         except ScheduleError as exc:
@@ -82,10 +89,10 @@ def validate_trigger(body: dict[str, Any]) -> tuple[str, str, dict[str, Any], bo
     elif kind == "queue":
         _only(config, common | {"queue", "batchSize", "maxAttempts", "backoffSeconds", "deadLetterQueue"})
         queue = config.get("queue")
-        if not isinstance(queue, str) or not QUEUE.match(queue):
+        if not isinstance(queue, str) or not QUEUE.fullmatch(queue):
             raise _fail("/config/queue", "a RabbitMQ queue name")
         dlq = config.get("deadLetterQueue", f"{queue}.dlq")
-        if not isinstance(dlq, str) or not QUEUE.match(dlq) or dlq == queue:
+        if not isinstance(dlq, str) or not QUEUE.fullmatch(dlq) or dlq == queue:
             raise _fail("/config/deadLetterQueue", "a queue name other than the source queue")
         stored = {
             "queue": queue,
@@ -111,7 +118,7 @@ def _routing(config: dict[str, Any]) -> dict[str, Any]:
     if alias is not None and version is not None:
         raise _fail("/config/alias", "give either alias or version")
     if alias is not None:
-        if not isinstance(alias, str) or not re.match(r"^(\$LATEST|[a-z][a-z0-9-]{0,63})$", alias):
+        if not isinstance(alias, str) or not ALIAS.fullmatch(alias):
             raise _fail("/config/alias", "an alias name")
         out["alias"] = alias
     if version is not None:
@@ -140,7 +147,7 @@ def _path(value: Any) -> str:
     segments = [s for s in value.split("/")[1:]]
     if value != "/":
         for index, segment in enumerate(segments):
-            if not PATH_SEGMENT.match(segment):
+            if segment in (".", "..") or not PATH_SEGMENT.fullmatch(segment):
                 raise _fail("/config/path", f"invalid segment {segment!r}")
             if segment == "{proxy+}" and index != len(segments) - 1:
                 raise _fail("/config/path", "{proxy+} must be the last segment")

@@ -14,11 +14,12 @@ import contextlib
 import logging
 from typing import Any
 
-from dormant.errors import DormantError, SystemError
+from dormant.errors import DormantError, SystemError, Unavailable
 from dormant_catalog import CatalogError
 from dormant_catalog.gateway import InvocationRecord
 
 from ..state import GatewayState
+from ..targets import explain_unavailable
 from .backoff import backoff_s, retryable
 
 log = logging.getLogger("dormant.gateway.async")
@@ -81,6 +82,13 @@ class AsyncInvocationWorker:
                     call_id=call_id,
                     headers=payload.get("headers") or {},
                 )
+            except Unavailable as exc:
+                # A function or version that does not exist is NotFound: permanent, not retried.
+                explained = await explain_unavailable(
+                    gateway, record.app_name, record.function, record.version, exc
+                )
+                await self._failed(record, explained, settings.backoff_base_s, settings.backoff_max_s)
+                return
             except DormantError as exc:
                 await self._failed(record, exc, settings.backoff_base_s, settings.backoff_max_s)
                 return

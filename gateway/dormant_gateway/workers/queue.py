@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 import aio_pika
@@ -27,6 +28,7 @@ from dormant_catalog import CatalogError
 from dormant_catalog.gateway import TriggerRecord
 
 from ..state import GatewayState
+from ..triggers.settings import validate_trigger
 from .backoff import backoff_s, retryable
 
 log = logging.getLogger("dormant.gateway.queue")
@@ -43,6 +45,7 @@ class QueueSupervisor:
         self._gateway = gateway
         self._connection: AbstractRobustConnection | None = None
         self._consumers: dict[str, tuple[TriggerRecord, asyncio.Task[None]]] = {}
+        self._warned: set[str] = set()
 
     async def run(self) -> None:
         try:
@@ -63,7 +66,19 @@ class QueueSupervisor:
                     await self._connection.close()
 
     async def _sync(self) -> None:
-        wanted = {r.trigger_id: r for r in await self._gateway.store.enabled_triggers("queue")}
+        wanted: dict[str, TriggerRecord] = {}
+        for record in await self._gateway.store.enabled_triggers("queue"):
+            try:
+                # Rows are validated on the way in; one written some other way is skipped, not fatal.
+                config = validate_trigger(
+                    {"type": "queue", "function": record.target, "config": record.config}
+                )[2]
+            except (ValidationError, TypeError, AttributeError) as exc:
+                if record.trigger_id not in self._warned:
+                    self._warned.add(record.trigger_id)
+                    log.error("queue trigger %s skipped: %s", record.trigger_id, exc)
+                continue
+            wanted[record.trigger_id] = replace(record, config=config)
         for trigger_id, (record, task) in list(self._consumers.items()):
             if trigger_id not in wanted or wanted[trigger_id].config != record.config or task.done():
                 task.cancel()

@@ -5,6 +5,7 @@ from .context import ANONYMOUS, Context, UserContext
 from .decorators import function, service
 from .errors import (
     BusinessLogicError,
+    Conflict,
     DormantError,
     Forbidden,
     NotFound,
@@ -19,6 +20,7 @@ __all__ = [
     "ANONYMOUS",
     "BusinessLogicError",
     "Client",
+    "Conflict",
     "Context",
     "DormantError",
     "Forbidden",

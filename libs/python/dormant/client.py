@@ -7,9 +7,12 @@ Delivery: a call is published with QoS 1 and retried with the *same* callId when
 (after 1 s, then 2 s, 4 s … within the caller's timeout); the runtime's callId de-duplication makes
 retries safe. The connection is re-established on its own after a broker restart, and the inbox is a
 persistent session, so answers published meanwhile are not lost. A publish that the broker answers
-with "no matching subscribers" fails at once with ``Unavailable`` (except in the first seconds after a
-reconnect, when the runtimes may be reconnecting too), and "not authorized" with ``Forbidden``,
-instead of waiting for the timeout.
+with "not authorized" fails at once with ``Forbidden``, and one it answers with "no matching
+subscribers" fails at once (except in the first seconds after a reconnect, when the runtimes may be
+reconnecting too) with ``NotFound`` when the service, version or function does not exist, or
+``Unavailable`` saying why nothing serves it (not deployed, starting, failed to start: the error). To
+tell which, the client reads the service's retained state (``mesh/services/{svc}``, see
+``routing.explain_unserved``): only then, so a call that is answered costs no extra round trip.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from pydantic import BaseModel
 
 from . import wire
 from .config import Settings
-from .errors import Forbidden, TimeoutError, Unavailable
-from .routing import RouteTable
+from .errors import DormantError, Forbidden, TimeoutError, Unavailable
+from .modeljson import model_json
+from .routing import RouteTable, ServiceStates, explain_unserved
 from .transport import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, Transport, TransportError, new_transport
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -78,6 +82,8 @@ class Client:
         self._connection: asyncio.Task[None] | None = None
         self.routes = RouteTable()
         """Route tables (``mesh/routes/{svc}``) of the services called without a version."""
+        self.states = ServiceStates()
+        """Service states (``mesh/services/{svc}``) of the services a call of which reached nobody."""
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -123,6 +129,9 @@ class Client:
                 await transport.subscribe([wire.reply_filter(self.client_id)], qos=1)
                 if self.routes.watched:
                     await transport.subscribe([RouteTable.filter_for(s) for s in self.routes.watched], qos=1)
+                if self.states.watched:
+                    filters = {f for s in self.states.watched for f in ServiceStates.filters_for(s)}
+                    await transport.subscribe(sorted(filters), qos=1)
             except TransportError as exc:
                 await transport.close()
                 if not first.done():
@@ -141,7 +150,8 @@ class Client:
             try:
                 async for message in transport.messages():
                     if message.correlation is None:
-                        self.routes.feed(message.topic, message.payload)
+                        if not self.routes.feed(message.topic, message.payload):
+                            self.states.feed(message.topic, message.payload)
                         continue
                     future = self._pending.get(message.correlation)
                     if future is not None and not future.done():
@@ -213,10 +223,7 @@ class Client:
                         await asyncio.sleep(min(0.1, max(0.0, deadline - time.time())))
                         continue
                     if not delivered:
-                        raise Unavailable(
-                            f"nothing is serving {service}.{function}",
-                            {"topic": topic, "callId": wire.call_id_text(correlation)},
-                        )
+                        raise await self._unserved(service, function, version, topic, correlation)
                     # An earlier attempt reached a runtime that is now draining: its answer may still come.
                 else:
                     delivered = True
@@ -234,18 +241,42 @@ class Client:
 
     async def _route(self, service: str, routing_key: str | None) -> int | None:
         """A version from ``service``'s route table; subscribes to it (and waits for it) on first use."""
+        await self._watch(self.routes.watched, service, [RouteTable.filter_for(service)], "routes")
+        return self.routes.choose(service, routing_key)
+
+    async def _unserved(
+        self, service: str, function: str, version: int | None, topic: str, correlation: bytes
+    ) -> DormantError:
+        """Why a call to ``topic`` reached nobody, from the service's retained state (read on first use)."""
+        await self._watch(self.states.watched, service, ServiceStates.filters_for(service), "states")
+        error = explain_unserved(
+            service,
+            function,
+            version,
+            self.states.get(service),
+            published=self.states.published,
+            topic=topic,
+        )
+        if isinstance(error.details, dict):
+            error.details["callId"] = wire.call_id_text(correlation)
+        return error
+
+    async def _watch(
+        self, watched: dict[str, asyncio.Event], service: str, filters: list[str], tag: str
+    ) -> None:
+        """Subscribe to ``filters`` once per ``service`` and wait until their retained messages are in."""
         transport = self._transport
-        loaded = self.routes.watched.get(service)
+        loaded = watched.get(service)
         if loaded is None and transport is not None:
-            loaded = self.routes.watched[service] = asyncio.Event()
+            loaded = watched[service] = asyncio.Event()
             barrier = wire.new_call_id()
             arrived: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
             self._pending[barrier] = arrived
             try:
-                await transport.subscribe([RouteTable.filter_for(service)], qos=1)
-                # The broker sends a retained table right after the SUBACK, so once our own message
-                # published after it comes back, the table (if there is one) has arrived.
-                await transport.publish(f"{self._inbox}/routes", b"", qos=1, correlation=barrier)
+                await transport.subscribe(filters, qos=1)
+                # The broker sends retained messages right after the SUBACK, so once our own message
+                # published after it comes back, they (if there are any) have arrived.
+                await transport.publish(f"{self._inbox}/{tag}", b"", qos=1, correlation=barrier)
                 await asyncio.wait_for(arrived, 2.0)
             except (TransportError, builtins.TimeoutError):
                 pass
@@ -254,7 +285,6 @@ class Client:
                 loaded.set()
         elif loaded is not None:
             await loaded.wait()
-        return self.routes.choose(service, routing_key)
 
     def _just_reconnected(self) -> bool:
         return (
@@ -291,7 +321,7 @@ class Client:
 
 def _body(params: Any) -> Any:
     if isinstance(params, BaseModel):
-        return params.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return model_json(params)
     if isinstance(params, Mapping):
         return dict(params)
     return {} if params is None else params

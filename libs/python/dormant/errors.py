@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BusinessLogicError",
+    "Conflict",
     "DormantError",
     "Forbidden",
     "NotFound",
@@ -93,6 +94,16 @@ class Unavailable(DormantError):
     type = "Unavailable"
 
 
+class Conflict(DormantError):
+    """The callId was used before for a call to the same function with another input.
+
+    Like an idempotency key reused with other parameters: the first call's answer is not this call's
+    (HTTP 409 at the gateway). Nothing is stored for the refused call; the first one keeps its key.
+    """
+
+    type = "Conflict"
+
+
 ERROR_TYPES: dict[str, type[DormantError]] = {
     cls.type: cls
     for cls in (
@@ -104,6 +115,7 @@ ERROR_TYPES: dict[str, type[DormantError]] = {
         Forbidden,
         NotFound,
         Unavailable,
+        Conflict,
     )
 }
 

@@ -5,29 +5,42 @@ is an image manifest with one layer (``application/vnd.oci.image.layer.v1.tar+gz
 deterministic config blob; ``index.json`` names it with ``org.opencontainers.image.ref.name``.
 Blobs are content-addressed and written with temp file + ``os.replace``; ``index.json`` is rewritten
 under an ``flock``, so concurrent writers (threads or processes) never corrupt the store. Every read
-verifies sha256 digests; ``unpack`` extracts only plain files and directories, atomically.
-The API is synchronous: async callers wrap it in ``asyncio.to_thread``.
+verifies sha256 digests. The API is synchronous: async callers wrap it in ``asyncio.to_thread``.
+
+``unpack`` streams the layer: it reads the blob in chunks, hashing them as it decompresses and
+extracts, so neither the blob nor the tree is ever held in memory. It extracts plain files and
+directories only, into a staging directory that replaces the destination atomically once the digest
+is verified. Every layer is bounded by ``UnpackLimits`` (total unpacked bytes, entries; configurable
+with ``DORMANT_LAYER_MAX_BYTES`` and ``DORMANT_LAYER_MAX_ENTRIES``), checked before a member is
+written and again while its bytes are copied; the decompressed stream itself is capped too, so a gzip
+bomb stops at the limit. Refused with ``UnsafeLayerError``: absolute paths, ``..``, links of any kind,
+device files and FIFOs, sparse members (GNU or PAX: a tiny header may declare gigabytes).
+Over a limit: ``LayerLimitExceeded``. A blob that does not hash to its digest: ``LayerIntegrityError``,
+whatever else went wrong while reading it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 __all__ = [
     "CONFIG_MEDIA_TYPE",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_ENTRIES",
     "INDEX_MEDIA_TYPE",
     "LAYER_MEDIA_TYPE",
     "MANIFEST_MEDIA_TYPE",
@@ -35,9 +48,12 @@ __all__ = [
     "UNPACK_MARKER",
     "ImageRef",
     "LayerIntegrityError",
+    "LayerLimitExceeded",
     "LayerNotFound",
     "LayerStore",
     "LayerStoreError",
+    "MiB",
+    "UnpackLimits",
     "UnsafeLayerError",
 ]
 
@@ -47,6 +63,14 @@ MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 UNPACK_MARKER = ".dormant-layer"
+
+MiB = 1024 * 1024
+DEFAULT_MAX_BYTES = 512 * MiB
+DEFAULT_MAX_ENTRIES = 20_000
+MAX_MANIFEST_BYTES = 4 * MiB
+_CHUNK = 1024 * 1024
+_HEADER_ALLOWANCE = 4096
+"""Decompressed bytes allowed per entry beyond its content: tar headers, PAX records, padding."""
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REF_RE = re.compile(r"^(?P<name>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
@@ -65,7 +89,41 @@ class LayerIntegrityError(LayerStoreError):
 
 
 class UnsafeLayerError(LayerStoreError):
-    """A layer holds an entry that must not be extracted (absolute path, ``..``, link, device)."""
+    """A layer holds an entry that must not be extracted (absolute path, ``..``, link, device, sparse)."""
+
+
+class LayerLimitExceeded(LayerStoreError):
+    """A layer unpacks to more bytes or entries than ``UnpackLimits`` allow."""
+
+
+def _env_limit(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not re.fullmatch(r"[0-9]{1,15}", raw, re.ASCII) or int(raw) < 1:
+        raise ValueError(f"{name} must be a positive integer in digits 0-9, not {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class UnpackLimits:
+    """Bounds on one unpacked layer: total bytes of file content and number of entries (files + dirs)."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_entries: int = DEFAULT_MAX_ENTRIES
+
+    @classmethod
+    def from_env(cls) -> UnpackLimits:
+        """``DORMANT_LAYER_MAX_BYTES`` and ``DORMANT_LAYER_MAX_ENTRIES``, else the defaults."""
+        return cls(
+            max_bytes=_env_limit("DORMANT_LAYER_MAX_BYTES", DEFAULT_MAX_BYTES),
+            max_entries=_env_limit("DORMANT_LAYER_MAX_ENTRIES", DEFAULT_MAX_ENTRIES),
+        )
+
+    @property
+    def max_stream_bytes(self) -> int:
+        """Decompressed tar bytes allowed: the content plus headers for every entry, and the trailer."""
+        return self.max_bytes + (self.max_entries + 2) * _HEADER_ALLOWANCE + 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +166,9 @@ def _check_digest(digest: str) -> str:
 class LayerStore:
     """A local OCI image layout directory at ``root``, created on first write."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, limits: UnpackLimits | None = None) -> None:
         self.root = Path(root)
+        self.limits = limits if limits is not None else UnpackLimits.from_env()
 
     # ---- paths -------------------------------------------------------------------------------
 
@@ -225,13 +284,16 @@ class LayerStore:
             if (name := _ref_name(m)) is not None
         }
 
-    def read_blob(self, digest: str) -> bytes:
-        """The blob's bytes after checking they hash to ``digest``."""
+    def read_blob(self, digest: str, *, max_bytes: int | None = None) -> bytes:
+        """The blob's bytes after checking they hash to ``digest`` (at most ``max_bytes`` of them)."""
         path = self.blob_path(digest)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
         except FileNotFoundError:
             raise LayerNotFound(f"blob {digest} is not in {self.root}") from None
+        if max_bytes is not None and len(data) > max_bytes:
+            raise LayerIntegrityError(f"blob {digest} is larger than {max_bytes} bytes")
         if _digest(data) != digest:
             raise LayerIntegrityError(f"blob {digest} is corrupt: its content hashes to {_digest(data)}")
         return data
@@ -247,7 +309,7 @@ class LayerStore:
                     raise LayerNotFound(f"no image named {ref!r} in {self.root}")
                 ref = ImageRef(ref, digest)
         try:
-            manifest = json.loads(self.read_blob(ref.manifest_digest))
+            manifest = json.loads(self.read_blob(ref.manifest_digest, max_bytes=MAX_MANIFEST_BYTES))
         except ValueError as exc:
             raise LayerIntegrityError(f"manifest {ref.manifest_digest} is not valid JSON") from exc
         layers = manifest.get("layers") if isinstance(manifest, dict) else None
@@ -266,7 +328,7 @@ class LayerStore:
         return ImageRef(ref.name, ref.manifest_digest, layer_digest)
 
     def pull_layer(self, ref: str | ImageRef) -> bytes:
-        """The verified bytes of the image's layer (a gzip tar)."""
+        """The verified bytes of the image's layer (a gzip tar), in memory: ``unpack`` streams instead."""
         return self.read_blob(self.resolve(ref).layer_digest)
 
     def unpack(self, ref: str | ImageRef, dest: Path) -> Path:
@@ -275,11 +337,16 @@ class LayerStore:
         dest = Path(dest)
         if _marker_digest(dest) == resolved.layer_digest:
             return dest
-        data = self.pull_layer(resolved)
+        blob = self.blob_path(resolved.layer_digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.unpack-"))
         try:
-            _extract(data, staging)
+            try:
+                source = open(blob, "rb")  # closed by the with below
+            except FileNotFoundError:
+                raise LayerNotFound(f"blob {resolved.layer_digest} is not in {self.root}") from None
+            with source:
+                _extract_verified(source, resolved.layer_digest, staging, self.limits)
             marker = {"layer": resolved.layer_digest, "manifest": resolved.manifest_digest}
             (staging / UNPACK_MARKER).write_text(json.dumps(marker, sort_keys=True) + "\n")
             _swap_into_place(staging, dest)
@@ -316,6 +383,8 @@ def _safe_member_path(member: tarfile.TarInfo) -> PurePosixPath:
     parts = [p for p in path.parts if p not in ("", ".")]
     if not parts or ".." in parts:
         raise UnsafeLayerError(f"layer entry {name!r} escapes the destination")
+    if member.issparse() or any(key.startswith("GNU.sparse") for key in member.pax_headers):
+        raise UnsafeLayerError(f"layer entry {name!r} is a sparse file: sparse members are refused")
     if not (member.isfile() or member.isdir()):
         raise UnsafeLayerError(
             f"layer entry {name!r} is a link or special file: only files and dirs may be unpacked"
@@ -323,28 +392,126 @@ def _safe_member_path(member: tarfile.TarInfo) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def _extract(data: bytes, into: Path) -> None:
+MAX_META_BYTES = 1 * MiB
+"""Largest PAX or GNU long-name header: tarfile reads one whole into memory."""
+_META_TYPES = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses, before tarfile processes them, headers that would make it read unbounded data."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            # Its extended sparse map may run on for any number of blocks: refuse it at the header.
+            raise UnsafeLayerError(f"layer entry {self.name!r} is a sparse file: sparse members are refused")
+        if self.type in _META_TYPES and self.size > MAX_META_BYTES:
+            raise LayerLimitExceeded(
+                f"layer has a {self.size}-byte extended header (at most {MAX_META_BYTES})"
+            )
+        member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
+        return member
+
+
+class _HashingReader:
+    """Reads a file, feeding every byte read to sha256 (the blob's digest is checked at the end)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.sha256.update(data)
+        return data
+
+    def drain(self) -> str:
+        """Read the rest of the file; the digest of all of it."""
+        while self.read(_CHUNK):
+            pass
+        return "sha256:" + self.sha256.hexdigest()
+
+
+class _CappedReader:
+    """The decompressed tar stream, refusing to produce more than ``limit`` bytes (a gzip bomb)."""
+
+    def __init__(self, inner: IO[bytes], limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+        self.produced = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = _CHUNK
+        data = self._inner.read(min(size, self._limit - self.produced + 1))
+        self.produced += len(data)
+        if self.produced > self._limit:
+            raise LayerLimitExceeded(f"layer decompresses to more than {self._limit} bytes")
+        return data
+
+
+def _extract_verified(source: IO[bytes], digest: str, into: Path, limits: UnpackLimits) -> None:
+    """Extract the gzip tar in ``source`` into ``into``, then check the blob hashes to ``digest``.
+
+    When anything goes wrong, the digest decides what to report: a blob that does not hash to its
+    digest is corrupt (``LayerIntegrityError``), whatever error its content caused on the way.
+    """
+    hashing = _HashingReader(source)
     try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise LayerIntegrityError(f"layer is not a gzip tar: {exc}") from exc
-    with archive:
-        for member in archive:
-            rel = _safe_member_path(member)
-            target = into.joinpath(*rel.parts)
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                os.chmod(target, 0o755)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_dir():
-                raise UnsafeLayerError(f"layer entry {member.name!r} is both a file and a directory")
-            source = archive.extractfile(member)
-            if source is None:
-                raise UnsafeLayerError(f"layer entry {member.name!r} has no content")
-            with source, open(target, "wb") as out:
-                shutil.copyfileobj(source, out)
-            os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
+        try:
+            with gzip.GzipFile(fileobj=hashing, mode="rb") as unzipped:  # type: ignore[call-overload]
+                capped = _CappedReader(unzipped, limits.max_stream_bytes)
+                with tarfile.open(  # type: ignore[call-overload]
+                    fileobj=capped, mode="r|", tarinfo=_BoundedTarInfo
+                ) as archive:
+                    _extract_members(archive, into, limits)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise LayerIntegrityError(f"layer is not a valid gzip tar: {exc}") from exc
+    except LayerStoreError:
+        if hashing.drain() != digest:
+            raise LayerIntegrityError(f"blob {digest} is corrupt: its content does not hash to it") from None
+        raise
+    actual = hashing.drain()
+    if actual != digest:
+        raise LayerIntegrityError(f"blob {digest} is corrupt: its content hashes to {actual}")
+
+
+def _extract_members(archive: tarfile.TarFile, into: Path, limits: UnpackLimits) -> None:
+    entries = 0
+    total = 0
+    for member in archive:
+        entries += 1
+        if entries > limits.max_entries:
+            raise LayerLimitExceeded(f"layer has more than {limits.max_entries} entries")
+        rel = _safe_member_path(member)
+        target = into.joinpath(*rel.parts)
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            os.chmod(target, 0o755)
+            continue
+        if member.size < 0 or total + member.size > limits.max_bytes:
+            raise LayerLimitExceeded(
+                f"layer unpacks to more than {limits.max_bytes} bytes"
+                f" (entry {member.name!r} has {member.size})"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise UnsafeLayerError(f"layer entry {member.name!r} is both a file and a directory")
+        content = archive.extractfile(member)
+        if content is None:
+            raise UnsafeLayerError(f"layer entry {member.name!r} has no content")
+        with content, open(target, "wb") as out:
+            while chunk := content.read(_CHUNK):
+                total += len(chunk)
+                if total > limits.max_bytes:
+                    raise LayerLimitExceeded(f"layer unpacks to more than {limits.max_bytes} bytes")
+                out.write(chunk)
+        os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
 
 
 def _swap_into_place(staging: Path, dest: Path) -> None:

@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 
 from . import mqtt
 from .config import parse_broker_url
+from .mqtt.connection import publish_problem
 
 
 class TransportError(Exception):
@@ -186,6 +187,11 @@ class AiomqttTransport:
         user_properties: Sequence[tuple[str, str]] = (),
         expiry_s: int | None = None,
     ) -> int:
+        # paho would send most invalid topic names and strings, and the broker would then close the
+        # connection: refuse them here, as the native client does.
+        invalid = publish_problem(topic, response_topic, user_properties, None)
+        if invalid is not None:
+            raise TransportError(f"publish refused before sending: {invalid[0]}", invalid[1])
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if response_topic is not None:
             props.ResponseTopic = response_topic

@@ -11,10 +11,17 @@ Two request forms reach a service (see docs/wire-protocol.md):
   where to answer; user properties carry ``deadline``, ``authorization`` and trace context;
 * envelope (MQTT 3.1.1 friendly): ``{"messageId", "callId", "replyTo", "headers", "body":
   {"function", "parameters"}}`` on ``service/{svc}``; the answer comes back in the same shape.
+
+``decode_call`` is total: whatever a client puts in a topic, payload or property, it returns a ``Call``
+or raises ``CallRejected`` with a typed error, never anything else. Every property has one parsing rule
+(docs/wire-protocol.md lists them). A reply destination that is not a plain topic under ``reply/``
+(``reply_topic_problem``) is never published to: the call is rejected with nobody to answer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import time
 import uuid
@@ -25,6 +32,9 @@ from typing import Any
 import orjson
 
 from .errors import DormantError, NotFound, ValidationError, error_from_payload
+from .mqtt.codec import mqtt_string_problem
+
+log = logging.getLogger("dormant.wire")
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 CONTENT_TYPE_JSON = "application/json"
@@ -37,7 +47,18 @@ PROP_TRACESTATE = "tracestate"
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
+REPLY_PREFIX = "reply/"
+MAX_REPLY_TOPIC_BYTES = 1024
+"""A reply topic is at most this many bytes of UTF-8 (a legitimate inbox is far shorter)."""
+MAX_CALL_ID_BYTES = 256
+"""Correlation Data, or an envelope ``callId`` as UTF-8, longer than this is refused (``ValidationError``)."""
+MAX_DEADLINE_DIGITS = 15
+"""A ``deadline`` is 1 to 15 ASCII digits of epoch milliseconds (up to the year 33658)."""
+MAX_TRACESTATE_BYTES = 512
+
 _VERSION_SEGMENT = re.compile(r"^v([0-9]+)$")
+_DEADLINE = re.compile(rf"[0-9]{{1,{MAX_DEADLINE_DIGITS}}}")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 UserProperties = Sequence[tuple[str, str]]
 
@@ -111,6 +132,13 @@ def parse_topic(topic: str) -> Target | None:
     return None
 
 
+def service_state_topic(service: str | None = None) -> str:
+    """``mesh/services/{svc}`` (retained, by the controller): the service's versions, functions and
+    serving state, or empty once it is gone. Without a service, ``mesh/services``: retained by that
+    publisher, so that a missing service state means there is no such service."""
+    return "mesh/services" if service is None else f"mesh/services/{service}"
+
+
 # --------------------------------------------------------------------------- call ids
 
 
@@ -120,7 +148,13 @@ def new_call_id() -> bytes:
 
 
 def call_id_text(correlation: bytes) -> str:
-    """The text form of a callId (printable correlation data as is, anything else as hex)."""
+    """The text form of a callId (printable correlation data as is, anything else as hex).
+
+    Correlation data over ``MAX_CALL_ID_BYTES`` is refused by ``decode_call``; its text form (used only
+    to name the refused call in logs) is a digest, so it stays short.
+    """
+    if len(correlation) > MAX_CALL_ID_BYTES:
+        return "oversized-" + hashlib.sha256(correlation).hexdigest()[:32]
     if 0 < len(correlation) <= 200:
         try:
             text = correlation.decode("ascii")
@@ -165,18 +199,106 @@ class CallRejected(Exception):
         self.call = call
 
 
-def _deadline(user_properties: UserProperties, expiry_s: int | None, now: float) -> float | None:
+def reply_topic_problem(topic: str) -> str | None:
+    """Why ``topic`` may not receive an answer, or None when it may.
+
+    Answers go only to plain topic names under ``reply/``: not into a service's request topics (or any
+    other part of the mesh), never to a wildcard (a broker disconnects a client that publishes to one),
+    no empty level, at most ``MAX_REPLY_TOPIC_BYTES`` bytes of valid MQTT UTF-8 (no NUL, control
+    characters, surrogates or non-characters, each of which also makes a broker disconnect).
+    """
+    if not topic.startswith(REPLY_PREFIX):
+        return f"a reply topic must start with {REPLY_PREFIX!r}"
+    if len(topic) > MAX_REPLY_TOPIC_BYTES:
+        return f"a reply topic is at most {MAX_REPLY_TOPIC_BYTES} bytes"
+    if "+" in topic or "#" in topic:
+        return "a reply topic may not hold a wildcard (+ or #)"
+    if "" in topic.split("/"):
+        return "a reply topic may not have an empty level"
+    problem = mqtt_string_problem(topic)
+    if problem is not None:
+        return f"a reply topic must be valid MQTT UTF-8 ({problem})"
+    if len(topic.encode()) > MAX_REPLY_TOPIC_BYTES:
+        return f"a reply topic is at most {MAX_REPLY_TOPIC_BYTES} bytes"
+    return None
+
+
+def _valid_text(value: object) -> bool:
+    """A string that is valid UTF-8 (no lone surrogates: bytes a broker passed on unchecked)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _parse_deadline(value: str) -> float:
+    """A ``deadline`` user property: 1 to 15 ASCII digits of epoch milliseconds."""
+    if not _DEADLINE.fullmatch(value):
+        raise ValidationError(
+            f"the deadline user property must be 1 to {MAX_DEADLINE_DIGITS} digits of epoch "
+            f"milliseconds, got {value[:40]!r}" + ("..." if len(value) > 40 else ""),
+            {"property": PROP_DEADLINE},
+        )
+    return int(value) / 1000.0
+
+
+def _read_properties(
+    user_properties: UserProperties, expiry_s: object, now: float
+) -> tuple[dict[str, str], float | None, ValidationError | None]:
+    """Headers, absolute deadline and the first property error, from the native request properties.
+
+    Rules (docs/wire-protocol.md): names match exactly; a pair that is not valid UTF-8 is ignored; every
+    ``deadline`` must be well formed and the earliest counts; the Message Expiry Interval, when a
+    positive integer, bounds the deadline from arrival; ``traceparent`` that is not W3C version-00 shape
+    is dropped, and with it ``tracestate`` (also dropped over 512 bytes); every other pair, the
+    ``authorization`` one included, is passed to the handler as a header (the last of a repeated name
+    wins).
+    """
+    headers: dict[str, str] = {}
     deadline: float | None = None
-    for key, value in user_properties:
+    problem: ValidationError | None = None
+    pairs = user_properties if isinstance(user_properties, list | tuple) else ()
+    for pair in pairs:
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            continue
+        key, value = pair
+        if not (_valid_text(key) and _valid_text(value)):
+            continue
         if key == PROP_DEADLINE:
             try:
-                deadline = int(value) / 1000.0
-            except ValueError:
-                deadline = None
-    if expiry_s is not None and expiry_s > 0:
+                parsed = _parse_deadline(value)
+            except ValidationError as exc:
+                problem = problem or exc
+                continue
+            deadline = parsed if deadline is None else min(deadline, parsed)
+            continue
+        headers[key] = value
+    _check_trace_context(headers)
+    if isinstance(expiry_s, int) and not isinstance(expiry_s, bool) and 0 < expiry_s <= MAX_EXPIRY_S:
         by_expiry = now + expiry_s
         deadline = by_expiry if deadline is None else min(deadline, by_expiry)
-    return deadline
+    return headers, deadline, problem
+
+
+def _check_trace_context(headers: dict[str, str]) -> None:
+    """Drop a ``traceparent`` that is not W3C trace context (version 00 form) and a ``tracestate``
+    without a valid one or over 512 bytes: the W3C rule is to ignore bad trace context, not fail."""
+    parent = headers.get(PROP_TRACEPARENT)
+    if parent is not None:
+        match = _TRACEPARENT.fullmatch(parent)
+        if (
+            match is None
+            or match.group(1) == "ff"
+            or match.group(2) == "0" * 32
+            or match.group(3) == "0" * 16
+        ):
+            del headers[PROP_TRACEPARENT]
+    state = headers.get(PROP_TRACESTATE)
+    if state is not None and (PROP_TRACEPARENT not in headers or len(state.encode()) > MAX_TRACESTATE_BYTES):
+        del headers[PROP_TRACESTATE]
 
 
 def decode_call(
@@ -189,72 +311,160 @@ def decode_call(
     expiry_s: int | None = None,
     now: float | None = None,
 ) -> Call:
-    """Decode a request; raise ``CallRejected`` (with what is known) for anything malformed."""
+    """Decode a request; raise ``CallRejected`` (with what is known) for anything malformed.
+
+    Total over its inputs: nothing a client sends makes it raise anything but ``CallRejected``. When
+    the reply destination is not allowed (``reply_topic_problem``), the rejected call has no
+    ``reply_to``: nothing is published, and the request is acknowledged with nobody to answer.
+    """
+    call = Call(service="", function="", version=None, call_id=uuid.uuid4().hex, params=None)
+    try:
+        _decode(call, topic, payload, response_topic, correlation, user_properties, expiry_s, now)
+    except CallRejected:
+        raise
+    except DormantError as exc:
+        raise CallRejected(exc, call) from None
+    except Exception as exc:  # a parsing rule missed a case: still a typed refusal, never a crash
+        log.exception("[%s] decoding a request on %r failed", call.call_id, topic)
+        call.reply_to = (
+            call.reply_to if call.reply_to and reply_topic_problem(call.reply_to) is None else None
+        )
+        raise CallRejected(ValidationError(f"malformed request: {type(exc).__name__}"), call) from None
+    return call
+
+
+def _decode(
+    call: Call,
+    topic: object,
+    payload: object,
+    response_topic: object,
+    correlation: object,
+    user_properties: UserProperties,
+    expiry_s: object,
+    now: float | None,
+) -> None:
     now = time.time() if now is None else now
-    target = parse_topic(topic)
-    headers = {k: v for k, v in user_properties if k != PROP_DEADLINE}
-    call = Call(
-        service=target.service if target else "",
-        function=(target.function or "") if target else "",
-        version=target.version if target else None,
-        call_id=call_id_text(correlation) if correlation else uuid.uuid4().hex,
-        params=None,
-        reply_to=response_topic,
-        correlation=correlation,
-        deadline=_deadline(user_properties, expiry_s, now),
-        headers=headers,
-        call_id_given=correlation is not None,
-        envelope=target is not None and target.function is None,
-    )
+    target = parse_topic(topic) if _valid_text(topic) else None  # type: ignore[arg-type]
+    if target is not None:
+        call.service, call.function, call.version = target.service, target.function or "", target.version
+        call.envelope = target.function is None
+    correlation = bytes(correlation) if isinstance(correlation, bytes | bytearray | memoryview) else None
+    if correlation:  # empty Correlation Data is no callId: the runtime makes one up and echoes b""
+        call.call_id = call_id_text(correlation)
+        call.call_id_given = True
+    call.correlation = correlation
+    headers, call.deadline, property_error = _read_properties(user_properties, expiry_s, now)
+    call.headers = headers
+    reply_problem = None
+    if isinstance(response_topic, str):
+        reply_problem = _set_reply_to(call, response_topic)
     if target is None:
-        raise CallRejected(NotFound(f"not a service topic: {topic!r}"), call)
+        raise CallRejected(NotFound(f"not a service topic: {str(topic)[:200]!r}"), call)
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise ValidationError("the payload must be bytes")
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise CallRejected(
-            ValidationError(
-                f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} byte limit",
-                {"limit": MAX_PAYLOAD_BYTES, "size": len(payload)},
-            ),
-            call,
+        raise ValidationError(
+            f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} byte limit",
+            {"limit": MAX_PAYLOAD_BYTES, "size": len(payload)},
         )
     try:
         data = orjson.loads(payload) if payload else None
     except orjson.JSONDecodeError as exc:
-        raise CallRejected(ValidationError(f"payload is not valid JSON: {exc}"), call) from None
-    if target.function is None:
-        _read_envelope(data, call)
+        if call.envelope:
+            _refuse_reply(call, reply_problem)
+        raise ValidationError(f"payload is not valid JSON: {exc}") from None
+    if call.envelope:
+        reply_problem = _read_envelope(data, call, reply_problem)
     else:
         call.params = data
+    _refuse_reply(call, reply_problem)
+    if correlation is not None and len(correlation) > MAX_CALL_ID_BYTES:
+        raise _call_id_too_long(len(correlation))
+    if property_error is not None:
+        raise property_error
     if not isinstance(call.params, dict):
-        raise CallRejected(
-            ValidationError(
-                f"the input must be a JSON object, got {_json_kind(call.params)}",
-                {"errors": [{"path": "", "message": "must be an object"}]},
-            ),
-            call,
+        raise ValidationError(
+            f"the input must be a JSON object, got {_json_kind(call.params)}",
+            {"errors": [{"path": "", "message": "must be an object"}]},
         )
-    return call
 
 
-def _read_envelope(data: Any, call: Call) -> None:
-    """Fill ``call`` from an envelope body; on the envelope topic everything is in the payload."""
+def _set_reply_to(call: Call, topic: str) -> str | None:
+    """Take ``topic`` as the reply destination when it is allowed; else clear it and say why (the why
+    names the topic, cut short: it goes only to the runtime's log)."""
+    problem = reply_topic_problem(topic) if _valid_text(topic) else "a reply topic must be valid UTF-8"
+    call.reply_to = None if problem else topic
+    if problem is None:
+        return None
+    shown = topic if len(topic) <= 80 else topic[:80] + "..."
+    return f"{shown!r}: {problem}"
+
+
+def _refuse_reply(call: Call, problem: str | None) -> None:
+    """A disallowed reply destination: refuse the call (``reply_to`` is already None, so nobody is
+    answered) before anything else is looked at."""
+    if problem is not None:
+        raise CallRejected(ValidationError(f"refused reply topic: {problem}"), call)
+
+
+def _call_id_too_long(size: int) -> ValidationError:
+    return ValidationError(
+        f"a callId is at most {MAX_CALL_ID_BYTES} bytes, got {size}",
+        {"limit": MAX_CALL_ID_BYTES, "size": size},
+    )
+
+
+def _envelope_string(data: dict[str, Any], key: str) -> str | None:
+    """An optional string field of an envelope: absent or null is None; any other type is refused."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f'the envelope field "{key}" must be a string, got {_json_kind(value)}')
+    return value
+
+
+def _read_envelope(data: Any, call: Call, reply_problem: str | None) -> str | None:
+    """Fill ``call`` from an envelope body; on the envelope topic everything is in the payload.
+
+    Returns the reply-topic problem to act on: the envelope's ``replyTo``, when present, replaces the
+    MQTT Response Topic (so an invalid Response Topic no longer matters, and an invalid ``replyTo``
+    means nobody is answered).
+    """
     call.envelope = True
     if not isinstance(data, dict):
-        raise CallRejected(ValidationError("an envelope call must be a JSON object"), call)
-    if isinstance(data.get("messageId"), str):
-        call.message_id = data["messageId"]
-    if isinstance(data.get("callId"), str) and data["callId"]:
-        call.call_id = data["callId"]
+        _refuse_reply(call, reply_problem)
+        raise ValidationError("an envelope call must be a JSON object")
+    reply = data.get("replyTo")
+    if isinstance(reply, str) and reply:
+        reply_problem = _set_reply_to(call, reply)
+    elif reply is not None and reply != "":
+        call.reply_to = None
+        reply_problem = f"replyTo must be a string, got {_json_kind(reply)}"
+    _refuse_reply(call, reply_problem)
+    message_id = _envelope_string(data, "messageId")
+    if message_id is not None:
+        if len(message_id.encode()) > MAX_CALL_ID_BYTES:
+            raise ValidationError(f"a messageId is at most {MAX_CALL_ID_BYTES} bytes")
+        call.message_id = message_id
+    call_id = _envelope_string(data, "callId")
+    if call_id:
+        if len(call_id.encode()) > MAX_CALL_ID_BYTES:
+            raise _call_id_too_long(len(call_id.encode()))
+        call.call_id = call_id
         call.call_id_given = True
-    if isinstance(data.get("replyTo"), str) and data["replyTo"]:
-        call.reply_to = data["replyTo"]
     headers = data.get("headers")
     if isinstance(headers, dict):
-        call.headers.update({str(k).lower(): str(v) for k, v in headers.items() if isinstance(v, str)})
+        call.headers.update({k.lower(): v for k, v in headers.items() if _valid_text(k) and _valid_text(v)})
+        _check_trace_context(call.headers)
+    elif headers is not None:
+        raise ValidationError(f'the envelope field "headers" must be an object, got {_json_kind(headers)}')
     body = data.get("body")
     if not isinstance(body, dict) or not isinstance(body.get("function"), str):
-        raise CallRejected(ValidationError('an envelope call needs "body": {"function", "parameters"}'), call)
+        raise ValidationError('an envelope call needs "body": {"function", "parameters"}')
     call.function = body["function"]
     call.params = body.get("parameters", {})
+    return None
 
 
 def _json_kind(value: Any) -> str:

@@ -15,15 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from typing import Any, Literal
 
 import orjson
 
 from dormant import errors, wire
 from dormant.transport import SESSION_TAKEN_OVER, Inbound, Transport, TransportError, new_transport
+from dormant_catalog import CatalogUnavailable
+from dormant_catalog.calls import MAX_CALL_ID_BYTES, CallState, Claim, call_id_problem, fingerprint
+from dormant_catalog.db import is_transient
 
 from .dedup import STORED_ERROR_TYPES, Deduplicator
 from .dispatcher import Dispatcher, Outcome
 from .stats import CallStats, mark_start
+from .transactions import is_broken
 
 log = logging.getLogger("dormant.runtime")
 
@@ -32,6 +38,14 @@ SESSION_EXPIRY_S = 120
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 QUEUE_SETTLE_S = 0.1
+PERMANENT_PUBLISH_FAILURES = frozenset({0x81, 0x87, 0x90})
+"""PUBLISH reason codes no retry can change: malformed packet, not authorized, topic name invalid."""
+STORE_OUTAGE_S = 30.0
+"""How long a call waits for an unreachable call de-duplication store (bounded by its deadline)."""
+STORE_RETRY_MIN_S = 0.05
+STORE_RETRY_MAX_S = 1.0
+MAX_RUNS_PER_DELIVERY = 3
+"""Runs of one delivered request whose commit the database cut off, before it is answered Unavailable."""
 
 
 class Server:
@@ -156,82 +170,174 @@ class Server:
     async def _handle_once(
         self, transport: Transport, message: Inbound, call: wire.Call, dedup: Deduplicator
     ) -> None:
-        """Run the call at most once across every runtime of the service; answer repeats from the store."""
-        try:
-            state = await dedup.claim(call.call_id)
-            if state.kind == "running":
-                state = await dedup.wait(call.call_id, call.deadline)
-        except TimeoutError:
-            late = errors.TimeoutError("the deadline passed while the same call ran elsewhere")
-            await self._answer(transport, message, call, False, orjson.dumps(late.to_payload()))
+        """Run the call at most once across every runtime of the service; answer repeats from the store.
+
+        Every path ends in an answer (then the acknowledgement), or leaves the request unacknowledged
+        only when the answer could not be published (the broker delivers it again).
+        """
+        problem = call_id_problem(call.call_id)
+        if problem is not None:
+            refused = errors.ValidationError(problem, {"limit": MAX_CALL_ID_BYTES})
+            await self._answer(transport, message, call, False, orjson.dumps(refused.to_payload()))
             return
-        except Exception as exc:
-            log.warning("[%s] call de-duplication store unavailable: %s", call.call_id, exc)
-            down = errors.Unavailable("the call de-duplication store is unavailable; retry later")
-            await self._answer(transport, message, call, False, orjson.dumps(down.to_payload()))
+        if call.function not in self.dispatcher.service.functions:
+            # NotFound runs nothing and is the same every time: nothing to de-duplicate or store.
+            ok, body = await self.dispatcher.dispatch(call)
+            await self._answer(transport, message, call, ok, orjson.dumps(body))
             return
-        if state.kind == "done":
-            await self._answer(transport, message, call, bool(state.ok), state.response or b"null")
-            return
-        try:
-            outcome = await self.dispatcher.run(call)
-        except asyncio.CancelledError:
-            await dedup.abandon(call.call_id)
-            raise
-        response = orjson.dumps(outcome.body)
-        if outcome.tx is not None:
-            # A transaction commits with its stored answer first: an answer must never announce writes
-            # that were then rolled back.
-            stored = await self._commit_with_answer(call, outcome, response, dedup)
-            if not stored:
-                # Another runtime took the call over (this one froze past its lease): its answer counts,
-                # and this run's writes were rolled back.
-                try:
-                    state = await dedup.wait(call.call_id, call.deadline)
-                except Exception:
-                    return
-                if state.kind == "done":
-                    await self._answer(transport, message, call, bool(state.ok), state.response or b"null")
+        claim = Claim(call.function, call.call_id, fingerprint(call.params))
+        runs = 0
+        while True:
+            try:
+                state = await self._await_turn(call, claim, dedup)
+            except errors.DormantError as exc:
+                await self._answer(transport, message, call, False, orjson.dumps(exc.to_payload()))
                 return
-            await self._answer(transport, message, call, outcome.ok, response)
-            return
-        # No transaction: store the answer and publish it at once; the request is acknowledged only
-        # after both, so a crash in between means a redelivery that finds the stored answer.
-        finished, published = await asyncio.gather(
-            dedup.finish(call.call_id, outcome.ok, response, outcome.error_type),
+            if state.kind == "done":
+                await self._answer(transport, message, call, bool(state.ok), state.response or b"null")
+                return
+            if state.kind == "conflict":
+                reused = errors.Conflict(
+                    f"callId {call.call_id!r} was already used for a {call.function} call with another"
+                    " input; use a new callId for a new call",
+                    {"callId": call.call_id, "function": call.function},
+                )
+                await self._answer(transport, message, call, False, orjson.dumps(reused.to_payload()))
+                return
+            # The call is ours (claimed, taken over from a dead owner, or ours again after a lost commit).
+            runs += 1
+            try:
+                outcome = await self.dispatcher.run(call)
+            except asyncio.CancelledError:
+                await dedup.abandon(claim.key)
+                raise
+            response = orjson.dumps(outcome.body)
+            if outcome.tx is None:
+                await self._finish_and_answer(transport, message, call, claim, outcome, response, dedup)
+                return
+            ended = await self._commit_with_answer(claim, outcome, response, dedup)
+            if ended == "answer":
+                await self._answer(transport, message, call, outcome.ok, response)
+                return
+            if ended == "failed":
+                failed = errors.SystemError(
+                    f"{call.function} could not commit its writes", {"callId": call.call_id}
+                )
+                await self._answer(transport, message, call, False, orjson.dumps(failed.to_payload()))
+                return
+            # "again": the claim was taken over (this runtime froze past its lease), or the database
+            # connection broke before the commit was confirmed; the writes are rolled back or were
+            # committed with their answer. The store says which: claim again, and answer what it finds,
+            # wait for the new owner, or run the call again if it is still (or again) ours.
+            if runs >= MAX_RUNS_PER_DELIVERY:
+                log.warning("[%s] gave up after %d runs could not commit", call.call_id, runs)
+                await dedup.abandon(claim.key)
+                lost = errors.Unavailable(
+                    "the database connection was lost while the call ran; retry later",
+                    {"callId": call.call_id},
+                )
+                await self._answer(transport, message, call, False, orjson.dumps(lost.to_payload()))
+                return
+
+    async def _await_turn(self, call: wire.Call, claim: Claim, dedup: Deduplicator) -> CallState:
+        """Claim the call, or wait for whoever runs it: ``run``, ``done`` or ``conflict``.
+
+        An unreachable store (a database restart) is retried until the call's deadline (at most
+        ``STORE_OUTAGE_S``): a transient store error never becomes the answer of a call that could still
+        be served. Raises the typed error to answer otherwise.
+        """
+        give_up = time.time() + STORE_OUTAGE_S
+        if call.deadline is not None:
+            give_up = min(give_up, call.deadline)
+        delay = STORE_RETRY_MIN_S
+        while True:
+            try:
+                state = await dedup.claim(claim)
+                if state.kind == "running":
+                    state = await dedup.wait(claim, call.deadline)
+                return state
+            except TimeoutError:
+                raise errors.TimeoutError("the deadline passed while the same call ran elsewhere") from None
+            except CatalogUnavailable as exc:
+                if time.time() + delay >= give_up:
+                    log.warning("[%s] call de-duplication store unavailable: %s", call.call_id, exc)
+                    raise errors.Unavailable(
+                        "the call de-duplication store is unavailable; retry later"
+                    ) from None
+                log.info("[%s] call de-duplication store unavailable, retrying: %s", call.call_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX_S)
+            except Exception as exc:
+                log.error("[%s] the call de-duplication store refused the call: %r", call.call_id, exc)
+                raise errors.SystemError("the call de-duplication store refused the call") from None
+
+    async def _finish_and_answer(
+        self,
+        transport: Transport,
+        message: Inbound,
+        call: wire.Call,
+        claim: Claim,
+        outcome: Outcome,
+        response: bytes,
+        dedup: Deduplicator,
+    ) -> None:
+        """No transaction: store the answer and publish it at once; the request is acknowledged only
+        after both, so a crash in between means a redelivery that finds the stored answer."""
+        _, published = await asyncio.gather(
+            dedup.finish(claim.key, outcome.ok, response, outcome.error_type),
             self._publish_answer(transport, call, outcome.ok, response),
-            return_exceptions=True,
         )
-        if isinstance(finished, BaseException):
-            log.warning(
-                "[%s] could not store the answer (a retry may run it again): %s", call.call_id, finished
-            )
-        if published is True:
+        if published:
             message.ack()
 
     async def _commit_with_answer(
-        self, call: wire.Call, outcome: Outcome, response: bytes, dedup: Deduplicator
-    ) -> bool:
-        """Commit the handler's transaction together with its stored answer, fenced by the claim.
+        self, claim: Claim, outcome: Outcome, response: bytes, dedup: Deduplicator
+    ) -> Literal["answer", "again", "failed"]:
+        """End the handler's transaction: commit it together with its stored answer, fenced by the claim.
 
-        False when the claim was lost: everything is rolled back.
+        ``answer``: the outcome stands (committed with its stored answer, or an error that is not stored:
+        rolled back and the claim released). ``again``: the claim was lost or the connection broke; the
+        writes are rolled back, or committed with their answer if the break came after the commit.
+        ``failed``: the transaction could not commit for a reason a retry cannot fix (rolled back, the
+        claim released). Never raises.
         """
         transactions = self.dispatcher.transactions
         assert transactions is not None
-        keep = outcome.ok or outcome.error_type in STORED_ERROR_TYPES
+        tx = outcome.tx
+        if not outcome.ok and is_broken(tx):
+            # The handler failed because its database connection was lost (a restart): nothing was
+            # written; run it again on a fresh connection.
+            await self._end_quietly(claim, tx, commit=False)
+            dedup.settled(claim.key, outcome.ok, response, stored=False)
+            return "again"
+        if not (outcome.ok or outcome.error_type in STORED_ERROR_TYPES):
+            await self._end_quietly(claim, tx, commit=False)
+            await dedup.finish(claim.key, outcome.ok, response, outcome.error_type)
+            return "answer"
         stored = False
         try:
-            if keep:
-                stored = await dedup.store.complete_in(outcome.tx, call.call_id, outcome.ok, response)
-            await transactions.end(outcome.tx, commit=stored)
+            stored = await dedup.store.complete_in(tx, claim.key, outcome.ok, response)
+            await transactions.end(tx, commit=stored)
         except Exception as exc:
-            log.warning("[%s] committing the call's writes failed: %s", call.call_id, exc)
-            stored = False
-        if not keep:
-            await dedup.finish(call.call_id, outcome.ok, response, outcome.error_type)
-            return True
-        await dedup.settled(call.call_id, outcome.ok, response, stored=stored)
-        return stored
+            if is_broken(tx) or is_transient(exc):
+                log.warning("[%s] the commit of the call's writes was cut off: %s", claim.call_id, exc)
+                await self._end_quietly(claim, tx, commit=False)
+                dedup.settled(claim.key, outcome.ok, response, stored=False)
+                return "again"
+            log.error("[%s] committing the call's writes failed: %r", claim.call_id, exc)
+            await self._end_quietly(claim, tx, commit=False)
+            await dedup.finish(claim.key, False, response, "SystemError")
+            return "failed"
+        dedup.settled(claim.key, outcome.ok, response, stored=stored)
+        return "answer" if stored else "again"
+
+    async def _end_quietly(self, claim: Claim, tx: Any, *, commit: bool) -> None:
+        transactions = self.dispatcher.transactions
+        assert transactions is not None
+        try:
+            await transactions.end(tx, commit=commit)
+        except Exception as exc:
+            log.info("[%s] ending the handler's transaction: %s", claim.call_id, exc)
 
     async def _answer(
         self, transport: Transport, message: Inbound, call: wire.Call, ok: bool, body_json: bytes
@@ -259,6 +365,13 @@ class Server:
                 expiry_s=wire.reply_expiry(call.deadline),
             )
         except TransportError as exc:
+            if exc.reason in PERMANENT_PUBLISH_FAILURES:
+                # The answer can never be delivered there (refused before sending, or by the broker's
+                # ACL): redelivering the request would fail the same way forever, so it is settled.
+                log.warning(
+                    "[%s] the response cannot be published to %r: %s", call.call_id, call.reply_to, exc
+                )
+                return True
             # Not acknowledged: the broker delivers the request again; the stored answer goes then.
             log.warning("[%s] could not publish the response: %s", call.call_id, exc)
             return False

@@ -224,7 +224,11 @@ async def test_deployment_status_explains_why_nothing_runs(catalog: Catalog, reg
     assert (status.serving, status.replicas) == (1, 2)
     assert status.reason == "waiting for a pod: all 1 pods that can run dormant-node:1 are busy"
     assert await catalog.release_slot("node-pod", got.slot_id, error="layer digest mismatch")
-    assert "layer digest mismatch" in (await catalog.deployment_status("svc")).reason
+    status = await catalog.deployment_status("svc")
+    assert status.state == "failed"
+    assert "pod node-pod failed to start v1 (1 attempt): layer digest mismatch" in status.reason
+    assert await claim(catalog, "node-pod", bases=NODE, lease_s=30) is None  # backing off
+    await catalog.deploy("svc", replicas=2)  # a redeploy starts afresh
     await catalog.register_pod("node-pod-2", NODE, ["dormant/1"])
     first = await claim(catalog, "node-pod", bases=NODE, lease_s=30)
     second = await claim(catalog, "node-pod-2", bases=NODE, lease_s=30)
@@ -264,11 +268,14 @@ async def test_slots_that_failed_are_claimed_last(catalog: Catalog, register: Re
     await catalog.deploy("b-healthy")
     got = await claim(catalog, "pod-a", lease_s=30)
     assert got is not None and got.app_name == "a-broken"
-    assert await catalog.release_slot("pod-a", got.slot_id, error="boom")
+    # Released without backing off (this pod could not run it; another may): claimed last, not never.
+    assert await catalog.release_slot("pod-a", got.slot_id, error="boom", backoff=False)
     other = await claim(catalog, "pod-a", lease_s=30)
     assert other is not None and other.app_name == "b-healthy"
     again = await claim(catalog, "pod-b", lease_s=30)
     assert again is not None and again.app_name == "a-broken"
     renewed = await catalog.renew_lease("pod-b", again.slot_id, lease_s=30)
     assert renewed is not None
+    assert (await catalog.list_slots("a-broken"))[0].last_error == "boom"  # a lease alone is not serving
+    assert await catalog.report_serving("pod-b", again.slot_id, renewed.generation)
     assert (await catalog.list_slots("a-broken"))[0].last_error is None  # serving clears the failure

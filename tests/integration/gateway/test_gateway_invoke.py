@@ -75,7 +75,9 @@ async def test_typed_errors_map_to_status_codes(gateway: GatewayProcess) -> None
                 504,
                 "TimeoutError",
             ),
-            (f"{API}/functions/nobody-serves-this.echo/invoke", {}, {"timeout": "5"}, 503, "Unavailable"),
+            # A service that does not exist is 404 (503 is for one that exists and nothing serves:
+            # test_gateway_hardening.py).
+            (f"{API}/functions/nobody-serves-this.echo/invoke", {}, {"timeout": "5"}, 404, "NotFound"),
         ]
         for url, body, params, status, error_type in cases:
             response = await http.post(url, json=body, params=params)

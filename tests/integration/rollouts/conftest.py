@@ -1,5 +1,5 @@
 """Fixtures for rollout tests: a real mesh (pods as processes, the session broker, a fresh catalog)
-whose retained route table is removed afterwards, so no other test sees it."""
+whose retained route table and service state are removed afterwards, so no other test sees them."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
-from e2e.mesh import Mesh, running_mesh
+from e2e.mesh import Mesh, clear_retained, running_mesh
 from rollout_helpers import SERVICE
 
-from dormant import wire
 from dormant.local import MosquittoProcess
-from dormant.transport import connect_transport
 
 
 @pytest_asyncio.fixture
@@ -29,8 +27,4 @@ async def mesh(broker: MosquittoProcess, catalog_url: str, tmp_path: Path) -> As
                         pod.wait(10)
                     except subprocess.TimeoutExpired:
                         pod.kill()
-    transport = await connect_transport(broker.url)
-    try:
-        await transport.publish(wire.routes_topic(SERVICE), b"", qos=1, retain=True)
-    finally:
-        await transport.close()
+    await clear_retained(broker.url, [SERVICE])

@@ -22,13 +22,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "build", help="pack the service into a deterministic OCI app layer and print its digest"
     )
     p.add_argument("dir", type=Path)
+    _add_import_check_flag(p)
     add_settings_flags(p, layers=True)
     p.set_defaults(run=run_build)
 
     p = sub.add_parser("publish", help="build the service and register it as a new immutable version")
     p.add_argument("dir", type=Path)
+    _add_import_check_flag(p)
     add_settings_flags(p, catalog=True, layers=True)
     p.set_defaults(run=run_publish)
+
+
+def _add_import_check_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-import-check",
+        dest="import_check",
+        action="store_false",
+        help="do not import the service before building (for packages only the runtime image has)",
+    )
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -62,7 +73,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     try:
-        result = build(args.dir, LayerStore(settings.layer_store))
+        result = build(args.dir, LayerStore(settings.layer_store), import_check=args.import_check)
     except CodegenError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
@@ -82,18 +93,26 @@ def topic_mappings(service: str) -> dict[str, str]:
 
 
 async def publish(
-    service_dir: Path, catalog_url: str, layer_store: Path, actor: str = "cli"
+    service_dir: Path,
+    catalog_url: str,
+    layer_store: Path,
+    actor: str = "cli",
+    *,
+    import_check: bool = True,
 ) -> tuple[str, int]:
-    """Build ``service_dir`` and register it; returns (service name, version).
+    """Build ``service_dir`` (importing it first, unless ``import_check`` is off) and register it.
 
-    When the built image is the one the latest version already has, that version is returned.
+    Returns (service name, version). When the built image is the one the latest version already has,
+    that version is returned.
     """
     from dormant_catalog import open_catalog
     from dormant_codegen import build
 
     from ..layers import LayerStore
 
-    result = await asyncio.to_thread(build, service_dir, LayerStore(layer_store))
+    result = await asyncio.to_thread(
+        lambda: build(service_dir, LayerStore(layer_store), import_check=import_check)
+    )
     interface: dict[str, Any] = result.interface
     service = str(interface["service"])
     catalog = await open_catalog(catalog_url)
@@ -123,7 +142,9 @@ def run_publish(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     try:
-        service, version = asyncio.run(publish(args.dir, settings.catalog_url, settings.layer_store))
+        service, version = asyncio.run(
+            publish(args.dir, settings.catalog_url, settings.layer_store, import_check=args.import_check)
+        )
     except CodegenError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)

@@ -1,6 +1,10 @@
 """``dormant deploy``: point a service's replica slots (and its ``live`` alias) at a version, all at once
 (the default) or by a rollout strategy the controller drives (``--strategy canary|linear|blue-green|
-rolling|ab``)."""
+rolling|ab``).
+
+An all-at-once deploy waits (``--wait``) until every replica serves the version and exits 1, saying
+why, when the wait ends first or as soon as a pod fails to start the version.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +61,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="wait until every replica serves the version (default 30; 0 returns at once)",
+        help="wait until every replica serves the version (default 30; 0 returns at once); exit 1 if they"
+        " do not, or if a pod fails to start it",
     )
     add_settings_flags(p, catalog=True)
     p.set_defaults(run=run_deploy)
@@ -67,6 +72,14 @@ async def deploy(
     catalog_url: str, service: str, version: int | None, replicas: int, wait: float = 0.0
 ) -> str:
     """Deploy, then wait up to ``wait`` seconds for the pods; a one-line summary of where it stands."""
+    return (await deploy_and_wait(catalog_url, service, version, replicas, wait))[1]
+
+
+async def deploy_and_wait(
+    catalog_url: str, service: str, version: int | None, replicas: int, wait: float = 0.0
+) -> tuple[bool, str]:
+    """Deploy, then wait up to ``wait`` seconds for every replica to serve; (whether they do, a
+    one-line summary). The wait ends early, unsuccessfully, when a pod fails to start the version."""
     from dormant_catalog import open_catalog
 
     catalog = await open_catalog(catalog_url)
@@ -75,17 +88,19 @@ async def deploy(
         loop = asyncio.get_running_loop()
         end = loop.time() + wait
         status = await catalog.deployment_status(service)
-        while status.state != "running" and loop.time() < end:
+        while status.state == "pending" and loop.time() < end:
             await asyncio.sleep(POLL_S)
             status = await catalog.deployment_status(service)
     finally:
         await catalog.close()
     head = f"deployed {service} v{record.target_version} on {replicas} slot(s)"
-    return (
-        f"{head}: {status.reason}"
-        if status.state == "running"
-        else f"{head}: {status.state}, {status.reason}"
-    )
+    if status.state in ("running", "stopped"):
+        return True, f"{head}: {status.reason}"
+    if status.state == "failed":
+        return False, f"{head}, but it failed to start: {status.reason}"
+    if wait <= 0:
+        return True, f"{head}: {status.state}, {status.reason}"
+    return False, f"{head}, but not every replica serves it after {wait:g} s: {status.reason}"
 
 
 def rollout_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -172,12 +187,14 @@ def run_deploy(args: argparse.Namespace) -> int:
     if replicas < 0:
         return fail("--replicas must be 0 or more")
     try:
-        summary = asyncio.run(
-            deploy(settings_from(args).catalog_url, args.service, args.version, replicas, args.wait)
+        ok, summary = asyncio.run(
+            deploy_and_wait(settings_from(args).catalog_url, args.service, args.version, replicas, args.wait)
         )
     except CatalogError as exc:
         return fail(str(exc))
     except OSError as exc:
         return fail(f"cannot reach the catalog: {exc}")
+    if not ok:
+        return fail(summary)
     print(summary)
     return 0

@@ -219,8 +219,11 @@ async def _wait_serving(broker_url: str, service: str, stop: asyncio.Event) -> b
         while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
             try:
                 await client.call(service, "__ping", {}, timeout=0.5)
-            except NotFound:
-                return True
+            except NotFound as exc:
+                # A runtime's answer, not the client's own verdict on a call nobody received.
+                if not (isinstance(exc.details, dict) and exc.details.get("noSubscribers")):
+                    return True
+                await asyncio.sleep(0.1)
             except DormantError:
                 await asyncio.sleep(0.1)
     return False

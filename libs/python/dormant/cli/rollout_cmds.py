@@ -153,6 +153,7 @@ def run_status(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def work(c: Any) -> str | None:
+        running = await c.deployment_status(args.service)  # NotFoundInCatalog for no such service
         deployment = await c.get_deployment(args.service)
         aliases = await c.list_aliases(args.service)
         rollouts = await c.list_rollouts(args.service, limit=1)
@@ -168,10 +169,22 @@ def run_status(args: argparse.Namespace) -> int:
                 "status": deployment.status,
                 "reason": deployment.status_reason,
             },
+            "serving": {
+                "state": running.state,
+                "reason": running.reason,
+                "replicas": running.replicas,
+                "serving": running.serving,
+            },
             "aliases": {a: {str(v): w for v, w in ws.items()} for a, ws in aliases.items()},
             "rollout": rollouts[0].to_json() if rollouts else None,
             "slots": [
-                {"index": s.slot_index, "version": s.version, "pod": s.pod_id, "serving": s.serving}
+                {
+                    "index": s.slot_index,
+                    "version": s.version,
+                    "pod": s.pod_id,
+                    "serving": s.serving,
+                    "error": s.last_error,
+                }
                 for s in slots
             ],
             "stats": {str(v): n for v, n in stats.items()},
@@ -185,6 +198,7 @@ def run_status(args: argparse.Namespace) -> int:
                 f"  deployment  v{deployment.target_version} ({deployment.strategy}) {deployment.status}:"
                 f" {deployment.status_reason or ''}"
             )
+        lines.append(f"  replicas    {running.state}: {running.reason}")
         for alias, weights in aliases.items():
             lines.append(f"  alias {alias:<8} " + ", ".join(f"v{v}={w}%" for v, w in sorted(weights.items())))
         if rollouts:
@@ -195,7 +209,8 @@ def run_status(args: argparse.Namespace) -> int:
             )
         for s in slots:
             state = "serving" if s.serving else ("claimed" if s.pod_id else "free")
-            lines.append(f"  slot {s.slot_index:<3} v{s.version}  {state:<8} {s.pod_id or ''}")
+            error = f"  last error: {s.last_error}" if s.last_error else ""
+            lines.append(f"  slot {s.slot_index:<3} v{s.version}  {state:<8} {s.pod_id or ''}{error}")
         for version, n in stats.items():
             lines.append(
                 f"  v{version} last {args.listen:g}s: {n['calls']} calls, error rate {n['errorRate']},"

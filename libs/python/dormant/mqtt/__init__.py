@@ -5,10 +5,11 @@
 """
 
 from .codec import Publish, ReasonCode
-from .connection import ConnectionClosed, MqttConnection, MqttError, connect, reason_name
+from .connection import ConnectionClosed, InvalidPublish, MqttConnection, MqttError, connect, reason_name
 
 __all__ = [
     "ConnectionClosed",
+    "InvalidPublish",
     "MqttConnection",
     "MqttError",
     "Publish",

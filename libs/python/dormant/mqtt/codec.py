@@ -1,4 +1,8 @@
-"""MQTT 5 packet encoding and decoding (the subset Dormant speaks: QoS 0/1, no QoS 2, no AUTH)."""
+"""MQTT 5 packet encoding and decoding (the subset Dormant speaks: QoS 0/1, no QoS 2, no AUTH).
+
+``mqtt_string_problem`` and ``topic_name_problem`` say why a string may not be sent: a broker answers
+a packet with a bad string or topic name by closing the connection, so the client checks first.
+"""
 
 from __future__ import annotations
 
@@ -98,6 +102,43 @@ class MalformedPacket(ValueError):
     """Bytes from the broker that are not a valid MQTT 5 packet."""
 
 
+MAX_STRING_BYTES = 65535
+"""An MQTT string (topic names included) is at most this many bytes of UTF-8."""
+
+
+def _forbidden_code_point(code: int) -> bool:
+    """Code points an MQTT string must not hold, as brokers enforce it (Mosquitto closes the connection):
+    U+0000, the C0 and C1 controls and DEL, surrogates, and the Unicode non-characters."""
+    return (
+        code <= 0x1F
+        or 0x7F <= code <= 0x9F
+        or 0xD800 <= code <= 0xDFFF
+        or 0xFDD0 <= code <= 0xFDEF
+        or (code & 0xFFFE) == 0xFFFE
+    )
+
+
+def mqtt_string_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as an MQTT UTF-8 string, or None when it can."""
+    if len(value) > MAX_STRING_BYTES:  # a character is at least one byte
+        return f"longer than {MAX_STRING_BYTES} bytes"
+    for char in value:
+        if _forbidden_code_point(ord(char)):
+            return f"holds the forbidden character U+{ord(char):04X}"
+    if len(value.encode()) > MAX_STRING_BYTES:
+        return f"longer than {MAX_STRING_BYTES} bytes of UTF-8"
+    return None
+
+
+def topic_name_problem(topic: str) -> str | None:
+    """Why ``topic`` is not a valid topic name to publish to (MQTT 5 section 4.7), or None."""
+    if not topic:
+        return "empty"
+    if "+" in topic or "#" in topic:
+        return "holds a wildcard (+ or #)"
+    return mqtt_string_problem(topic)
+
+
 # --------------------------------------------------------------------------- primitives
 
 
@@ -143,11 +184,15 @@ def _read_bin(data: memoryview, pos: int) -> tuple[bytes, int]:
     return bytes(data[pos + 2 : end]), end
 
 
-def _read_str(data: memoryview, pos: int) -> tuple[str, int]:
+def _read_str(data: memoryview, pos: int, *, lenient: bool = False) -> tuple[str, int]:
+    """An MQTT string; ``lenient`` keeps bytes that are not UTF-8 as lone surrogates (``surrogateescape``)
+    instead of failing the packet, for strings a client wrote that the broker may pass on unchecked."""
     raw, pos = _read_bin(data, pos)
     try:
         return raw.decode(), pos
     except UnicodeDecodeError:
+        if lenient:
+            return raw.decode(errors="surrogateescape"), pos
         raise MalformedPacket("invalid UTF-8 string") from None
 
 
@@ -177,7 +222,7 @@ def encode_properties(props: dict[int, Any] | None) -> bytes:
     return encode_varint(len(out)) + bytes(out)
 
 
-def decode_properties(data: memoryview, pos: int) -> tuple[dict[int, Any], int]:
+def decode_properties(data: memoryview, pos: int, *, lenient: bool = False) -> tuple[dict[int, Any], int]:
     length, pos = decode_varint(data, pos)
     end = pos + length
     if end > len(data):
@@ -202,12 +247,12 @@ def decode_properties(data: memoryview, pos: int) -> tuple[dict[int, Any], int]:
         elif kind == _VARINT:
             value, pos = decode_varint(data, pos)
         elif kind == _STR:
-            value, pos = _read_str(data, pos)
+            value, pos = _read_str(data, pos, lenient=lenient)
         elif kind == _BIN:
             value, pos = _read_bin(data, pos)
         else:
-            name, pos = _read_str(data, pos)
-            val, pos = _read_str(data, pos)
+            name, pos = _read_str(data, pos, lenient=lenient)
+            val, pos = _read_str(data, pos, lenient=lenient)
             props.setdefault(key, []).append((name, val))
             continue
         props[key] = value
@@ -290,15 +335,19 @@ def encode_publish(message: Publish) -> bytes:
 
 
 def decode_publish(flags: int, body: memoryview) -> Publish:
+    """A received PUBLISH. Its topic and string properties come from another client: a broker that does
+    not check UTF-8 may pass on invalid bytes, which are kept as lone surrogates (for ``dormant.wire``
+    to refuse) rather than failing the packet, since closing the connection would only get the same
+    message redelivered."""
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3")
-    topic, pos = _read_str(body, 0)
+    topic, pos = _read_str(body, 0, lenient=True)
     packet_id = None
     if qos:
         (packet_id,) = struct.unpack_from("!H", body, pos)
         pos += 2
-    props, pos = decode_properties(body, pos)
+    props, pos = decode_properties(body, pos, lenient=True)
     return Publish(
         topic=topic,
         payload=bytes(body[pos:]),

@@ -1,5 +1,8 @@
 """One MQTT 5 connection on an ``asyncio.Protocol``: connect, subscribe, publish and wait for the
-PUBACK's reason code, receive with automatic or manual acknowledgement, keep alive, disconnect."""
+PUBACK's reason code, receive with automatic or manual acknowledgement, keep alive, disconnect.
+
+A PUBLISH whose topic name or string properties a broker would refuse (and close the connection for) is
+refused here with ``InvalidPublish``, before anything is sent."""
 
 from __future__ import annotations
 
@@ -27,6 +30,48 @@ class MqttError(Exception):
 
 class ConnectionClosed(MqttError):
     """The connection is gone; pending operations fail with this."""
+
+
+class InvalidPublish(MqttError):
+    """A PUBLISH refused before sending: its topic name or a string property is not valid MQTT.
+
+    Sending it would make the broker close the connection for a protocol error (and, for a runtime,
+    redeliver the request that led to it), so nothing is sent. ``reason`` is
+    ``TOPIC_NAME_INVALID`` or ``MALFORMED_PACKET``, as a broker would have said.
+    """
+
+
+def publish_problem(
+    topic: str,
+    response_topic: str | None,
+    user_properties: Sequence[tuple[str, str]],
+    content_type: str | None,
+) -> tuple[str, int] | None:
+    """Why a PUBLISH with these strings must not be sent, and the reason code a broker would give."""
+    problem = codec.topic_name_problem(topic)
+    if problem is not None:
+        return f"invalid topic name {topic[:200]!r}: {problem}", codec.ReasonCode.TOPIC_NAME_INVALID
+    if response_topic is not None:
+        problem = codec.topic_name_problem(response_topic)
+        if problem is not None:
+            return (
+                f"invalid response topic {response_topic[:200]!r}: {problem}",
+                codec.ReasonCode.TOPIC_NAME_INVALID,
+            )
+    strings = [s for pair in user_properties for s in pair]
+    if content_type is not None:
+        strings.append(content_type)
+    for value in strings:
+        problem = mqtt_value_problem(value)
+        if problem is not None:
+            return f"invalid property string {value[:200]!r}: {problem}", codec.ReasonCode.MALFORMED_PACKET
+    return None
+
+
+def mqtt_value_problem(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"not a string but {type(value).__name__}"
+    return codec.mqtt_string_problem(value)
 
 
 def reason_name(reason: int) -> str:
@@ -167,7 +212,11 @@ class MqttConnection(asyncio.Protocol):
         content_type: str | None = None,
     ) -> int:
         """Publish; for QoS 1, wait for the PUBACK and return its reason code (0 = delivered,
-        0x10 = no subscriber matched). Reason codes of 0x80 and up raise ``MqttError``."""
+        0x10 = no subscriber matched). Reason codes of 0x80 and up raise ``MqttError``; a topic name
+        or string property the broker would refuse raises ``InvalidPublish`` and sends nothing."""
+        invalid = publish_problem(topic, response_topic, user_properties, content_type)
+        if invalid is not None:
+            raise InvalidPublish(f"publish refused before sending: {invalid[0]}", invalid[1])
         message = Publish(
             topic,
             payload,

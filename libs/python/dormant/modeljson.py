@@ -1,0 +1,33 @@
+"""``model_json``: the JSON form of a generated model, exactly what its author set.
+
+Generated models give every optional property a ``None`` default, so ``None`` means two things: "left
+out" (the default) and "set to null" (explicitly). ``model_json`` keeps the second and drops the first,
+so an explicit ``null`` round-trips and an untouched optional property stays absent. The SDK client
+sends inputs with it; the runtime turns outputs into JSON with it (and then drops nulls the schema
+refuses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+
+def model_json(model: pydantic.BaseModel) -> Any:
+    """``model`` dumped by alias in JSON mode, without the ``None`` defaults nobody set."""
+    full = model.model_dump(mode="json", by_alias=True)
+    explicit = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return _without_unset_nulls(full, explicit)
+
+
+def _without_unset_nulls(full: Any, explicit: Any) -> Any:
+    if isinstance(full, dict) and isinstance(explicit, dict):
+        return {
+            key: _without_unset_nulls(value, explicit[key]) if key in explicit else value
+            for key, value in full.items()
+            if key in explicit or value is not None
+        }
+    if isinstance(full, list) and isinstance(explicit, list) and len(full) == len(explicit):
+        return [_without_unset_nulls(a, b) for a, b in zip(full, explicit, strict=True)]
+    return full

@@ -1,0 +1,258 @@
+"""``TestClient``: call a service's functions in process, as a pod runs them, with no broker or database.
+
+Modelled on FastStream's ``TestClient``::
+
+    from dormant.testing import TestClient
+
+    async def test_create_user() -> None:
+        async with TestClient("examples/user-service") as client:
+            created = await client.call("createUser", {"email": "ann@example.com", "name": "Ann"})
+            user = await client.call("getUser", {"userId": created["userId"]})
+            assert user["name"] == "Ann"
+
+A call goes through the runtime's own dispatcher (``dormant._dispatch``): the input is checked against
+the function's JSON schema (every ``format`` asserted) and built into its model by JSON names, the
+handler runs under its timeout and the caller's deadline with a ``Context`` (a fresh callId per call,
+headers, ``ctx.user``, ``ctx.logger``), its output becomes JSON and is checked against the output
+schema, and every failure is the typed error a ``dormant.Client`` would raise (``ValidationError``,
+``NotFound``, ``BusinessLogicError`` …). Inputs and answers go through JSON as on the wire. An
+unexpected exception in the handler is a ``SystemError`` whose ``__cause__`` is that exception, so the
+test report shows the handler's traceback.
+
+``ctx.transaction()`` needs a database: without ``transactions=`` it raises ``SystemError`` saying so.
+Pass any object with ``async begin()`` returning a connection with a transaction open (and, if it
+wants to finish them itself, ``async end(conn, *, commit)``; otherwise the client calls the
+connection's ``commit()`` or ``rollback()``): the transaction is committed when the call succeeds and
+rolled back when it fails, as in a pod.
+
+Several services load side by side in one test process: each service directory is imported as a
+package of its own (``dormant._loader``), so every service keeps its own ``generated`` models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from types import ModuleType, TracebackType
+from typing import Any
+
+import orjson
+import pydantic
+
+from ._dispatch import Dispatcher, Transactions
+from ._loader import LoadedApp, LoadError, find_service_dir, load_app
+from .app import ServiceSpec
+from .context import ANONYMOUS, TransactionSource, UserContext
+from .decorators import SERVICE_ATTR
+from .errors import SystemError, error_from_payload
+from .modeljson import model_json
+
+__all__ = ["LoadError", "TestClient"]
+
+NO_DATABASE = (
+    "ctx.transaction() needs a database, and this TestClient has none: pass "
+    "TestClient(..., transactions=source), where source.begin() returns a connection with a transaction open"
+)
+
+
+class TestClient:
+    """Calls the functions of one service in process, with the runtime's validation, context and errors.
+
+    ``service`` is a service directory (or any path inside one, such as a test's ``__file__``), a
+    handler class decorated with ``@service`` (its directory is found from its source file), a handler
+    instance (used as is: inject fakes through its constructor), or a ``ServiceSpec``.
+
+    ``version`` is what handlers see as ``ctx.version``; ``user`` is ``ctx.user``; ``headers`` are sent
+    with every call; ``timeout`` (seconds) sets each call's deadline (``ctx.remaining()``; default: none,
+    so only the function's own timeout applies); ``transactions`` backs ``ctx.transaction()``.
+
+    Use it with ``async with`` and ``await client.call(...)``, or from synchronous code with ``with`` and
+    ``client.call_sync(...)`` (which runs the calls on an event loop of the client's own); a handler that
+    keeps loop-bound state (an ``asyncio.Lock`` in use) should not see both.
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def __init__(
+        self,
+        service: ServiceSpec | str | os.PathLike[str] | type | object,
+        *,
+        version: int | None = 1,
+        user: UserContext = ANONYMOUS,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        transactions: TransactionSource | None = None,
+    ) -> None:
+        spec, handler, self.app = _resolve(service)
+        self.spec: ServiceSpec = spec
+        self.user = user
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self._dispatcher = Dispatcher(spec, version, _transactions(transactions), handler=handler)
+        self._runner: asyncio.Runner | None = None
+
+    @property
+    def handler(self) -> Any:
+        """The handler instance serving the calls (its state persists across calls, as in a pod)."""
+        return self._dispatcher.handler
+
+    @property
+    def models(self) -> ModuleType:
+        """The service's generated models (``generated.models`` of this service, not of another)."""
+        if self.app is None:
+            raise LoadError("this TestClient was given a ServiceSpec, not a service directory: no models")
+        return self.app.module("generated.models")
+
+    async def call(
+        self,
+        function: str,
+        params: Any = None,
+        *,
+        call_id: str | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        user: UserContext | None = None,
+    ) -> Any:
+        """Call ``function`` and return its JSON result, or raise the typed error a caller would get.
+
+        ``params`` is a mapping or a pydantic model (sent by its JSON names, as ``dormant.Client`` does).
+        ``call_id`` defaults to a fresh one per call; ``timeout``, ``headers`` and ``user`` override (or,
+        for headers, add to) the client's for this call.
+        """
+        call_id = uuid.uuid4().hex if call_id is None else call_id
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.time() + timeout
+        # Through JSON, as on the wire: the handler sees what a caller can send, nothing richer.
+        params = orjson.loads(orjson.dumps(_request_body(params)))
+        dispatcher = self._dispatcher
+        outcome = await dispatcher.run_call(
+            function,
+            params,
+            call_id=call_id,
+            deadline=deadline,
+            headers={**self.headers, **(headers or {})},
+            user=self.user if user is None else user,
+        )
+        outcome = await dispatcher.end_call(outcome, function=function, call_id=call_id)
+        body = orjson.loads(orjson.dumps(outcome.body))
+        if outcome.ok:
+            return body
+        raise error_from_payload(body) from outcome.cause
+
+    def call_sync(
+        self,
+        function: str,
+        params: Any = None,
+        *,
+        call_id: str | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        user: UserContext | None = None,
+    ) -> Any:
+        """``call`` for synchronous tests: runs on the client's own event loop (closed by ``close``)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("call_sync cannot run inside an event loop: use `await client.call(...)`")
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(
+            self.call(function, params, call_id=call_id, timeout=timeout, headers=headers, user=user)
+        )
+
+    def close(self) -> None:
+        """Close the event loop ``call_sync`` started, if any."""
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+    async def __aenter__(self) -> TestClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __enter__(self) -> TestClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _resolve(service: object) -> tuple[ServiceSpec, Any, LoadedApp | None]:
+    """The spec, the handler instance (None: the runtime's ``handler_class()``) and the loaded app."""
+    if isinstance(service, ServiceSpec):
+        return service, None, None
+    if isinstance(service, str | os.PathLike):
+        app = load_app(find_service_dir(service))
+        return app.spec, None, app
+    cls = service if isinstance(service, type) else type(service)
+    name = getattr(cls, SERVICE_ATTR, None)
+    if not isinstance(name, str):
+        raise TypeError(
+            f"TestClient takes a service directory, a @service handler class or instance, or a "
+            f"ServiceSpec; got {service!r}"
+        )
+    try:
+        source = inspect.getfile(cls)
+    except (TypeError, OSError) as exc:
+        raise LoadError(f"cannot tell where {cls.__qualname__} is defined: {exc}") from exc
+    app = load_app(find_service_dir(os.path.dirname(source)))
+    spec = app.spec
+    if spec.name != name:
+        raise LoadError(f"{cls.__qualname__} is service {name!r}, but {app.directory} is {spec.name!r}")
+    if spec.handler_class is not cls:
+        # The class came in through another import of its module: serve the calls with it.
+        spec = dataclasses.replace(spec, handler_class=cls)
+    return spec, None if isinstance(service, type) else service, app
+
+
+def _request_body(params: Any) -> Any:
+    """What ``dormant.Client`` sends for ``params``: a model by its JSON names, a mapping as a dict."""
+    if isinstance(params, pydantic.BaseModel):
+        return model_json(params)
+    if isinstance(params, Mapping):
+        return dict(params)
+    return {} if params is None else params
+
+
+class _NoDatabase:
+    """The transactions of a TestClient without a database: ``ctx.transaction()`` explains itself."""
+
+    async def begin(self) -> Any:
+        raise SystemError(NO_DATABASE)
+
+    async def end(self, conn: Any, *, commit: bool) -> None:  # never reached: begin never succeeds
+        raise AssertionError("no transaction was begun")
+
+
+class _ConnectionEnds:
+    """Finishes a source's transactions with the connection's own ``commit()`` / ``rollback()``."""
+
+    def __init__(self, source: TransactionSource) -> None:
+        self.source = source
+
+    async def begin(self) -> Any:
+        return await self.source.begin()
+
+    async def end(self, conn: Any, *, commit: bool) -> None:
+        await (conn.commit() if commit else conn.rollback())
+
+
+def _transactions(source: TransactionSource | None) -> Transactions:
+    if source is None:
+        return _NoDatabase()
+    if callable(getattr(source, "end", None)):
+        return source  # type: ignore[return-value]  # it has end(): a runtime-style Transactions
+    return _ConnectionEnds(source)
