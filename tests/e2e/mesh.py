@@ -53,8 +53,10 @@ class Mesh:
     work_root: Path
     pods: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    async def publish(self, service_dir: Path) -> tuple[str, int]:
-        return await publish(service_dir, self.catalog_url, self.layer_store, actor="test")
+    async def publish(self, service_dir: Path, *, import_check: bool = True) -> tuple[str, int]:
+        return await publish(
+            service_dir, self.catalog_url, self.layer_store, actor="test", import_check=import_check
+        )
 
     async def deploy(self, service: str, version: int, replicas: int = 1) -> None:
         await deploy(self.catalog_url, service, version, replicas)
@@ -100,7 +102,7 @@ class Mesh:
         """``dormant controller`` (route tables, service states, rollouts) as a child of the mesh."""
         log = (self.work_root / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "dormant", "controller"],
+            [sys.executable, "-m", "dormant_cli", "controller"],
             env=child_env(DORMANT_BROKER_URL=self.broker_url, DORMANT_CATALOG_URL=self.catalog_url),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from dormant import Client, NotFound, Unavailable
 from dormant.errors import DormantError
-from dormant.local import MosquittoProcess
+from dormant_local import MosquittoProcess
 
 from .mesh import PROBE, ROOT, Mesh, child_env, clear_retained, copy_service, running_mesh
 
@@ -73,7 +73,7 @@ def dormant(*args: str, mesh: Mesh) -> subprocess.CompletedProcess[str]:
         DORMANT_LAYER_STORE=str(mesh.layer_store),
     )
     return subprocess.run(
-        [sys.executable, "-m", "dormant", *args],
+        [sys.executable, "-m", "dormant_cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -88,7 +88,9 @@ async def test_each_reason_a_call_reaches_nobody_is_told_apart(mesh: Mesh, tmp_p
     await mesh.publish(probe_copy(tmp_path / "b", IDLE))  # published, never deployed
     mesh.start_pod("pod-ok")
     await mesh.wait_serving(OK)
-    ok_v2 = (await mesh.publish(probe_copy(tmp_path / "c", OK, broken=True)))[1]  # not deployed
+    ok_v2 = (await mesh.publish(probe_copy(tmp_path / "c", OK, broken=True), import_check=False))[
+        1
+    ]  # not deployed
     mesh.start_controller()
     async with Client(mesh.broker_url, timeout=5) as client:
         # The controller publishes states: a service the catalog does not have does not exist.
@@ -112,7 +114,7 @@ async def test_each_reason_a_call_reaches_nobody_is_told_apart(mesh: Mesh, tmp_p
         assert (await client.call(OK, "echo", {"text": "still"}))["text"] == "still"
 
     # A version whose module raises at import: the pod cannot start it; deploy says so and fails.
-    await mesh.publish(probe_copy(tmp_path / "d", BROKEN, broken=True))
+    await mesh.publish(probe_copy(tmp_path / "d", BROKEN, broken=True), import_check=False)
     mesh.start_pod("pod-broken")
     deployed = dormant("deploy", BROKEN, "--wait", "60", mesh=mesh)
     assert deployed.returncode == 1, (deployed.stdout, deployed.stderr)

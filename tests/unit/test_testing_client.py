@@ -41,6 +41,9 @@ PROBE_SERVICE = ROOT / "tests" / "fixtures" / "services" / "probe-service"
 LEDGER_SERVICE = ROOT / "tests" / "fixtures" / "services" / "ledger-service"
 
 
+_PLAIN_SERVICE_NAMES = frozenset({"generated", "service", "probe", "ledger", "handlers"})
+
+
 @pytest.fixture(autouse=True)
 def fresh_imports() -> Iterator[None]:
     """Every test loads services into a clean import state, and leaves none behind."""
@@ -48,6 +51,15 @@ def fresh_imports() -> Iterator[None]:
     meta_path = list(sys.meta_path)
     finders = dict(loader._FINDERS)
     path = list(sys.path)
+    # Start clean too: services loaded by earlier tests in this process leave their plain names
+    # (``generated``, ``service``) and their finders behind, which these tests must not see.
+    for name in list(sys.modules):
+        if name.split(".")[0] in _PLAIN_SERVICE_NAMES or name.startswith(loader.PACKAGE_PREFIX):
+            del sys.modules[name]
+    for finder in loader._FINDERS.values():
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+    loader._FINDERS.clear()
     yield
     for name in set(sys.modules) - set(modules):
         del sys.modules[name]

@@ -38,8 +38,11 @@ async def test_claim_load_ready_and_stop(
     assert len(Path(load["app_dir"]).name) == 64  # the layer digest
     slot = (await catalog.list_slots("svc"))[0]
     assert slot.pod_id == pod.pod_id and slot.lease_live
-    status = await catalog.deployment_status("svc")
-    assert status.state == "running"
+    # The pod reports the version serving after the runtime says it loaded it: wait for that report.
+    async def running() -> bool:
+        return (await catalog.deployment_status("svc")).state == "running"
+
+    await wait_for(running, what="the deployment running")
     # The runtime got its settings from the environment.
     start = next(e for e in read_log(runtime_log) if e["pid"] == load["pid"] and e["event"] == "start")
     assert (start["pod_id"], start["catalog"]) == (pod.pod_id, catalog_url)
