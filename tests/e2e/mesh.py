@@ -102,7 +102,7 @@ class Mesh:
         """``dormant controller`` (route tables, service states, rollouts) as a child of the mesh."""
         log = (self.work_root / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "dormant_cli", "controller"],
+            [sys.executable, "-m", "dormant", "controller"],
             env=child_env(DORMANT_BROKER_URL=self.broker_url, DORMANT_CATALOG_URL=self.catalog_url),
             stdout=log,
             stderr=subprocess.STDOUT,
