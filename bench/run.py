@@ -38,9 +38,9 @@ PY_ROOTS = [ROOT / p for p in ("libs/python", "codegen", "catalog", "sidecar", "
 for _root in reversed(PY_ROOTS):
     sys.path.insert(0, str(_root))
 
-from dormant.cli.build_cmds import publish  # noqa: E402
-from dormant.local import LocalPostgres, MosquittoProcess  # noqa: E402
 from dormant_catalog import open_catalog  # noqa: E402
+from dormant_cli.build_cmds import publish  # noqa: E402
+from dormant_local import LocalPostgres, MosquittoProcess  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, PY_ROOTS))}
 
@@ -309,7 +309,7 @@ def codegen_figures(work: Path) -> dict[str, Any]:
 
     def timed(*args: str) -> float:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "dormant", *args], env=env, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "dormant_cli", *args], env=env, check=True, capture_output=True)
         return time.perf_counter() - start
 
     # `dormant build` runs `dormant generate` first (a no-op when nothing changed), then packs the layer.
@@ -433,7 +433,7 @@ async def main(argv: Sequence[str]) -> int:
     only = set(args.only or ["calls", "deploys", "codegen"])
     n_latency, n_throughput = (300, 3000) if args.quick else (2000, 20000)
     trials, rollbacks, idle_s = (6, 4, 10.0) if args.quick else (50, 20, 60.0)
-    generate = [sys.executable, "-m", "dormant", "generate", str(SERVICE)]
+    generate = [sys.executable, "-m", "dormant_cli", "generate", str(SERVICE)]
     await asyncio.to_thread(subprocess.run, generate, env=ENV, check=True, capture_output=True)
     work = Path(tempfile.mkdtemp(prefix="dormant-bench-"))
     os.chmod(work, 0o755)

@@ -1,13 +1,13 @@
 """Shared fixtures: a private Mosquitto broker, a Postgres server with a fresh database per test, tmp dirs.
 
 - ``broker`` (session) / ``fresh_broker`` (per test, for tests that kill or restart it): a
-  ``dormant.local.MosquittoProcess`` with Dormant's config: ``.url``, ``.port``, ``start()``, ``stop()``,
+  ``dormant_local.MosquittoProcess`` with Dormant's config: ``.url``, ``.port``, ``start()``, ``stop()``,
   ``restart()``, ``kill()``.
 - ``pg`` (session): ``$DORMANT_TEST_PG_ADMIN_URL`` as an ``ExternalPostgres`` when set, else a
   ``LocalPostgres``; ``pg_admin_url`` (session); ``catalog_url`` (per test): a new empty database, dropped
   afterwards; ``fresh_pg`` (per test): a private ``LocalPostgres`` to kill or restart.
 - ``layer_store`` (per test): an empty directory for the local OCI layout.
-- ``free_port()``: import it from ``dormant.local``.
+- ``free_port()``: import it from ``dormant_local``.
 No child process survives the session: fixtures stop what they start, a session-finish hook stops
 stragglers, and every child gets a parent-death signal.
 """
@@ -30,7 +30,7 @@ for _root in reversed(("libs/python", "codegen", "catalog", "sidecar", "runtimes
     if str(ROOT / _root) not in sys.path:
         sys.path.insert(0, str(ROOT / _root))
 
-from dormant.local import (  # noqa: E402 - needs the source roots on sys.path
+from dormant_local import (  # noqa: E402 - needs the source roots on sys.path
     ExternalPostgres,
     LocalPostgres,
     MosquittoProcess,

@@ -1,6 +1,7 @@
 """The Dormant catalog: the Postgres schema, its migrations and every query on it."""
 
-from .catalog import Catalog, open_catalog
+from .catalog import Catalog, open_catalog, open_database
+from .db import Database
 from .errors import (
     CatalogError,
     CatalogUnavailable,
@@ -28,6 +29,7 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "CatalogUnavailable",
+    "Database",
     "DeploymentRecord",
     "DeploymentStatus",
     "ImmutableVersion",
@@ -41,4 +43,5 @@ __all__ = [
     "VersionRecord",
     "migrate",
     "open_catalog",
+    "open_database",
 ]

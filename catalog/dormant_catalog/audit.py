@@ -10,6 +10,9 @@ from psycopg.types.json import Jsonb
 from .db import Conn
 from .records import AuditRecord
 
+DEFAULT_ACTOR = "cli"
+"""Who a change is recorded as when the caller does not say (the ``dormant`` command)."""
+
 
 async def record_audit(
     conn: Conn, *, actor: str, app_name: str | None, action: str, detail: dict[str, Any]
@@ -20,7 +23,7 @@ async def record_audit(
     )
 
 
-async def list_audit(conn: Conn, app_name: str | None, *, limit: int) -> list[AuditRecord]:
+async def list_audit(conn: Conn, app_name: str | None = None, *, limit: int = 100) -> list[AuditRecord]:
     """The newest ``limit`` rows (for one application, or all), oldest first."""
     cur = conn.cursor(row_factory=class_row(AuditRecord))
     await cur.execute(

@@ -1,9 +1,16 @@
-"""The connection pool behind a ``Catalog``, and the mapping of driver errors to catalog errors."""
+"""``Database``: the one connection pool a process keeps to the catalog, and the mapping of driver
+errors to catalog errors.
+
+Every query is a function of a connection, ``fn(conn, ...)``, in the module that owns its table;
+``await db.run(fn, ...)`` runs one in a transaction on a pooled connection, and ``db.connection()`` /
+``db.transaction()`` hold one for several.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Concatenate, ParamSpec, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -22,6 +29,8 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "5
 CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
 
 Conn = psycopg.AsyncConnection[TupleRow]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -91,3 +100,10 @@ class Database:
         with mapped_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 yield conn
+
+    async def run(
+        self, query: Callable[Concatenate[Conn, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``await query(conn, *args, **kwargs)`` in one transaction on a pooled connection."""
+        async with self.transaction() as conn:
+            return await query(conn, *args, **kwargs)

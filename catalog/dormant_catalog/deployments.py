@@ -1,20 +1,21 @@
-"""Queries on deployments, their replica slots and aliases: the all-at-once ``deploy`` and reads."""
+"""Queries on deployments and their replica slots: the all-at-once ``deploy`` and reads."""
 
 from __future__ import annotations
 
 from psycopg.rows import class_row
-from psycopg.types.json import Jsonb
 
+# LIVE_ALIAS and the channels are re-exported for the controller, which imports them from here.
+from .aliases import LIVE_ALIAS as LIVE_ALIAS
+from .aliases import set_alias
 from .audit import record_audit
+from .channels import ROUTES_CHANNEL as ROUTES_CHANNEL
+from .channels import SLOTS_CHANNEL as SLOTS_CHANNEL
+from .channels import notify
 from .db import Conn
 from .errors import NotFoundInCatalog
 from .names import check_replicas
-from .records import AliasRecord, DeploymentRecord, SlotRecord
-from .versions import ROUTES_CHANNEL as ROUTES_CHANNEL
+from .records import DeploymentRecord, SlotRecord
 from .versions import latest_version
-
-SLOTS_CHANNEL = "dormant_slots"
-LIVE_ALIAS = "live"
 
 _DEPLOYMENT_COLUMNS = (
     "app_name, target_version, deployment_action, replicas, strategy, updated_at, deployed_by,"
@@ -78,7 +79,7 @@ async def deploy(
         " generate_series(1, %(replicas)s - b.n) AS i",
         {"app": app_name, "version": version, "replicas": replicas},
     )
-    await _set_alias(conn, app_name, LIVE_ALIAS, {version: 100}, actor=actor)
+    await set_alias(conn, app_name, LIVE_ALIAS, {version: 100}, actor=actor)
     await record_audit(
         conn,
         actor=actor,
@@ -86,25 +87,8 @@ async def deploy(
         action="deploy",
         detail={"version": version, "replicas": replicas, "strategy": "all-at-once"},
     )
-    await conn.execute("SELECT pg_notify(%s, %s)", (SLOTS_CHANNEL, app_name))
+    await notify(conn, SLOTS_CHANNEL, app_name)
     return deployment
-
-
-async def _set_alias(conn: Conn, app_name: str, alias: str, weights: dict[int, int], *, actor: str) -> None:
-    await conn.execute(
-        "INSERT INTO aliases (app_name, alias, weights, updated_by) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (app_name, alias) DO UPDATE SET weights = EXCLUDED.weights,"
-        " updated_by = EXCLUDED.updated_by, updated_at = now()",
-        (app_name, alias, Jsonb({str(v): w for v, w in weights.items()}), actor),
-    )
-    await record_audit(
-        conn,
-        actor=actor,
-        app_name=app_name,
-        action="set-alias",
-        detail={"alias": alias, "weights": {str(v): w for v, w in weights.items()}},
-    )
-    await conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, app_name))
 
 
 async def get_deployment(conn: Conn, app_name: str) -> DeploymentRecord | None:
@@ -121,16 +105,3 @@ async def list_slots(conn: Conn, app_name: str) -> list[SlotRecord]:
         f"SELECT {_SLOT_COLUMNS} FROM replica_slots WHERE app_name = %s ORDER BY slot_index", (app_name,)
     )
     return await cur.fetchall()
-
-
-async def get_alias(conn: Conn, app_name: str, alias: str) -> AliasRecord | None:
-    cur = await conn.execute(
-        "SELECT app_name, alias, weights, updated_at, updated_by FROM aliases"
-        " WHERE app_name = %s AND alias = %s",
-        (app_name, alias),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    weights = {int(version): int(weight) for version, weight in row[2].items()}
-    return AliasRecord(app_name=row[0], alias=row[1], weights=weights, updated_at=row[3], updated_by=row[4])

@@ -13,8 +13,8 @@ from types import TracebackType
 import psycopg
 from psycopg import pq, sql
 
+from .channels import SLOTS_CHANNEL
 from .db import Conn, mapped_errors
-from .deployments import SLOTS_CHANNEL
 from .errors import CatalogUnavailable
 
 

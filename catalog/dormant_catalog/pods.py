@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 from psycopg.rows import class_row
 
+from .aliases import LIVE_ALIAS
+from .channels import SLOTS_CHANNEL
 from .db import Conn
-from .deployments import SLOTS_CHANNEL
 from .names import check_lease
 from .records import PodRecord, SlotClaim
 
@@ -29,7 +30,8 @@ START_RETRY_CAP_S = 60.0
 _CLAIM_SELECT = (
     "SELECT k.slot_id, k.app_name, k.slot_index, k.version, k.generation, c.app_layer_image, c.base_image,"
     " c.platform_interface, c.interface_hash,"
-    " COALESCE(dormant_alias_primary(k.app_name, 'live') = k.version, false) AS live, k.lease_expires_at"
+    f" COALESCE(dormant_alias_primary(k.app_name, '{LIVE_ALIAS}') = k.version, false) AS live,"
+    " k.lease_expires_at"
     " FROM {source} AS k JOIN application_catalog AS c ON c.app_name = k.app_name AND c.version = k.version"
 )
 
@@ -164,7 +166,7 @@ async def release_slot(
     pod_id: str,
     slot_id: int,
     *,
-    error: str | None,
+    error: str | None = None,
     backoff: bool = True,
     retry_s: float = START_RETRY_S,
     retry_cap_s: float = START_RETRY_CAP_S,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .aliases import LIVE_ALIAS
 from .db import Conn
 from .deployments import get_deployment, list_slots
 from .errors import NotFoundInCatalog
@@ -85,7 +86,9 @@ def failure_text(version: int, failure: StartFailure) -> str:
     return f"failed to start v{version} ({attempts}): {failure.error}"
 
 
-async def deployment_status(conn: Conn, app_name: str, *, pod_ttl_s: float) -> DeploymentStatus:
+async def deployment_status(
+    conn: Conn, app_name: str, *, pod_ttl_s: float = DEFAULT_POD_TTL_S
+) -> DeploymentStatus:
     deployment = await get_deployment(conn, app_name)
     if deployment is None:
         if await latest_version(conn, app_name) is None:
@@ -176,10 +179,10 @@ async def service_states(
     )
     slots = {(str(r[0]), int(r[1])): (int(r[2]), int(r[3])) for r in await cur.fetchall()}
     cur = await conn.execute(
-        f"SELECT app_name, dormant_alias_primary(app_name, 'live') FROM aliases{where}"
+        f"SELECT app_name, dormant_alias_primary(app_name, alias) FROM aliases{where}"
         + (" AND" if where else " WHERE")
-        + " alias = 'live'",
-        params,
+        + " alias = %s",
+        (*params, LIVE_ALIAS),
     )
     live = {str(row[0]): int(row[1]) for row in await cur.fetchall() if row[1] is not None}
     failures = await _start_failures(conn, app_name)
@@ -197,6 +200,13 @@ async def service_states(
         )
         for app, known in versions.items()
     }
+
+
+async def read_service_state(
+    conn: Conn, app_name: str, *, pod_ttl_s: float = DEFAULT_POD_TTL_S
+) -> dict[str, Any] | None:
+    """What the controller publishes on ``mesh/services/{app_name}``; None for no such service."""
+    return (await service_states(conn, app_name, pod_ttl_s=pod_ttl_s)).get(app_name)
 
 
 def _version_state(

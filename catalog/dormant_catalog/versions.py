@@ -1,13 +1,19 @@
-"""Queries on ``application_catalog``: registering immutable versions and reading them back."""
+"""Queries on ``application_catalog``: registering immutable versions and reading them back.
+
+``publish_version`` is what publishing calls (``dormant_codegen.publish``): it registers a new version
+unless the latest one has the same image, deciding under the same lock that numbers versions, so two
+concurrent publishes of the same code register it once.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from .audit import record_audit
+from .audit import DEFAULT_ACTOR, record_audit
+from .channels import ROUTES_CHANNEL, notify
 from .db import Conn
 from .errors import NotFoundInCatalog
 from .names import check_app_name, check_status
@@ -15,8 +21,7 @@ from .records import VersionRecord
 
 # Second key of the per-application advisory lock that serialises version numbering.
 VERSION_LOCK_CLASS = 0x44564E  # "DVN"
-ROUTES_CHANNEL = "dormant_routes"
-"""NOTIFYed on every change the controller publishes (route tables, service states)."""
+DEFAULT_PLATFORM_INTERFACE = "dormant/1"
 
 _COLUMNS = (
     "app_name, version, app_layer_image, base_image, platform_interface, interface_hash,"
@@ -33,12 +38,11 @@ async def register_version(
     interface_hash: str,
     schema_definition: dict[str, Any],
     topic_mappings: dict[str, Any],
-    platform_interface: str,
-    actor: str,
+    platform_interface: str = DEFAULT_PLATFORM_INTERFACE,
+    actor: str = DEFAULT_ACTOR,
 ) -> int:
     """Insert the next version of ``app_name`` (call inside a transaction); return its number."""
-    check_app_name(app_name)
-    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (VERSION_LOCK_CLASS, app_name))
+    await _lock_numbering(conn, app_name)
     cur = await conn.execute(
         "INSERT INTO application_catalog (app_name, version, app_layer_image, base_image,"
         " platform_interface, interface_hash, schema_definition, topic_mappings, created_by)"
@@ -60,7 +64,7 @@ async def register_version(
     assert row is not None
     version = int(row[0])
     # The controller republishes the service's state (mesh/services/{svc}) at once: it now exists.
-    await conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, app_name))
+    await notify(conn, ROUTES_CHANNEL, app_name)
     await record_audit(
         conn,
         actor=actor,
@@ -74,6 +78,42 @@ async def register_version(
         },
     )
     return version
+
+
+async def _lock_numbering(conn: Conn, app_name: str) -> None:
+    """Hold the application's numbering lock until the transaction ends."""
+    check_app_name(app_name)
+    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (VERSION_LOCK_CLASS, app_name))
+
+
+class NewVersion(TypedDict):
+    """What ``register_version`` takes, for ``publish_version`` to pass on."""
+
+    app_name: str
+    app_layer_image: str
+    base_image: str
+    interface_hash: str
+    schema_definition: dict[str, Any]
+    topic_mappings: dict[str, Any]
+    platform_interface: NotRequired[str]
+    actor: NotRequired[str]
+
+
+async def publish_version(conn: Conn, **version: Unpack[NewVersion]) -> tuple[int, bool]:
+    """(version, whether it is new): the latest version when it has ``app_layer_image`` already
+    (publishing unchanged code, like AWS Lambda's PublishVersion), else a newly registered one.
+    Call inside a transaction."""
+    app_name = version["app_name"]
+    await _lock_numbering(conn, app_name)
+    cur = await conn.execute(
+        "SELECT version, app_layer_image FROM application_catalog WHERE app_name = %s"
+        " ORDER BY version DESC LIMIT 1",
+        (app_name,),
+    )
+    row = await cur.fetchone()
+    if row is not None and row[1] == version["app_layer_image"]:
+        return int(row[0]), False
+    return await register_version(conn, **version), True
 
 
 async def get_version(conn: Conn, app_name: str, version: int) -> VersionRecord | None:
@@ -100,7 +140,9 @@ async def latest_version(conn: Conn, app_name: str) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
-async def set_status(conn: Conn, app_name: str, version: int, status: str, *, actor: str) -> VersionRecord:
+async def set_status(
+    conn: Conn, app_name: str, version: int, status: str, *, actor: str = DEFAULT_ACTOR
+) -> VersionRecord:
     """Move a version to another status (the only change a version allows); call inside a transaction."""
     check_status(status)
     cur = conn.cursor(row_factory=class_row(VersionRecord))

@@ -1,4 +1,7 @@
-"""Dormant codegen: read a service (``ast`` + JSON schemas), generate its app layer, build and push it."""
+"""Dormant codegen: read a service (``ast`` + JSON schemas), generate its app layer, build and push it.
+
+``dormant_codegen.publish`` (not imported here: it needs the catalog) builds and registers a version.
+"""
 
 from .builder import BuildResult, build
 from .diagnostics import CodegenError, Diagnostic

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from dormant import wire
+
 from .constants import HEADER_TEXT, JSON_HEADER_KEY
 
 _DEFS_PREFIX = "#/$defs/"
@@ -57,7 +59,7 @@ def build_asyncapi(
             "payload": {"$ref": _COMPONENTS_PREFIX + out_schema},
         }
         channels[fn] = {
-            "address": f"service/{service}/{fn}",
+            "address": wire.function_topic(service, fn),
             "messages": {"request": {"$ref": f"#/components/messages/{request_id}"}},
         }
         channels[reply_id] = {

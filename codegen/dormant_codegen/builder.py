@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dormant.layers import ImageRef, LayerStore
+from dormant_layers import ImageRef, LayerStore
 
 from .constants import GENERATED_DIR
 from .generator import generate

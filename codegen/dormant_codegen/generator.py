@@ -90,11 +90,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def render_outputs(service_dir: Path, src_hash: str) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Every generated file's bytes (by name) and the interface document, from a fresh read of the service."""
-    from .asyncapi import build_asyncapi
-    from .interface import build_interface, dump_json
-    from .modelgen import generate_models
-    from .render import DispatchFunction, render_dispatch, render_package_init
-    from .service import display_root, read_service
+    from .asyncapi import build_asyncapi  # lazy: start-up time
+    from .interface import build_interface, dump_json  # lazy: start-up time
+    from .modelgen import generate_models  # lazy: start-up time
+    from .render import DispatchFunction, render_dispatch, render_package_init  # lazy: start-up time
+    from .service import display_root, read_service  # lazy: start-up time
 
     src = read_service(service_dir)
     schemas = src.schema_set

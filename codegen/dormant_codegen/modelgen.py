@@ -2,7 +2,7 @@
 
 Options are pinned here so the output depends only on the bundle (no timestamp, built-in formatter,
 Python 3.11 target). ``format`` is left out of what the model generator sees, so every formatted
-string is a plain ``str``: the runtime checks the format itself (``dormant.formats``), and a Python type
+string is a plain ``str``: the runtime checks the format itself (``dormant._formats``), and a Python type
 would rewrite the text (``AnyUrl`` adds a slash, a datetime changes its offset) or refuse values the
 format allows (months in a ``timedelta``, a hostname's trailing dot), so the output would not
 round-trip the input. Models set ``populate_by_name``, so a handler can build a model

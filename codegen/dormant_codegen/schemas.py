@@ -7,7 +7,7 @@ the parent's ``required`` list and rewrites every ``$ref`` (``Other.json``, ``Ot
 then checked against the JSON Schema Draft 2020-12 metaschema (``metaschema``, in plain words), for what
 the metaschema lets through (``keywords``: unknown keywords, ``required`` names no object could have,
 broken regexes), and every ``format`` against the formats a runtime checks
-(``dormant.formats.CHECKED_FORMATS``; any other would be a silent pass). A ``$ref`` that resolves to
+(``dormant._formats.CHECKED_FORMATS``; any other would be a silent pass). A ``$ref`` that resolves to
 nothing is named with the schema it probably meant. Every problem becomes a ``Diagnostic`` at the line
 and column of the offending key.
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dormant.formats import CHECKED_FORMATS
+from dormant._formats import CHECKED_FORMATS
 
 from .constants import JSON_SCHEMA_DIALECT
 from .diagnostics import Diagnostic

@@ -17,11 +17,11 @@ __all__ = ["GatewayConfig", "create_app"]
 
 def __getattr__(name: str) -> Any:
     if name == "create_app":
-        from .app import create_app
+        from .app import create_app  # lazy: start-up time
 
         return create_app
     if name == "GatewayConfig":
-        from .config import GatewayConfig
+        from .config import GatewayConfig  # lazy: start-up time
 
         return GatewayConfig
     raise AttributeError(name)

@@ -1,7 +1,7 @@
 """The Starlette application: routes, error handlers, and the lifespan that owns the long-lived parts.
 
-One ``dormant.Client`` (one broker connection), one catalog pool, one gateway-store pool, one token
-verifier, and the background workers (async invocations, cron, queue consumers) per process.
+One ``dormant.Client`` (one broker connection), one pool to the catalog database, one token verifier,
+and the background workers (async invocations, cron, queue consumers) per process.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from dormant_catalog import (
     ImmutableVersion,
     InvalidCatalogRequest,
     NotFoundInCatalog,
-    open_catalog,
+    open_database,
 )
-from dormant_catalog.gateway import open_gateway_store
 
 from .api import deployments, functions, invocations, invoke, meta, triggers, versions
 from .auth import TokenVerifier, load_or_create_dev_key
@@ -37,7 +36,6 @@ from .config import GatewayConfig
 from .http_errors import HttpError, conflict, error_response
 from .inputs import RefuseNul
 from .ratelimit import RateLimiter
-from .routing import RouteTable
 from .state import GatewayState
 from .triggers.http import http_trigger_routes
 from .workers.runner import start_workers
@@ -45,6 +43,8 @@ from .workers.runner import start_workers
 log = logging.getLogger("dormant.gateway")
 
 API = "/api/v1"
+DB_POOL_SIZE = 10
+"""Connections to the catalog database per gateway process (requests and workers share them)."""
 
 
 def routes() -> list[Route]:
@@ -143,10 +143,8 @@ def create_app(config: GatewayConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             dev_key = load_or_create_dev_key(config.state_dir) if config.dev_auth else None
-            catalog = await open_catalog(config.catalog_url)
-            stack.push_async_callback(catalog.close)
-            store = await open_gateway_store(config.catalog_url, migrate=False)
-            stack.push_async_callback(store.close)
+            db = await open_database(config.catalog_url, max_size=DB_POOL_SIZE)
+            stack.push_async_callback(db.close)
             client = Client(config.broker_url, client_id=f"dormant-gateway-{uuid.uuid4().hex[:12]}")
             await client.connect()
             stack.push_async_callback(client.close)
@@ -168,8 +166,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             gateway = GatewayState(
                 config=config,
                 client=client,
-                catalog=catalog,
-                store=store,
+                db=db,
                 verifier=verifier,
                 limiter=RateLimiter(
                     {
@@ -178,7 +175,6 @@ def create_app(config: GatewayConfig) -> Starlette:
                         "manage": limits.manage_per_min,
                     }
                 ),
-                routes=RouteTable(catalog),
                 dev_key=dev_key,
             )
             app.state.gateway = gateway

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from dormant import callid
 from dormant.errors import ValidationError
 
 from .inputs import check_json_text, check_text, version_number
@@ -129,5 +129,4 @@ def parse_invoke_input(content_type: str, headers: Mapping[str, str], raw: bytes
 
 def derive_call_id(principal: str, target: str, key: str) -> str:
     """The callId of a request with an Idempotency-Key (or a CloudEvent): stable per caller and target."""
-    digest = hashlib.sha256(f"{principal}\0{target}\0{key}".encode()).hexdigest()
-    return f"idem-{digest[:40]}"
+    return callid.idempotent(principal, target, key)

@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
-    from .config import GatewayConfig
-    from .server import guarded_h11
+    from .app import create_app  # lazy: start-up time
+    from .config import GatewayConfig  # lazy: start-up time
+    from .server import guarded_h11  # lazy: start-up time
 
     config = GatewayConfig.from_env(
         host=args.host,

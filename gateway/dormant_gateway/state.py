@@ -7,13 +7,13 @@ import time
 from dataclasses import dataclass, field
 
 from dormant.client import Client
-from dormant_catalog import Catalog
-from dormant_catalog.gateway import GatewayStore
+from dormant_catalog import Database
+from dormant_catalog import versions as version_sql
+from dormant_catalog.gateway import functions as function_sql
 
 from .auth import DevKey, TokenVerifier
 from .config import GatewayConfig
 from .ratelimit import RateLimiter
-from .routing import RouteTable
 
 FUNCTION_INFO_TTL_S = 1.0
 
@@ -32,11 +32,11 @@ class FunctionInfo:
 class GatewayState:
     config: GatewayConfig
     client: Client
-    catalog: Catalog
-    store: GatewayStore
+    """The broker connection; its route tables decide which version each call goes to."""
+    db: Database
+    """The one pool to the catalog database (its tables and the gateway's)."""
     verifier: TokenVerifier
     limiter: RateLimiter
-    routes: RouteTable
     dev_key: DevKey | None
     invocations_ready: asyncio.Event = field(default_factory=asyncio.Event)
     triggers_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -54,12 +54,14 @@ class GatewayState:
         hit = self._info.get(service)
         if not fresh and hit is not None and now - hit[0] < FUNCTION_INFO_TTL_S:
             return hit[1]
-        record = await self.store.get_function(service, include_deleted=True)
+        record = await self.db.run(function_sql.get_function, service, include_deleted=True)
         info = FunctionInfo(
             exists=record is not None,
             deleted=record is not None and record.deleted_at is not None,
             timeout_s=float(record.timeout_s) if record is not None else None,
-            latest_version=await self.catalog.latest_version(service) if record is not None else None,
+            latest_version=await self.db.run(version_sql.latest_version, service)
+            if record is not None
+            else None,
         )
         self._info[service] = (now, info)
         return info

@@ -1,10 +1,14 @@
-"""Whether a call's target exists, and why one that exists is not answering.
+"""Which version a call goes to, whether its target exists, and why one that exists is not answering.
 
-The gateway has the catalog, so it tells a caller which it is: ``NotFound`` (404) for a service,
-version or function that does not exist or was deleted; ``Unavailable`` (503) with the reason for one
-that exists but nothing serves (not deployed, scaled to 0, starting, failed to start: the error).
+``route`` decides the version once per call, by the gateway's SDK client: a weighted pick from the
+route table the controller publishes (``mesh/routes/{svc}``, which lists only versions that serve), as
+every SDK client picks; the gateway then calls that version, so the client does not pick again.
+The gateway has the catalog, so it tells a caller what is wrong: ``NotFound`` (404) for a service,
+version, alias or function that does not exist or was deleted; ``Unavailable`` (503) with the reason for
+one that exists but nothing serves (not deployed, scaled to 0, starting, failed to start: the error).
 ``check_target`` runs before a call (from a cache, confirmed against the catalog before a 404);
-``explain_unavailable`` runs only after a call found nobody serving it, so a served call pays nothing.
+``explain_unavailable`` and the alias checks in ``route`` run only when nothing serves the target, so
+a served call pays nothing.
 """
 
 from __future__ import annotations
@@ -12,12 +16,38 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dormant.errors import DormantError, NotFound, Unavailable
+from dormant.errors import DormantError, NotFound, Unavailable, ValidationError
 from dormant_catalog import CatalogError, NotFoundInCatalog
+from dormant_catalog import status as status_sql
+from dormant_catalog import versions as version_sql
+from dormant_catalog.aliases import LATEST_ALIAS, LIVE_ALIAS, get_alias
 
 from .state import GatewayState
 
 log = logging.getLogger("dormant.gateway.targets")
+
+
+async def route(gateway: GatewayState, service: str, *, alias: str | None, version: int | None) -> int | None:
+    """The version to call (``version`` itself when given); None for the live topic (no table yet)."""
+    if version is not None:
+        if alias is not None:
+            raise ValidationError("give either an alias or a version, not both")
+        return version
+    alias = alias or LIVE_ALIAS
+    client = gateway.client
+    # The SDK's one route decision (it subscribes to the table on first use and waits for it).
+    picked = await client.route(service, alias=alias)
+    if picked is not None or alias == LIVE_ALIAS:
+        return picked  # no live table: service/{svc}/{fn} reaches the live primary's pods
+    details = {"service": service, "alias": alias}
+    if alias == LATEST_ALIAS:
+        latest = await gateway.db.run(version_sql.latest_version, service)
+        if latest is None:
+            raise NotFound(f"no version of {service!r} is registered", details)
+        raise Unavailable(f"the newest version of {service!r} (v{latest}) is not serving", details)
+    if await gateway.db.run(get_alias, service, alias) is None:
+        raise NotFound(f"{service!r} has no alias {alias!r}", details)
+    raise Unavailable(f"alias {alias!r} of {service!r} routes to no version that is serving", details)
 
 
 async def check_target(gateway: GatewayState, service: str, version: int | None) -> None:
@@ -39,12 +69,22 @@ def _functions(interface: Any) -> set[str]:
     return set(functions) if isinstance(functions, dict | list) else set()
 
 
+def _unserved(error: DormantError) -> bool:
+    """The client said it (nobody received the call), not a runtime."""
+    return isinstance(error.details, dict) and error.details.get("noSubscribers") is True
+
+
 async def explain_unavailable(
-    gateway: GatewayState, service: str, function: str, version: int | None, error: Unavailable
+    gateway: GatewayState, service: str, function: str, version: int | None, error: DormantError
 ) -> DormantError:
-    """The error to answer when nothing served ``service.function``: NotFound, or Unavailable with why."""
+    """The error to answer for a failed call of ``service.function``: for one nothing served (an
+    ``Unavailable``, or the client's ``NotFound`` from the published service states, which know nothing
+    of functions created through the control plane), NotFound or Unavailable with why, from the
+    catalog; any other error as it is."""
+    if not isinstance(error, Unavailable) and not _unserved(error):
+        return error
     try:
-        versions = await gateway.catalog.list_versions(service)
+        versions = await gateway.db.run(version_sql.list_versions, service)
         details: dict[str, Any] = {"service": service, "function": function}
         if version is not None:
             details["version"] = version
@@ -55,7 +95,7 @@ async def explain_unavailable(
             where = f"version {version} of {service!r}" if version is not None else repr(service)
             return NotFound(f"{where} has no function {function!r}", details)
         try:
-            status = await gateway.catalog.deployment_status(service)
+            status = await gateway.db.run(status_sql.deployment_status, service)
         except NotFoundInCatalog:
             return Unavailable(f"{service!r} is not deployed", details)
         if version is not None and version != status.target_version:

@@ -1,9 +1,9 @@
 """Turning an uploaded ZIP of a service directory into a registered version.
 
-The archive is unpacked into a temporary directory (refusing absolute paths, ``..`` and links), its
-service directory found (the one holding ``schemas/``), code generated and the app layer built and
-pushed to the layer store; then the version is registered, unless the latest version has the same
-image (publishing unchanged code returns that version, like AWS Lambda's PublishVersion).
+The archive is unpacked into a temporary directory (refusing absolute paths, ``..`` and links) and its
+service directory found (the one holding ``schemas/``); then it is published as ``dormant publish``
+publishes (``dormant_codegen.publish``), except that the uploaded code is never imported here: the
+new version, or the latest one when its image is the same.
 """
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ import stat
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from dormant.errors import ValidationError
-from dormant_catalog import Catalog
+from dormant_catalog import Database
+from dormant_codegen import CodegenError
+from dormant_codegen.publish import WrongService, publish_version
+from dormant_layers import LayerStore
 
 MAX_ZIP_BYTES = 50 * 1024 * 1024
 MAX_UNPACKED_BYTES = 250 * 1024 * 1024
+SERVICE_NAME_MISMATCH = "the @service name must match the function name"
 
 
 def unpack(data: bytes, dest: Path) -> Path:
@@ -55,48 +58,25 @@ def unpack(data: bytes, dest: Path) -> Path:
     return candidates[0]
 
 
-def _build(data: bytes, layer_store: Path) -> tuple[Any, str]:
-    from dormant.layers import LayerStore
-    from dormant_codegen import CodegenError, build, generate
-
+async def publish_zip(
+    data: bytes, *, name: str, db: Database, layer_store: Path, actor: str
+) -> tuple[int, bool, str]:
+    """Build and register; returns (version, whether it is new, sha256 of the upload)."""
+    sha256 = hashlib.sha256(data).hexdigest()
     with tempfile.TemporaryDirectory(prefix="dormant-upload-") as tmp:
-        service_dir = unpack(data, Path(tmp))
+        service_dir = await asyncio.to_thread(unpack, data, Path(tmp))
         try:
-            generate(service_dir)
-            result = build(service_dir, LayerStore(layer_store))
+            published = await publish_version(
+                service_dir, store=LayerStore(layer_store), db=db, actor=actor, service=name
+            )
         except CodegenError as exc:
             raise ValidationError(
                 "the service does not build",
                 {"errors": [{"path": "", "message": str(d)} for d in exc.diagnostics]},
             ) from None
-        return result.interface, str(result.ref)
-
-
-async def publish_zip(
-    data: bytes, *, name: str, catalog: Catalog, layer_store: Path, actor: str
-) -> tuple[int, bool, str]:
-    """Build and register; returns (version, whether it is new, sha256 of the upload)."""
-    from dormant.cli.build_cmds import topic_mappings
-
-    sha256 = hashlib.sha256(data).hexdigest()
-    interface, image = await asyncio.to_thread(_build, data, layer_store)
-    if interface.get("service") != name:
-        raise ValidationError(
-            f"the archive holds service {interface.get('service')!r}, not {name!r}",
-            {"errors": [{"path": "/service", "message": "the @service name must match the function name"}]},
-        )
-    latest = await catalog.latest_version(name)
-    if latest is not None:
-        record = await catalog.get_version(name, latest)
-        if record is not None and record.app_layer_image == image:
-            return latest, False, sha256
-    version = await catalog.register_version(
-        app_name=name,
-        app_layer_image=image,
-        base_image=str(interface["baseRuntime"]),
-        interface_hash=str(interface["interfaceHash"]),
-        schema_definition=interface,
-        topic_mappings=topic_mappings(name),
-        actor=actor,
-    )
-    return version, True, sha256
+        except WrongService as exc:
+            raise ValidationError(
+                f"the archive holds service {exc.found!r}, not {name!r}",
+                {"errors": [{"path": "/service", "message": SERVICE_NAME_MISMATCH}]},
+            ) from None
+    return published.version, published.created, sha256

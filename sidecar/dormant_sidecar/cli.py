@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dormant.config import Settings
-from dormant.layers import UnpackLimits
+from dormant_layers import UnpackLimits
 
 from .pod import Pod
 from .run import configure_logging, serve_pod
@@ -76,7 +76,7 @@ def pod_from_args(args: argparse.Namespace) -> Pod:
         broker_url=args.broker_url, catalog_url=args.catalog_url, layer_store=args.layer_store
     )
     work_dir = args.work_dir or os.environ.get("DORMANT_WORK_DIR") or settings.layer_store.parent / "work"
-    # The layer store reads its unpack limits from the environment (dormant.layers.UnpackLimits).
+    # The layer store reads its unpack limits from the environment (dormant_layers.UnpackLimits).
     for flag, variable in (
         (getattr(args, "layer_max_bytes", None), "DORMANT_LAYER_MAX_BYTES"),
         (getattr(args, "layer_max_entries", None), "DORMANT_LAYER_MAX_ENTRIES"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from dormant.layers import ImageRef, LayerStore, LayerStoreError
+from dormant_layers import ImageRef, LayerStore, LayerStoreError
 
 
 class LayerFetchFailed(Exception):

@@ -1,6 +1,6 @@
-"""One runtime process and the sidecar end of its control protocol.
+"""One runtime process and the sidecar end of its control protocol (declared in ``dormant._control``).
 
-The runtime gets commands as JSON lines on stdin (``load``, ``drain``; EOF also drains) and reports
+The runtime gets commands as JSON lines on stdin (``Load``, ``Drain``; EOF also drains) and reports
 events as JSON lines on the pipe named by ``DORMANT_CONTROL_FD``: ``standby`` (imports done),
 ``ready`` (serving), ``failed`` (then exit 1) and ``drained`` (then exit 0).
 """
@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dormant._control import (
+    CONTROL_FD_ENV,
+    DRAINED,
+    FAILED,
+    READY,
+    STANDBY,
+    Command,
+    Drain,
+    Load,
+    decode_event,
+    encode_command,
+)
+
 from .logs import MAX_LINE, LogSink, pump_lines
 
 log = logging.getLogger("dormant.sidecar")
-
-CONTROL_FD_ENV = "DORMANT_CONTROL_FD"
 
 
 class RuntimeFailed(Exception):
@@ -110,20 +120,18 @@ class RuntimeProcess:
             line = await control.readline()
             if not line:
                 return
-            try:
-                event = json.loads(line)
-            except ValueError:
+            event = decode_event(line)
+            if event is None:
                 log.warning("runtime %s sent a malformed event: %r", self.pid, line[:200])
                 continue
-            kind = event.get("event") if isinstance(event, dict) else None
-            if kind == "standby":
+            if event.kind == STANDBY:
                 self._standby.set()
-            elif kind == "ready":
+            elif event.kind == READY:
                 self._ready.set()
-            elif kind == "failed":
-                self.error = str(event.get("error") or "failed")
+            elif event.kind == FAILED:
+                self.error = event.error
                 self._failed.set()
-            elif kind == "drained":
+            elif event.kind == DRAINED:
                 log.debug("runtime %s (%s) drained", self.pid, self.label)
 
     async def _until(self, event: asyncio.Event, what: str, timeout_s: float) -> None:
@@ -161,24 +169,15 @@ class RuntimeProcess:
         """Send ``load`` and wait for ``ready``; ``slot`` (the replica slot index) keys the MQTT session."""
         self.label = f"{service} v{version}"
         self.app_dir = app_dir
-        command = {
-            "cmd": "load",
-            "app_dir": str(app_dir),
-            "service": service,
-            "version": version,
-            "live": live,
-        }
-        if slot is not None:
-            command["slot"] = slot
-        await self._send(command)
+        await self._send(Load(app_dir=app_dir, service=service, version=version, live=live, slot=slot))
         await self._until(self._ready, "ready", timeout_s)
 
-    async def _send(self, command: dict[str, Any]) -> None:
+    async def _send(self, command: Command) -> None:
         stdin = self.proc.stdin
         if stdin is None or stdin.is_closing():
             raise RuntimeFailed(f"runtime {self.pid} no longer takes commands")
         try:
-            stdin.write(json.dumps(command).encode() + b"\n")
+            stdin.write(encode_command(command))
             await stdin.drain()
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise RuntimeFailed(f"runtime {self.pid} no longer takes commands: {exc}") from exc
@@ -192,7 +191,7 @@ class RuntimeProcess:
         self.draining = True
         if self.running:
             with contextlib.suppress(RuntimeFailed):
-                await self._send({"cmd": "drain"})
+                await self._send(Drain())
             self._close_stdin()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exited), timeout_s)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dormant.local import MosquittoProcess
+from dormant_local import MosquittoProcess
 
 from .mesh import Mesh, running_mesh
 

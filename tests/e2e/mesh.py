@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from dormant import Client, NotFound, wire
-from dormant.cli.build_cmds import publish
-from dormant.cli.deploy_cmd import deploy
 from dormant.errors import DormantError
 from dormant.transport import connect_transport
+from dormant_cli.build_cmds import publish
+from dormant_cli.deploy_cmd import deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = [
@@ -102,7 +102,7 @@ class Mesh:
         """``dormant controller`` (route tables, service states, rollouts) as a child of the mesh."""
         log = (self.work_root / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "dormant", "controller"],
+            [sys.executable, "-m", "dormant_cli", "controller"],
             env=child_env(DORMANT_BROKER_URL=self.broker_url, DORMANT_CATALOG_URL=self.catalog_url),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -12,8 +12,9 @@ import pytest
 import pytest_asyncio
 
 from dormant import BusinessLogicError, Client, NotFound, SystemError, ValidationError, wire
-from dormant.local import MosquittoProcess
+from dormant.callid import CallId
 from dormant.transport import AiomqttTransport
+from dormant_local import MosquittoProcess
 
 from .mesh import EXAMPLE, PROBE, Mesh, running_mesh
 
@@ -152,7 +153,7 @@ async def _raw_call(broker_url: str, topic: str, payload: bytes) -> tuple[bytes,
     async with AiomqttTransport(broker_url) as transport:
         inbox = f"reply/raw-{uuid.uuid4().hex[:8]}"
         await transport.subscribe([inbox + "/#"])
-        await transport.publish(topic, payload, response_topic=inbox, correlation=wire.new_call_id())
+        await transport.publish(topic, payload, response_topic=inbox, correlation=CallId.new().data)
         message = await asyncio.wait_for(anext(aiter(transport.messages())), 15)
     return message.payload, dict(message.user_properties)
 

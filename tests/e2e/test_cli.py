@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dormant.local import MosquittoProcess
+from dormant_local import MosquittoProcess
 
 from .mesh import EXAMPLE, PROBE, ROOT, child_env, copy_service
 
@@ -22,7 +22,7 @@ def dormant(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dormant", *args],
+        [sys.executable, "-m", "dormant_cli", *args],
         capture_output=True,
         text=True,
         env=env or child_env(),
@@ -92,7 +92,7 @@ def test_publish_deploy_call_from_the_command_line(
     assert published.returncode == 0, published.stderr
     assert published.stdout.strip() == "published probe-service v1"
     pod = subprocess.Popen(
-        [sys.executable, "-m", "dormant", "pod", "--lease", "2", "--work-dir", str(tmp_path / "pod")],
+        [sys.executable, "-m", "dormant_cli", "pod", "--lease", "2", "--work-dir", str(tmp_path / "pod")],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -116,7 +116,7 @@ def test_publish_deploy_call_from_the_command_line(
 
 
 def test_call_without_a_broker_is_unavailable(tmp_path: Path) -> None:
-    from dormant.local import free_port
+    from dormant_local import free_port
 
     result = dormant("call", "x.y", "{}", "--broker-url", f"mqtt://127.0.0.1:{free_port()}")
     assert result.returncode == 1 and "Unavailable" in result.stderr
@@ -128,7 +128,7 @@ def test_dormant_dev_serves_the_example_and_leaves_no_orphans(tmp_path: Path) ->
     for key in ("DORMANT_BROKER_URL", "DORMANT_CATALOG_URL", "DORMANT_LAYER_STORE"):
         env.pop(key, None)
     dev = subprocess.Popen(
-        [sys.executable, "-m", "dormant", "dev", "--pods", "2", "--state-dir", str(tmp_path / "state")],
+        [sys.executable, "-m", "dormant_cli", "dev", "--pods", "2", "--state-dir", str(tmp_path / "state")],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -8,8 +8,8 @@ import signal
 from pathlib import Path
 
 from dormant import Client
-from dormant.local import MosquittoProcess
 from dormant_catalog import open_catalog
+from dormant_local import MosquittoProcess
 
 from .mesh import PROBE, Mesh, copy_service, running_mesh
 

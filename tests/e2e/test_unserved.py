@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from dormant import Client, NotFound, Unavailable
 from dormant.errors import DormantError
-from dormant.local import MosquittoProcess
+from dormant_local import MosquittoProcess
 
 from .mesh import PROBE, ROOT, Mesh, child_env, clear_retained, copy_service, running_mesh
 
@@ -73,7 +73,7 @@ def dormant(*args: str, mesh: Mesh) -> subprocess.CompletedProcess[str]:
         DORMANT_LAYER_STORE=str(mesh.layer_store),
     )
     return subprocess.run(
-        [sys.executable, "-m", "dormant", *args],
+        [sys.executable, "-m", "dormant_cli", *args],
         capture_output=True,
         text=True,
         env=env,

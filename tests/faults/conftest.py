@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from e2e.mesh import running_mesh
 
-from dormant.local import MosquittoProcess
+from dormant_local import MosquittoProcess
 
 from .ledger import Ledger
 

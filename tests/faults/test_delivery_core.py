@@ -13,7 +13,7 @@ import psycopg
 from e2e.mesh import running_mesh
 
 from dormant import Client, errors
-from dormant.local import LocalPostgres, MosquittoProcess
+from dormant_local import LocalPostgres, MosquittoProcess
 
 from .ledger import LEDGER, Ledger, doubled
 

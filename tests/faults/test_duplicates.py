@@ -6,7 +6,8 @@ import asyncio
 import json
 import uuid
 
-from dormant import Client, wire
+from dormant import Client
+from dormant.callid import CallId
 from dormant.transport import NativeTransport
 
 from .ledger import Ledger
@@ -90,5 +91,5 @@ async def test_validation_errors_are_stored_but_crashes_may_be_retried(ledger: L
                 await client.call("ledger-service", "record", {"item": 5}, call_id="bad-1")
             except Exception as exc:
                 assert type(exc).__name__ == "ValidationError"
-    assert wire.call_id_text(b"bad-1") == "bad-1"
+    assert CallId(b"bad-1").text == "bad-1"
     assert ledger.runs()["bad-1"] == 0  # invalid input never reaches the handler

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dormant import Client, errors
-from dormant.local import MosquittoProcess
 from dormant.transport import Inbound, NativeTransport
+from dormant_local import MosquittoProcess
 
 TOPICS = [
     "service/probe-service/echo",

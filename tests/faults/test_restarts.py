@@ -11,7 +11,7 @@ from pathlib import Path
 
 from e2e.mesh import running_mesh
 
-from dormant.local import LocalPostgres, MosquittoProcess
+from dormant_local import LocalPostgres, MosquittoProcess
 
 from .ledger import LEDGER, Ledger, LoadResult, doubled, steady_load
 

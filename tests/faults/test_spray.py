@@ -27,10 +27,10 @@ import pytest_asyncio
 from e2e.mesh import PROBE, Mesh, running_mesh
 
 from dormant import Client
-from dormant.local import MosquittoProcess
-from dormant.local import broker as broker_module
 from dormant.mqtt import codec
 from dormant.transport import Inbound, NativeTransport
+from dormant_local import MosquittoProcess
+from dormant_local import broker as broker_module
 
 SERVICE = "probe-service"
 SPRAY_RATE = 200  # bad requests a second

@@ -10,7 +10,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from dormant.local import MosquittoProcess, port_accepts
+from dormant_local import MosquittoProcess, port_accepts
 
 
 def client(

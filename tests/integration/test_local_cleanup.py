@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from dormant.local.ports import wait_until
+from dormant_local.ports import wait_until
 
 SCRIPT = textwrap.dedent(
     """
     import asyncio, sys, time
     from pathlib import Path
-    from dormant.local import LocalPostgres, MosquittoProcess
+    from dormant_local import LocalPostgres, MosquittoProcess
 
     async def main() -> None:
         root = Path(sys.argv[1])

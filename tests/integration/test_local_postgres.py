@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from dormant.local import ExternalPostgres, LocalPostgres
+from dormant_local import ExternalPostgres, LocalPostgres
 
 
 async def _scalar(url: str, query: str) -> object:

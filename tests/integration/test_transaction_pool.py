@@ -6,7 +6,7 @@ import uuid
 
 import psycopg
 
-from dormant.local import LocalPostgres
+from dormant_local import LocalPostgres
 from dormant_runtime.transactions import TransactionPool, is_broken
 
 

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from dormant.local import MosquittoProcess
 from dormant.transport import NO_MATCHING_SUBSCRIBERS, AiomqttTransport, NativeTransport
+from dormant_local import MosquittoProcess
 
 TRANSPORTS = {"native": NativeTransport, "aiomqtt": AiomqttTransport}
 

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from dormant.cli import build_parser
+from dormant_cli import build_parser
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:

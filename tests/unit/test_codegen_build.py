@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dormant.layers import LayerStore
 from dormant_codegen import BuildResult, build
+from dormant_layers import LayerStore
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "codegen" / "user_service"

@@ -257,7 +257,7 @@ def test_a_format_the_runtime_cannot_check_is_an_error(tmp_path: Path) -> None:
 
 
 def test_every_checked_format_is_accepted(tmp_path: Path) -> None:
-    from dormant.formats import CHECKED_FORMATS
+    from dormant._formats import CHECKED_FORMATS
 
     props: dict[str, dict[str, Any]] = {
         f"p{i}": {"type": "string", "format": fmt} for i, fmt in enumerate(sorted(CHECKED_FORMATS))

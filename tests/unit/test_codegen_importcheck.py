@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dormant.cli import main
-from dormant.layers import LayerStore
+from dormant_cli import main
 from dormant_codegen import CodegenError, build, check_import, generate, importcheck
+from dormant_layers import LayerStore
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "codegen"
 PREFIX = "error: the service does not import, so no pod could load it: "

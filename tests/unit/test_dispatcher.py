@@ -304,7 +304,7 @@ FORMAT_SAMPLES = {
 
 
 def test_every_checked_format_has_a_sample() -> None:
-    from dormant.formats import CHECKED_FORMATS, missing_checkers
+    from dormant._formats import CHECKED_FORMATS, missing_checkers
 
     assert set(FORMAT_SAMPLES) == CHECKED_FORMATS
     assert missing_checkers() == []  # the jsonschema[format-nongpl] extras are installed

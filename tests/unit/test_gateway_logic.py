@@ -1,4 +1,5 @@
-"""Pure logic of the gateway: rate limits, weighted picks, schedules, validation, paths, input, roles."""
+"""Pure logic of the gateway: rate limits, schedules, validation, paths, input, roles (weighted picks are
+the SDK's: ``tests/unit/test_routing.py``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from dormant_gateway.http_errors import HttpError
 from dormant_gateway.inputs import check_json_text, parse_decimal, parse_uint, version_number
 from dormant_gateway.invoke_input import derive_call_id, parse_invoke_input, split_target
 from dormant_gateway.ratelimit import RateLimiter
-from dormant_gateway.routing import pick_version
 from dormant_gateway.triggers.paths import PathPattern, best_match
 from dormant_gateway.triggers.schedule import ScheduleError, parse_schedule
 from dormant_gateway.triggers.settings import validate_trigger
@@ -33,12 +33,6 @@ def test_rate_limiter_refills_over_time_and_says_when_to_retry() -> None:
     limiter.check("manage", "bob")
     now[0] = 30.0
     limiter.check("manage", "ann")
-
-
-def test_weighted_pick_follows_the_weights() -> None:
-    assert pick_version({1: 90, 2: 10}, lambda: 0.0) == 1
-    assert pick_version({1: 90, 2: 10}, lambda: 0.95) == 2
-    assert pick_version({1: 0, 2: 0}) is None
 
 
 def test_schedules_cron_with_seconds_rate_and_time_zones() -> None:

@@ -1,4 +1,4 @@
-"""``dormant.layers.LayerStore``: OCI layout round trip, determinism, integrity, safe unpack, concurrency."""
+"""``dormant_layers.LayerStore``: OCI layout round trip, determinism, integrity, safe unpack, concurrency."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dormant.layers import (
+from dormant_layers import (
     CONFIG_MEDIA_TYPE,
     DEFAULT_MAX_BYTES,
     LAYER_MEDIA_TYPE,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dormant.local import (
+from dormant_local import (
     MosquittoNotInstalled,
     PostgresNotInstalled,
     database_url,
@@ -17,7 +17,7 @@ from dormant.local import (
     postgres_bin_dir,
     render_config,
 )
-from dormant.local.broker import config_template
+from dormant_local.broker import config_template
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dormant.local import live_children, processes
-from dormant.local.ports import wait_until
-from dormant.local.processes import ChildProcess, ServiceUser, make_traversable, service_user
+from dormant_local import live_children, processes
+from dormant_local.ports import wait_until
+from dormant_local.processes import ChildProcess, ServiceUser, make_traversable, service_user
 
 
 def test_no_service_user_when_not_root(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pydantic
 
+from dormant._modeljson import model_json
 from dormant.client import _body
-from dormant.modeljson import model_json
 
 
 class Inner(pydantic.BaseModel):

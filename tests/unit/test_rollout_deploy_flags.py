@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dormant.cli import build_parser
-from dormant.cli.deploy_cmd import rollout_config
 from dormant_catalog.rollouts import parse_config
+from dormant_cli import build_parser
+from dormant_cli.deploy_cmd import rollout_config
 
 
 def _config(*flags: str) -> dict[str, object]:

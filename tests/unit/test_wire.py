@@ -409,3 +409,26 @@ def test_decode_call_is_total(
         assert call.deadline < 10**13
     body, _ = wire.encode_error(call, errors.ValidationError("x"))  # an answer can always be encoded
     assert orjson.loads(body)
+
+
+def test_mesh_topics_are_built_and_parsed_by_wire_alone() -> None:
+    """Every mesh topic has a builder and a parser here; the controller, clients and CLI use them."""
+    assert wire.parse_routes_topic(wire.routes_topic("svc")) == "svc"
+    assert wire.parse_routes_topic("mesh/routes/a/b") is None
+    assert wire.parse_routes_topic("mesh/stats/a") is None
+    source = wire.parse_stats_topic(wire.stats_topic("svc", 12, "pod-1"))
+    assert source == wire.StatsSource("svc", 12, "pod-1")
+    for bad in ("mesh/stats/svc/12/pod", "mesh/stats/svc/v1", "mesh/stats//v1/p", "mesh/routes/svc/v1/p"):
+        assert wire.parse_stats_topic(bad) is None
+    assert wire.stats_filter() == "mesh/stats/+/+/+"
+    assert wire.stats_filter("svc") == "mesh/stats/svc/+/+"
+    assert wire.parse_service_state_topic(wire.service_state_topic("svc")) == "svc"
+    assert wire.parse_service_state_topic(wire.service_state_topic()) is None
+    assert wire.service_state_filter() == "mesh/services/+"
+    mappings = wire.topic_mappings("svc")
+    assert mappings == {
+        "live": "service/svc/{function}",
+        "version": "service/svc/v{version}/{function}",
+        "envelope": "service/svc",
+    }
+    assert wire.parse_topic(mappings["version"].format(version=3, function="f")) == wire.Target("svc", "f", 3)

@@ -1,8 +1,14 @@
-"""The rollout controller: one active process (a Postgres advisory lock) that publishes every alias
-change retained to ``mesh/routes/{svc}``, reads ``mesh/stats`` and drives rollouts from Postgres."""
+"""The rollout controller's state and logic, without MQTT I/O: the rollout ``Engine``, the leader lock
+(one active controller, a Postgres advisory lock), route tables read from the aliases, and the
+``StatsBook`` of per-second windows. The process that connects them to the broker is
+``dormant_controller``."""
 
 from __future__ import annotations
 
-from .process import Controller
+from ..aliases import LATEST_ALIAS
+from .engine import Engine
+from .lock import LeaderLock
+from .routes import route_table, route_tables
+from .stats import StatsBook
 
-__all__ = ["Controller"]
+__all__ = ["LATEST_ALIAS", "Engine", "LeaderLock", "StatsBook", "route_table", "route_tables"]

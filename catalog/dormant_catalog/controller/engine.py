@@ -13,9 +13,9 @@ import logging
 import math
 import time
 
+from ..aliases import LIVE_ALIAS
 from ..audit import record_audit
 from ..db import Conn, Database
-from ..deployments import LIVE_ALIAS
 from ..rollouts import actions, store
 from ..rollouts.records import RolloutRecord
 from ..rollouts.thresholds import judge

@@ -1,4 +1,5 @@
-"""Publishing route tables: ``mesh/routes/{svc}`` (retained) = alias -> {version: weight}.
+"""Route tables: what the controller publishes retained on ``mesh/routes/{svc}`` = alias -> {version:
+weight} (the publishing itself, MQTT I/O, is ``dormant_controller.routes``).
 
 A version gets traffic in the published table only while at least one of its slots is serving, so
 an SDK client never picks a version nobody answers; an alias left with no serving version is left
@@ -8,16 +9,11 @@ switch). ``$LATEST`` names the newest registered version, when it is serving.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-import orjson
-
-from ..db import Database
+from .. import aliases as alias_sql
+from .. import versions as version_sql
+from ..aliases import LATEST_ALIAS
+from ..db import Conn
 from ..rollouts import store
-
-LATEST_ALIAS = "$LATEST"
-
-Publish = Callable[[str, bytes], Awaitable[None]]
 
 
 def route_table(
@@ -34,29 +30,13 @@ def route_table(
     return table
 
 
-class RoutePublisher:
-    def __init__(self, db: Database, publish: Publish) -> None:
-        self._db = db
-        self._publish = publish
-        self._published: dict[str, bytes] = {}
-
-    def forget(self) -> None:
-        """Publish everything again on the next sync (after a broker reconnect)."""
-        self._published.clear()
-
-    async def sync(self) -> None:
-        """Publish the tables that changed since the last sync."""
-        async with self._db.connection() as conn:
-            apps = await store.route_apps(conn)
-            tables = {}
-            for app in apps:
-                tables[app] = route_table(
-                    await store.aliases(conn, app),
-                    await store.serving_versions(conn, app),
-                    await store.latest_version(conn, app),
-                )
-        for app, table in tables.items():
-            payload = orjson.dumps(table, option=orjson.OPT_SORT_KEYS)
-            if self._published.get(app) != payload:
-                await self._publish(app, payload)
-                self._published[app] = payload
+async def route_tables(conn: Conn) -> dict[str, dict[str, dict[str, int]]]:
+    """Every service's route table, as ``route_table`` computes it, read in one connection."""
+    tables = {}
+    for app in await alias_sql.aliased_apps(conn):
+        tables[app] = route_table(
+            await alias_sql.list_aliases(conn, app),
+            await store.serving_versions(conn, app),
+            await version_sql.latest_version(conn, app),
+        )
+    return tables

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from dormant import wire
+
 from ..rollouts.thresholds import VersionStats
 
 KEEP_S = 900.0
@@ -21,8 +23,8 @@ class StatsBook:
 
     def add(self, topic: str, payload: bytes, *, now: float | None = None) -> bool:
         """Record one window; False when the topic or payload is not a stats window."""
-        parts = topic.split("/")
-        if len(parts) != 5 or parts[:2] != ["mesh", "stats"] or not parts[3][1:].isdigit():
+        source = wire.parse_stats_topic(topic)
+        if source is None:
             return False
         try:
             window = orjson.loads(payload)
@@ -31,9 +33,9 @@ class StatsBook:
         if not isinstance(window, dict):
             return False
         now = time.time() if now is None else now
-        key = (parts[2], int(parts[3][1:]))
+        key = (source.service, source.version)
         windows = self._windows.setdefault(key, collections.deque())
-        windows.append((now, parts[4], window))
+        windows.append((now, source.pod_id, window))
         while windows and windows[0][0] < now - self._keep_s:
             windows.popleft()
         return True

@@ -1,16 +1,9 @@
 """The gateway's tables: function settings, triggers and their metrics, async invocations.
 
-``GatewayStore`` is the facade; every SQL statement of the gateway lives in this subpackage.
+Every SQL statement of the gateway lives in this subpackage, as functions of a connection
+(``functions``, ``triggers``, ``invocations``); the gateway runs them with ``Database.run``.
 """
 
 from .records import FunctionRecord, InvocationRecord, TriggerMetrics, TriggerRecord
-from .store import GatewayStore, open_gateway_store
 
-__all__ = [
-    "FunctionRecord",
-    "GatewayStore",
-    "InvocationRecord",
-    "TriggerMetrics",
-    "TriggerRecord",
-    "open_gateway_store",
-]
+__all__ = ["FunctionRecord", "InvocationRecord", "TriggerMetrics", "TriggerRecord"]

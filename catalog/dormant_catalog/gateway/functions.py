@@ -11,9 +11,9 @@ from typing import Any
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from ..aliases import clear_aliases
 from ..audit import record_audit
 from ..db import Conn
-from ..deployments import LIVE_ALIAS, ROUTES_CHANNEL, SLOTS_CHANNEL
 from ..errors import InvalidCatalogRequest, NotFoundInCatalog
 from ..names import check_app_name
 from .records import FunctionRecord
@@ -106,12 +106,12 @@ async def get_function(conn: Conn, name: str, *, include_deleted: bool = False) 
 async def list_functions(
     conn: Conn,
     *,
-    name_contains: str | None,
-    runtime: str | None,
-    tag: tuple[str, str] | None,
-    include_deleted: bool,
-    after: str | None,
-    limit: int,
+    name_contains: str | None = None,
+    runtime: str | None = None,
+    tag: tuple[str, str] | None = None,
+    include_deleted: bool = False,
+    after: str | None = None,
+    limit: int = 50,
 ) -> list[FunctionRecord]:
     """A page of functions ordered by name, starting after ``after`` (keyset pagination)."""
     cur = conn.cursor(row_factory=class_row(FunctionRecord))
@@ -193,14 +193,7 @@ async def delete_function(conn: Conn, name: str, *, actor: str) -> bool:
         "DELETE FROM application_deployments WHERE app_name = %s RETURNING target_version, replicas", (name,)
     )
     undeployed = await cur.fetchone()
-    await conn.execute("DELETE FROM aliases WHERE app_name = %s AND alias <> %s", (name, LIVE_ALIAS))
-    await conn.execute(
-        "UPDATE aliases SET weights = '{}'::jsonb, updated_by = %s, updated_at = now()"
-        " WHERE app_name = %s AND alias = %s",
-        (actor, name, LIVE_ALIAS),
-    )
-    await conn.execute("SELECT pg_notify(%s, %s)", (SLOTS_CHANNEL, name))
-    await conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, name))
+    await clear_aliases(conn, name, actor=actor)
     await conn.execute(
         "INSERT INTO gateway_functions (name, runtime, handler, memory_mb, timeout_s, owner)"
         " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",

@@ -1,7 +1,8 @@
 """Queries on ``gateway_invocations``: the persisted queue of asynchronous invocations.
 
 Workers on any number of gateway replicas claim due rows with ``FOR UPDATE SKIP LOCKED`` under a
-lease; a row whose worker died is claimed again once its lease has expired.
+lease; a row whose worker died is claimed again once its lease has expired. An invocation a trigger
+fired counts in the trigger's metrics in the same transaction (fired, succeeded, failed, retried).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from ..db import Conn
 from .records import InvocationRecord
+from .triggers import add_metrics
 
 INVOCATIONS_CHANNEL = "dormant_invocations"
 
@@ -40,7 +42,8 @@ async def enqueue(
     trigger_id: str | None = None,
     scheduled_at: datetime | None = None,
 ) -> tuple[InvocationRecord, bool]:
-    """Insert the invocation unless its callId exists; returns (the row, whether this call inserted it)."""
+    """Insert the invocation unless its callId exists; returns (the row, whether this call inserted it).
+    Call inside a transaction."""
     cur = conn.cursor(row_factory=class_row(InvocationRecord))
     await cur.execute(
         "INSERT INTO gateway_invocations (call_id, app_name, function, version, alias, payload,"
@@ -65,6 +68,8 @@ async def enqueue(
     record = await cur.fetchone()
     if record is not None:
         await conn.execute("SELECT pg_notify(%s, %s)", (INVOCATIONS_CHANNEL, call_id))
+        if trigger_id is not None:
+            await add_metrics(conn, trigger_id, fired=1)
         return record, True
     existing = await get(conn, call_id)
     assert existing is not None
@@ -93,20 +98,25 @@ async def claim_due(conn: Conn, worker: str, *, limit: int, lease_s: float) -> l
     return await cur.fetchall()
 
 
-async def succeed(conn: Conn, call_id: str, worker: str, result: Any) -> bool:
+async def succeed(conn: Conn, record: InvocationRecord, worker: str, result: Any) -> bool:
+    """The attempt ``worker`` holds succeeded; False if it no longer holds it. Call inside a transaction."""
     cur = await conn.execute(
         "UPDATE gateway_invocations SET status = 'succeeded', result = %s, attempts = attempts + 1,"
         " locked_by = NULL, locked_until = NULL, updated_at = now(), finished_at = now()"
         " WHERE call_id = %s AND locked_by = %s AND status = 'running' RETURNING 1",
-        (Jsonb(result), call_id, worker),
+        (Jsonb(result), record.call_id, worker),
     )
-    return await cur.fetchone() is not None
+    done = await cur.fetchone() is not None
+    if done and record.trigger_id is not None:
+        await add_metrics(conn, record.trigger_id, succeeded=1)
+    return done
 
 
 async def fail(
-    conn: Conn, call_id: str, worker: str, error: dict[str, Any], *, retry_in_s: float | None
+    conn: Conn, record: InvocationRecord, worker: str, error: dict[str, Any], *, retry_in_s: float | None
 ) -> bool:
-    """A failed attempt: retry in ``retry_in_s`` seconds, or (None) move it to the dead letters."""
+    """A failed attempt: retry in ``retry_in_s`` seconds, or (None) move it to the dead letters.
+    Call inside a transaction."""
     cur = await conn.execute(
         "UPDATE gateway_invocations SET error = %(error)s, attempts = attempts + 1,"
         " status = CASE WHEN %(retry)s::float8 IS NULL THEN 'dead' ELSE 'queued' END,"
@@ -115,9 +125,15 @@ async def fail(
         " finished_at = CASE WHEN %(retry)s::float8 IS NULL THEN now() END,"
         " locked_by = NULL, locked_until = NULL, updated_at = now()"
         " WHERE call_id = %(call)s AND locked_by = %(worker)s AND status = 'running' RETURNING 1",
-        {"error": Jsonb(error), "retry": retry_in_s, "call": call_id, "worker": worker},
+        {"error": Jsonb(error), "retry": retry_in_s, "call": record.call_id, "worker": worker},
     )
-    return await cur.fetchone() is not None
+    done = await cur.fetchone() is not None
+    if done and record.trigger_id is not None:
+        if retry_in_s is None:
+            await add_metrics(conn, record.trigger_id, failed=1, dead_lettered=1)
+        else:
+            await add_metrics(conn, record.trigger_id, retried=1)
+    return done
 
 
 async def release(conn: Conn, call_id: str, worker: str) -> None:
@@ -132,11 +148,11 @@ async def release(conn: Conn, call_id: str, worker: str) -> None:
 async def list_invocations(
     conn: Conn,
     *,
-    app_name: str | None,
-    status: str | None,
-    trigger_id: str | None,
-    limit: int,
+    app_name: str | None = None,
+    status: str | None = None,
+    trigger_id: str | None = None,
     created_by: str | None = None,
+    limit: int = 50,
 ) -> list[InvocationRecord]:
     """The newest invocations matching the filters, newest first."""
     cur = conn.cursor(row_factory=class_row(InvocationRecord))

@@ -1,4 +1,5 @@
-"""What users ask of rollouts, each in one transaction: start one, roll back, promote, set an alias.
+"""What users ask of deployments and rollouts, each in one transaction: deploy all at once, start a
+rollout, roll back, promote, set an alias.
 
 The controller moves a running rollout from step to step (``controller.engine``); these are the
 decisions that come from outside it. Deploying to ``live`` needs an approved version unless forced,
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..audit import record_audit
+from .. import aliases, deployments
+from ..aliases import LIVE_ALIAS
+from ..audit import DEFAULT_ACTOR, record_audit
 from ..db import Conn
-from ..deployments import LIVE_ALIAS
 from ..errors import InvalidCatalogRequest, NotFoundInCatalog
+from ..records import DeploymentRecord
 from . import store
 from .config import parse_config
 from .records import RolloutRecord
@@ -53,8 +56,17 @@ async def require_approved(
     )
 
 
+async def deploy(
+    conn: Conn, app_name: str, *, version: int | None = None, replicas: int = 1, actor: str = DEFAULT_ACTOR
+) -> DeploymentRecord:
+    """All-at-once: every slot serves ``version`` (default: the latest), ``live`` = 100 %; it replaces
+    any rollout in progress."""
+    await supersede(conn, app_name, actor=actor)
+    return await deployments.deploy(conn, app_name, version=version, replicas=replicas, actor=actor)
+
+
 async def start(
-    conn: Conn, app_name: str, to_version: int, raw_config: dict[str, Any], *, actor: str
+    conn: Conn, app_name: str, to_version: int, raw_config: dict[str, Any], *, actor: str = DEFAULT_ACTOR
 ) -> RolloutRecord:
     """Begin moving ``live`` to ``to_version`` by the configured strategy (the controller drives it)."""
     cur = await conn.execute(
@@ -67,7 +79,7 @@ async def start(
     target, replicas = int(row[0]), max(1, int(row[1]))
     if await store.get_active(conn, app_name) is not None:
         raise InvalidCatalogRequest(f"a rollout of {app_name} is in progress: promote or roll it back first")
-    from_version = primary((await store.aliases(conn, app_name)).get(LIVE_ALIAS, {})) or target
+    from_version = primary((await aliases.list_aliases(conn, app_name)).get(LIVE_ALIAS, {})) or target
     if to_version == from_version:
         raise InvalidCatalogRequest(f"{app_name} v{to_version} is already live")
     config = parse_config(raw_config, from_version=from_version, to_version=to_version)
@@ -120,7 +132,7 @@ async def roll_back_rollout(
 ) -> None:
     """Traffic back to the previous version at once; the new version's slots go (rolling: move back)."""
     app = record.app_name
-    await store.set_weights(
+    await aliases.set_alias(
         conn, app, LIVE_ALIAS, {record.from_version: 100}, actor=actor, why=f"rollback: {reason}"
     )
     if record.strategy == "rolling":
@@ -155,7 +167,7 @@ async def roll_back_rollout(
     )
 
 
-async def rollback(conn: Conn, app_name: str, *, actor: str) -> str:
+async def rollback(conn: Conn, app_name: str, *, actor: str = DEFAULT_ACTOR) -> str:
     """Roll back the rollout in progress, or the last one while its previous version is still kept."""
     record = await store.get_active(conn, app_name, lock=True)
     if record is not None:
@@ -177,7 +189,7 @@ async def rollback(conn: Conn, app_name: str, *, actor: str) -> str:
     return f"rolled {app_name} back from v{last.to_version} to v{last.from_version}"
 
 
-async def promote(conn: Conn, app_name: str, *, actor: str) -> str:
+async def promote(conn: Conn, app_name: str, *, actor: str = DEFAULT_ACTOR) -> str:
     """Skip to 100 % now (A/B winner, blue-green switch, or a canary one trusts)."""
     record = await store.get_active(conn, app_name, lock=True)
     if record is None:
@@ -201,9 +213,16 @@ async def promote(conn: Conn, app_name: str, *, actor: str) -> str:
 
 
 async def set_alias(
-    conn: Conn, app_name: str, alias: str, weights: dict[int, int], *, actor: str, force: bool = False
+    conn: Conn,
+    app_name: str,
+    alias: str,
+    weights: dict[int, int],
+    *,
+    actor: str = DEFAULT_ACTOR,
+    force: bool = False,
 ) -> None:
     """Point an alias anywhere. ``live`` needs approved versions (or ``force``) and no rollout running."""
+    aliases.check_weights(weights)  # before any slot is added for them
     if alias == LIVE_ALIAS:
         if await store.get_active(conn, app_name) is not None:
             raise InvalidCatalogRequest(
@@ -222,7 +241,7 @@ async def set_alias(
         for version, weight in weights.items():
             if weight > 0 and version not in slots:
                 await store.add_slots(conn, app_name, version, max(1, int(row[0])))
-    await store.set_weights(conn, app_name, alias, weights, actor=actor)
+    await aliases.set_alias(conn, app_name, alias, weights, actor=actor)
 
 
 async def supersede(conn: Conn, app_name: str, *, actor: str) -> None:

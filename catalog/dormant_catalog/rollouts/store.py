@@ -1,8 +1,9 @@
-"""SQL for rollouts: weighted aliases, the ``rollouts`` rows, and the replica slots a rollout adds,
-moves and retires. Every function runs on a connection the caller holds (writes inside a transaction).
+"""SQL for rollouts: the ``rollouts`` rows, and the replica slots a rollout adds, moves and retires.
+Every function runs on a connection the caller holds (writes inside a transaction).
 
-Any alias change is audited and NOTIFYs both ``dormant_routes`` (the controller republishes the route
-table) and ``dormant_slots`` (pods re-read whether their version is the ``live`` primary).
+Weights are written and read by ``dormant_catalog.aliases`` (the one owner of the aliases table);
+``set_weights``, ``aliases``, ``route_apps`` and ``latest_version`` are its and ``versions``' functions
+under the names the controller uses.
 """
 
 from __future__ import annotations
@@ -12,63 +13,22 @@ from typing import Any
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from ..audit import record_audit
+from .. import aliases as _aliases
+from .. import versions as _versions
+from ..channels import SLOTS_CHANNEL, notify
 from ..db import Conn
-from ..deployments import LIVE_ALIAS, ROUTES_CHANNEL, SLOTS_CHANNEL
-from ..errors import InvalidCatalogRequest, NotFoundInCatalog
-from ..names import check_alias
 from .config import RolloutConfig
 from .records import RolloutRecord
+
+set_weights = _aliases.set_alias
+aliases = _aliases.list_aliases
+route_apps = _aliases.aliased_apps
+latest_version = _versions.latest_version
 
 _COLUMNS = (
     "rollout_id, app_name, from_version, to_version, strategy, config, state, step, step_started_at,"
     " reason, numbers, retire_version, retire_at, created_by, created_at, updated_at, finished_at"
 )
-
-
-# ---------------------------------------------------------------------------------------------- aliases
-
-
-async def set_weights(
-    conn: Conn, app_name: str, alias: str, weights: dict[int, int], *, actor: str, why: str | None = None
-) -> None:
-    """Point ``alias`` at {version: weight}; every version with weight must exist."""
-    if alias != LIVE_ALIAS:
-        check_alias(alias)
-    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-        raise InvalidCatalogRequest(f"weights must be 0 or more and not all 0: {weights}")
-    cur = await conn.execute(
-        "SELECT version FROM application_catalog WHERE app_name = %s AND version = ANY(%s)",
-        (app_name, list(weights)),
-    )
-    missing = sorted(set(weights) - {int(row[0]) for row in await cur.fetchall()})
-    if missing:
-        raise NotFoundInCatalog(f"{app_name!r} has no version {', '.join(map(str, missing))}")
-    encoded = {str(v): w for v, w in sorted(weights.items())}
-    await conn.execute(
-        "INSERT INTO aliases (app_name, alias, weights, updated_by) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (app_name, alias) DO UPDATE SET weights = EXCLUDED.weights,"
-        " updated_by = EXCLUDED.updated_by, updated_at = now()",
-        (app_name, alias, Jsonb(encoded), actor),
-    )
-    detail: dict[str, Any] = {"alias": alias, "weights": encoded}
-    if why:
-        detail["why"] = why
-    await record_audit(conn, actor=actor, app_name=app_name, action="set-alias", detail=detail)
-    await conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, app_name))
-    await conn.execute("SELECT pg_notify(%s, %s)", (SLOTS_CHANNEL, app_name))
-
-
-async def aliases(conn: Conn, app_name: str) -> dict[str, dict[int, int]]:
-    cur = await conn.execute(
-        "SELECT alias, weights FROM aliases WHERE app_name = %s ORDER BY alias", (app_name,)
-    )
-    return {str(row[0]): {int(v): int(w) for v, w in row[1].items()} for row in await cur.fetchall()}
-
-
-async def route_apps(conn: Conn) -> list[str]:
-    cur = await conn.execute("SELECT DISTINCT app_name FROM aliases ORDER BY app_name")
-    return [str(row[0]) for row in await cur.fetchall()]
 
 
 async def serving_versions(conn: Conn, app_name: str) -> dict[int, tuple[int, int]]:
@@ -79,12 +39,6 @@ async def serving_versions(conn: Conn, app_name: str) -> dict[int, tuple[int, in
         (app_name,),
     )
     return {int(row[0]): (int(row[1]), int(row[2])) for row in await cur.fetchall()}
-
-
-async def latest_version(conn: Conn, app_name: str) -> int | None:
-    cur = await conn.execute("SELECT max(version) FROM application_catalog WHERE app_name = %s", (app_name,))
-    row = await cur.fetchone()
-    return None if row is None or row[0] is None else int(row[0])
 
 
 # ---------------------------------------------------------------------------------------------- rollouts
@@ -219,7 +173,7 @@ async def add_slots(conn: Conn, app_name: str, version: int, count: int) -> None
         " (SELECT COALESCE(max(slot_index), -1) AS base FROM replica_slots WHERE app_name = %(app)s) AS b",
         {"app": app_name, "version": version, "count": count},
     )
-    await conn.execute("SELECT pg_notify(%s, %s)", (SLOTS_CHANNEL, app_name))
+    await notify(conn, SLOTS_CHANNEL, app_name)
 
 
 async def retarget_slots(conn: Conn, app_name: str, from_version: int, to_version: int, count: int) -> int:
@@ -232,7 +186,7 @@ async def retarget_slots(conn: Conn, app_name: str, from_version: int, to_versio
     )
     moved = len(await cur.fetchall())
     if moved:
-        await conn.execute("SELECT pg_notify(%s, %s)", (SLOTS_CHANNEL, app_name))
+        await notify(conn, SLOTS_CHANNEL, app_name)
     return moved
 
 
@@ -247,5 +201,5 @@ async def remove_version_slots(conn: Conn, app_name: str, version: int) -> int:
         (app_name, version),
     )
     removed = len(await cur.fetchall())
-    await conn.execute("SELECT pg_notify(%s, %s)", (SLOTS_CHANNEL, app_name))
+    await notify(conn, SLOTS_CHANNEL, app_name)
     return removed

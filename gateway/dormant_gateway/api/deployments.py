@@ -13,6 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dormant.errors import NotFound, ValidationError
+from dormant_catalog import aliases as alias_sql
+from dormant_catalog import deployments as deployment_sql
+from dormant_catalog import status as status_sql
+from dormant_catalog import versions as version_sql
+from dormant_catalog.gateway import functions as function_sql
+from dormant_catalog.rollouts import actions as rollout_sql
 
 from ..auth import Action
 from ..invoke_input import parse_version
@@ -63,16 +69,16 @@ async def create_deployment(request: Request) -> Response:
     version = parse_version(body.get("version"))
     replicas = _replicas(body.get("replicas"))
     gateway = state(request)
-    if await gateway.store.is_deleted(name):
+    if await gateway.db.run(function_sql.is_deleted, name):
         raise NotFound(f"function {name!r} was deleted")
     if version is None:
-        version = await gateway.catalog.latest_version(name)
+        version = await gateway.db.run(version_sql.latest_version, name)
         if version is None:
             raise NotFound(f"no version of {name!r} is registered")
-    if await gateway.catalog.get_version(name, version) is None:
+    if await gateway.db.run(version_sql.get_version, name, version) is None:
         raise NotFound(f"{name!r} has no version {version}")
     if environment != "production":
-        await gateway.store.set_alias(name, environment, {version: 100}, actor=principal.sub)
+        await gateway.db.run(alias_sql.set_alias, name, environment, {version: 100}, actor=principal.sub)
         return json_response(
             {
                 "functionName": name,
@@ -85,10 +91,12 @@ async def create_deployment(request: Request) -> Response:
             status=201,
         )
     if replicas is None:
-        current = await gateway.catalog.get_deployment(name)
+        current = await gateway.db.run(deployment_sql.get_deployment, name)
         replicas = current.replicas if current is not None else 1
-    record = await gateway.catalog.deploy(name, version=version, replicas=replicas, actor=principal.sub)
-    status = await gateway.catalog.deployment_status(name)
+    record = await gateway.db.run(
+        rollout_sql.deploy, name, version=version, replicas=replicas, actor=principal.sub
+    )
+    status = await gateway.db.run(status_sql.deployment_status, name)
     view = {**deployment_view(record, status), "environment": environment}
     return json_response(view, status=201, headers={"Location": f"/api/v1/deployments/{name}"})
 
@@ -97,10 +105,10 @@ async def get_deployment(request: Request) -> Response:
     await authorize(request, Action.READ)
     name = service_name(request)
     gateway = state(request)
-    record = await gateway.catalog.get_deployment(name)
+    record = await gateway.db.run(deployment_sql.get_deployment, name)
     if record is None:
         raise NotFound(f"{name!r} is not deployed")
-    status = await gateway.catalog.deployment_status(name)
+    status = await gateway.db.run(status_sql.deployment_status, name)
     return json_response({**deployment_view(record, status), "environment": "production"})
 
 
@@ -112,25 +120,25 @@ async def rollback(request: Request) -> Response:
     if set(body) - {"version"}:
         raise ValidationError("the only field is version")
     gateway = state(request)
-    current = await gateway.catalog.get_deployment(name)
+    current = await gateway.db.run(deployment_sql.get_deployment, name)
     if current is None:
         raise NotFound(f"{name!r} is not deployed")
     version = parse_version(body.get("version"))
     if version is None:
         older = [
             v.version
-            for v in await gateway.catalog.list_versions(name)
+            for v in await gateway.db.run(version_sql.list_versions, name)
             if v.version < current.target_version and v.status != "deprecated"
         ]
         if not older:
             raise NotFound(f"{name!r} has no version older than {current.target_version} to roll back to")
         version = older[-1]
-    elif await gateway.catalog.get_version(name, version) is None:
+    elif await gateway.db.run(version_sql.get_version, name, version) is None:
         raise NotFound(f"{name!r} has no version {version}")
-    record = await gateway.catalog.deploy(
-        name, version=version, replicas=current.replicas, actor=principal.sub
+    record = await gateway.db.run(
+        rollout_sql.deploy, name, version=version, replicas=current.replicas, actor=principal.sub
     )
-    status = await gateway.catalog.deployment_status(name)
+    status = await gateway.db.run(status_sql.deployment_status, name)
     return json_response(
         {
             **deployment_view(record, status),

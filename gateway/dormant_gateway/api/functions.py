@@ -10,6 +10,11 @@ from starlette.responses import Response
 
 from dormant.errors import NotFound, ValidationError
 from dormant_catalog import DeploymentStatus, NotFoundInCatalog
+from dormant_catalog import aliases as alias_sql
+from dormant_catalog import status as status_sql
+from dormant_catalog import versions as version_sql
+from dormant_catalog.gateway import functions as function_sql
+from dormant_catalog.gateway import invocations as invocation_sql
 
 from ..auth import Action
 from ..http_errors import conflict
@@ -24,7 +29,7 @@ RECENT_S = 3600.0
 async def create_function(request: Request) -> Response:
     principal = await authorize(request, Action.CREATE_FUNCTION, limit="manage")
     fields = validate_create(await json_object(request))
-    record = await state(request).store.create_function(owner=principal.sub, **fields)
+    record = await state(request).db.run(function_sql.create_function, owner=principal.sub, **fields)
     if record is None:
         raise conflict(f"function {fields['name']!r} exists")
     state(request).forget_function(record.name)
@@ -46,7 +51,8 @@ async def list_functions(request: Request) -> Response:
     include_deleted = query.get("includeDeleted", "false").lower()
     if include_deleted not in ("true", "false"):
         raise ValidationError("includeDeleted must be true or false")
-    records = await state(request).store.list_functions(
+    records = await state(request).db.run(
+        function_sql.list_functions,
         name_contains=query.get("nameContains") or None,
         runtime=query.get("runtime") or None,
         tag=tag,
@@ -63,17 +69,19 @@ async def get_function(request: Request) -> Response:
     principal = await authorize(request, Action.READ)
     name = service_name(request)
     gateway = state(request)
-    record = await gateway.store.get_function(name)
+    record = await gateway.db.run(function_sql.get_function, name)
     if record is None:
         raise NotFound(f"no function {name!r}")
-    versions = await gateway.catalog.list_versions(name)
-    aliases = await gateway.store.list_aliases(name)
+    versions = await gateway.db.run(version_sql.list_versions, name)
+    aliases = await gateway.db.run(alias_sql.list_aliases, name)
     try:
-        status: DeploymentStatus | None = await gateway.catalog.deployment_status(name)
+        status: DeploymentStatus | None = await gateway.db.run(status_sql.deployment_status, name)
     except NotFoundInCatalog:
         status = None
-    counts = await gateway.store.invocation_counts(name, since_s=RECENT_S)
-    recent = await gateway.store.list_invocations(app_name=name, created_by=owner_filter(principal), limit=10)
+    counts = await gateway.db.run(invocation_sql.status_counts, name, since_s=RECENT_S)
+    recent = await gateway.db.run(
+        invocation_sql.list_invocations, app_name=name, created_by=owner_filter(principal), limit=10
+    )
     view: dict[str, Any] = function_view(record)
     view.update(
         {
@@ -103,7 +111,7 @@ async def update_function(request: Request) -> Response:
     principal = await authorize(request, Action.UPDATE_FUNCTION, limit="manage")
     name = service_name(request)
     changes = validate_update(await json_object(request))
-    record = await state(request).store.update_function(name, changes, actor=principal.sub)
+    record = await state(request).db.run(function_sql.update_function, name, changes, actor=principal.sub)
     state(request).forget_function(name)
     return json_response(function_view(record))
 
@@ -111,7 +119,7 @@ async def update_function(request: Request) -> Response:
 async def delete_function(request: Request) -> Response:
     principal = await authorize(request, Action.DELETE_FUNCTION, limit="manage")
     name = service_name(request)
-    if not await state(request).store.delete_function(name, actor=principal.sub):
+    if not await state(request).db.run(function_sql.delete_function, name, actor=principal.sub):
         raise NotFound(f"no function {name!r}")
     state(request).forget_function(name)
     state(request).bump_triggers()
@@ -122,7 +130,9 @@ async def put_environment(request: Request) -> Response:
     principal = await authorize(request, Action.SET_ENVIRONMENT, limit="manage")
     name = service_name(request)
     variables = validate_environment(await json_object(request))
-    record = await state(request).store.update_function(name, {"environment": variables}, actor=principal.sub)
+    record = await state(request).db.run(
+        function_sql.update_function, name, {"environment": variables}, actor=principal.sub
+    )
     return json_response({"function": name, "variables": record.environment})
 
 
@@ -130,5 +140,7 @@ async def put_concurrency(request: Request) -> Response:
     principal = await authorize(request, Action.SET_CONCURRENCY, limit="manage")
     name = service_name(request)
     settings = validate_concurrency(await json_object(request))
-    record = await state(request).store.update_function(name, {"concurrency": settings}, actor=principal.sub)
+    record = await state(request).db.run(
+        function_sql.update_function, name, {"concurrency": settings}, actor=principal.sub
+    )
     return json_response({"function": name, **record.concurrency})

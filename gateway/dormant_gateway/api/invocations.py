@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dormant.errors import NotFound, ValidationError
+from dormant_catalog.gateway import invocations as invocation_sql
 
 from ..auth import Action, Principal, Role
 from .common import SERVICE_NAME, authorize, int_param, json_response, state
@@ -32,7 +33,7 @@ def owner_filter(principal: Principal) -> str | None:
 async def get_invocation(request: Request) -> Response:
     principal = await authorize(request, Action.READ)
     call_id = str(request.path_params["call_id"])
-    record = await state(request).store.get_invocation(call_id) if CALL_ID.fullmatch(call_id) else None
+    record = await state(request).db.run(invocation_sql.get, call_id) if CALL_ID.fullmatch(call_id) else None
     owner = owner_filter(principal)
     if record is None or (owner is not None and record.created_by != owner):
         raise NotFound(f"no invocation {call_id[:300]!r}")
@@ -50,7 +51,8 @@ async def list_invocations(request: Request) -> Response:
     if function is not None and not SERVICE_NAME.fullmatch(function):
         raise ValidationError("function must be a function (service) name")
     limit = int_param(request, "limit", default=50, low=1, high=500)
-    records = await state(request).store.list_invocations(
+    records = await state(request).db.run(
+        invocation_sql.list_invocations,
         app_name=function,
         status=status,
         trigger_id=query.get("triggerId") or None,

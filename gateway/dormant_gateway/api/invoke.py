@@ -17,14 +17,15 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from dormant import wire
-from dormant.errors import DormantError, SystemError, Unavailable, ValidationError
+from dormant import callid
+from dormant.errors import DormantError, SystemError, ValidationError
+from dormant_catalog.gateway import invocations as invocation_sql
 
 from ..auth import Action, Principal
 from ..inputs import parse_decimal, parse_uint
 from ..invoke_input import InvokeInput, derive_call_id, parse_invoke_input, parse_version, split_target
 from ..state import GatewayState
-from ..targets import check_target, explain_unavailable
+from ..targets import check_target, explain_unavailable, route
 from ..triggers.settings import ALIAS
 from .common import MiB, authorize, json_response, read_body, state
 
@@ -100,7 +101,7 @@ def _timeout(request: Request, configured: float | None) -> float:
 
 
 async def _call(gateway: GatewayState, p: Prepared, call_id: str) -> tuple[Any, int | None]:
-    version = await gateway.routes.resolve(p.service, alias=p.body.alias, version=p.body.version)
+    version = await route(gateway, p.service, alias=p.body.alias, version=p.body.version)
     try:
         result = await gateway.client.call(
             p.service,
@@ -111,15 +112,18 @@ async def _call(gateway: GatewayState, p: Prepared, call_id: str) -> tuple[Any, 
             call_id=call_id,
             headers=p.body.headers,
         )
-    except Unavailable as exc:
-        raise await explain_unavailable(gateway, p.service, p.function, version, exc) from None
+    except DormantError as exc:
+        explained = await explain_unavailable(gateway, p.service, p.function, version, exc)
+        if explained is exc:
+            raise
+        raise explained from None
     return result, version
 
 
 async def invoke(request: Request) -> Response:
     gateway = state(request)
     p = await _prepare(request, SYNC_LIMIT)
-    call_id = p.call_id or wire.new_call_id().hex()
+    call_id = p.call_id or callid.fresh()
     started = time.perf_counter()
     headers = {"X-Dormant-Call-Id": call_id}
     try:
@@ -155,14 +159,15 @@ async def invoke_async(request: Request) -> Response:
     p = await _prepare(request, ASYNC_LIMIT)
     if p.body.alias is not None or p.body.version is not None:
         # Fail now rather than on every attempt when the alias or version does not exist.
-        await gateway.routes.resolve(p.service, alias=p.body.alias, version=p.body.version)
-    call_id = p.call_id or f"async-{wire.new_call_id().hex()}"
+        await route(gateway, p.service, alias=p.body.alias, version=p.body.version)
+    call_id = p.call_id or callid.fresh("async-")
     settings = gateway.config.async_settings
     attempts = request.query_params.get("maxAttempts")
     max_attempts = settings.max_attempts
     if attempts:
         max_attempts = parse_uint(attempts, "maxAttempts", low=1, high=100)
-    record, new = await gateway.store.enqueue_invocation(
+    record, new = await gateway.db.run(
+        invocation_sql.enqueue,
         call_id=call_id,
         app_name=p.service,
         function=p.function,
@@ -191,7 +196,7 @@ def _stored_headers(headers: dict[str, str]) -> dict[str, str]:
 async def invoke_stream(request: Request) -> Response:
     gateway = state(request)
     p = await _prepare(request, SYNC_LIMIT)
-    call_id = p.call_id or wire.new_call_id().hex()
+    call_id = p.call_id or callid.fresh()
 
     async def events() -> AsyncIterator[bytes]:
         yield _sse("accepted", {"callId": call_id})

@@ -8,6 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dormant.errors import NotFound
+from dormant_catalog.gateway import functions as function_sql
+from dormant_catalog.gateway import triggers as trigger_sql
 
 from ..auth import Action
 from ..triggers.settings import validate_trigger
@@ -30,13 +32,19 @@ async def create_trigger(request: Request) -> Response:
     name = service_name(request)
     kind, target, config, enabled = validate_trigger(await json_object(request))
     gateway = state(request)
-    if await gateway.store.get_function(name) is None:
+    if await gateway.db.run(function_sql.get_function, name) is None:
         raise NotFound(f"no function {name!r}")
-    record = await gateway.store.create_trigger(
-        function_name=name, kind=kind, target=target, config=config, enabled=enabled, actor=principal.sub
+    record = await gateway.db.run(
+        trigger_sql.create_trigger,
+        function_name=name,
+        kind=kind,
+        target=target,
+        config=config,
+        enabled=enabled,
+        actor=principal.sub,
     )
     gateway.bump_triggers()
-    metrics = await gateway.store.trigger_metrics([record.trigger_id])
+    metrics = await gateway.db.run(trigger_sql.get_metrics, [record.trigger_id])
     return json_response(
         trigger_view(record, metrics.get(record.trigger_id)),
         status=201,
@@ -48,8 +56,8 @@ async def list_triggers(request: Request) -> Response:
     await authorize(request, Action.READ)
     name = service_name(request)
     gateway = state(request)
-    records = await gateway.store.list_triggers(name)
-    metrics = await gateway.store.trigger_metrics([r.trigger_id for r in records])
+    records = await gateway.db.run(trigger_sql.list_triggers, name)
+    metrics = await gateway.db.run(trigger_sql.get_metrics, [r.trigger_id for r in records])
     return json_response({"items": [trigger_view(r, metrics.get(r.trigger_id)) for r in records]})
 
 
@@ -57,10 +65,10 @@ async def get_trigger(request: Request) -> Response:
     await authorize(request, Action.READ)
     name = service_name(request)
     gateway = state(request)
-    record = await gateway.store.get_trigger(name, _trigger_id(request))
+    record = await gateway.db.run(trigger_sql.get_trigger, name, _trigger_id(request))
     if record is None:
         raise NotFound(f"{name!r} has no trigger {_trigger_id(request)!r}")
-    metrics = await gateway.store.trigger_metrics([record.trigger_id])
+    metrics = await gateway.db.run(trigger_sql.get_metrics, [record.trigger_id])
     return json_response(trigger_view(record, metrics.get(record.trigger_id)))
 
 
@@ -68,7 +76,7 @@ async def delete_trigger(request: Request) -> Response:
     principal = await authorize(request, Action.MANAGE_TRIGGERS, limit="manage")
     name = service_name(request)
     gateway = state(request)
-    if not await gateway.store.delete_trigger(name, _trigger_id(request), actor=principal.sub):
+    if not await gateway.db.run(trigger_sql.delete_trigger, name, _trigger_id(request), actor=principal.sub):
         raise NotFound(f"{name!r} has no trigger {_trigger_id(request)!r}")
     gateway.bump_triggers()
     return Response(status_code=204)
@@ -78,11 +86,13 @@ async def _toggle(request: Request, enabled: bool) -> Response:
     principal = await authorize(request, Action.TOGGLE_TRIGGERS, limit="manage")
     name = service_name(request)
     gateway = state(request)
-    record = await gateway.store.set_trigger_enabled(name, _trigger_id(request), enabled, actor=principal.sub)
+    record = await gateway.db.run(
+        trigger_sql.set_enabled, name, _trigger_id(request), enabled, actor=principal.sub
+    )
     if record is None:
         raise NotFound(f"{name!r} has no trigger {_trigger_id(request)!r}")
     gateway.bump_triggers()
-    metrics = await gateway.store.trigger_metrics([record.trigger_id])
+    metrics = await gateway.db.run(trigger_sql.get_metrics, [record.trigger_id])
     return json_response(trigger_view(record, metrics.get(record.trigger_id)))
 
 

@@ -9,6 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dormant.errors import NotFound, ValidationError
+from dormant_catalog import aliases as alias_sql
+from dormant_catalog import versions as version_sql
+from dormant_catalog.gateway import functions as function_sql
 
 from ..auth import Action, Principal
 from ..auth.roles import PRODUCTION_ALIASES
@@ -43,12 +46,12 @@ async def upload_version(request: Request) -> Response:
         raise HttpError(415, "UnsupportedMediaType", "upload the code as application/zip")
     data = await read_body(request, MAX_ZIP_BYTES)
     gateway = state(request)
-    if await gateway.store.is_deleted(name):
+    if await gateway.db.run(function_sql.is_deleted, name):
         raise NotFound(f"function {name!r} was deleted")
     version, new, sha256 = await publish_zip(
-        data, name=name, catalog=gateway.catalog, layer_store=gateway.config.layer_store, actor=principal.sub
+        data, name=name, db=gateway.db, layer_store=gateway.config.layer_store, actor=principal.sub
     )
-    record = await gateway.catalog.get_version(name, version)
+    record = await gateway.db.run(version_sql.get_version, name, version)
     assert record is not None
     view = {**version_view(record), "created": new, "uploadSha256": sha256}
     return json_response(
@@ -59,7 +62,7 @@ async def upload_version(request: Request) -> Response:
 async def list_versions(request: Request) -> Response:
     await authorize(request, Action.READ)
     name = service_name(request)
-    records = await state(request).catalog.list_versions(name)
+    records = await state(request).db.run(version_sql.list_versions, name)
     return json_response({"items": [version_view(r) for r in records]})
 
 
@@ -67,7 +70,7 @@ async def get_version(request: Request) -> Response:
     await authorize(request, Action.READ)
     name = service_name(request)
     version = _version_param(request)
-    record = await state(request).catalog.get_version(name, version)
+    record = await state(request).db.run(version_sql.get_version, name, version)
     if record is None:
         raise NotFound(f"{name!r} has no version {version}")
     return json_response(version_view(record))
@@ -79,12 +82,12 @@ async def delete_version(request: Request) -> Response:
     name = service_name(request)
     version = _version_param(request)
     gateway = state(request)
-    if await gateway.catalog.get_version(name, version) is None:
+    if await gateway.db.run(version_sql.get_version, name, version) is None:
         raise NotFound(f"{name!r} has no version {version}")
-    reason = await gateway.store.version_in_use(name, version)
+    reason = await gateway.db.run(alias_sql.version_in_use, name, version)
     if reason is not None:
         raise conflict(f"version {version} of {name!r} is in use: {reason}")
-    await gateway.catalog.set_version_status(name, version, "deprecated", actor=principal.sub)
+    await gateway.db.run(version_sql.set_status, name, version, "deprecated", actor=principal.sub)
     return Response(status_code=204)
 
 
@@ -96,15 +99,8 @@ def _weights(body: dict[str, Any]) -> dict[int, int]:
     weights = body.get("weights")
     if not isinstance(weights, dict) or not weights:
         raise ValidationError('give version, or weights such as {"3": 90, "4": 10}')
-    parsed: dict[int, int] = {}
-    for key, value in weights.items():
-        version = version_number(key, "version in weights")
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
-            raise ValidationError(f"weight of version {key} must be an integer from 0 to 100")
-        parsed[version] = value
-    if sum(parsed.values()) != 100:
-        raise ValidationError("weights must add up to 100")
-    return parsed
+    # The catalog checks the weights themselves (whole numbers from 0 to 100 adding up to 100).
+    return {version_number(key, "version in weights"): value for key, value in weights.items()}
 
 
 async def _set_alias(
@@ -115,18 +111,19 @@ async def _set_alias(
     require(request, principal, action, limit="manage")
     if not ALIAS.fullmatch(alias):
         raise ValidationError(f"invalid alias {alias!r}: {ALIAS_NAME_HINT}")
-    if alias == "live":
+    if alias == alias_sql.LIVE_ALIAS:
         raise ValidationError("the live alias moves with deployments: POST /api/v1/deployments")
     weights = _weights(body)
-    gateway = state(request)
-    exists = await gateway.store.alias_exists(name, alias)
-    if create and exists:
-        raise conflict(f"{name!r} has an alias {alias!r} already; PUT it to change it")
-    if not create and not exists:
-        raise NotFound(f"{name!r} has no alias {alias!r}")
-    await gateway.store.set_alias(name, alias, weights, actor=principal.sub)
-    record = await gateway.catalog.get_alias(name, alias)
-    return json_response(alias_view(name, alias, weights, record), status=201 if create else 200)
+    async with state(request).db.transaction() as conn:
+        exists = await alias_sql.get_alias(conn, name, alias) is not None
+        if create and exists:
+            raise conflict(f"{name!r} has an alias {alias!r} already; PUT it to change it")
+        if not create and not exists:
+            raise NotFound(f"{name!r} has no alias {alias!r}")
+        await alias_sql.set_alias(conn, name, alias, weights, actor=principal.sub)
+        record = await alias_sql.get_alias(conn, name, alias)
+    assert record is not None
+    return json_response(alias_view(name, alias, record.weights, record), status=201 if create else 200)
 
 
 async def create_alias(request: Request) -> Response:
@@ -148,7 +145,7 @@ async def put_alias(request: Request) -> Response:
 async def list_aliases(request: Request) -> Response:
     await authorize(request, Action.READ)
     name = service_name(request)
-    aliases = await state(request).store.list_aliases(name)
+    aliases = await state(request).db.run(alias_sql.list_aliases, name)
     return json_response({"items": [alias_view(name, a, w) for a, w in aliases.items()]})
 
 
@@ -158,7 +155,7 @@ async def get_alias(request: Request) -> Response:
     alias = str(request.path_params["alias"])
     if not ALIAS.fullmatch(alias):
         raise NotFound(f"{name!r} has no alias {alias!r}")
-    record = await state(request).catalog.get_alias(name, alias)
+    record = await state(request).db.run(alias_sql.get_alias, name, alias)
     if record is None:
         raise NotFound(f"{name!r} has no alias {alias!r}")
     return json_response(alias_view(name, alias, record.weights, record))

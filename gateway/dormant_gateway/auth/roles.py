@@ -18,6 +18,8 @@ import enum
 from collections.abc import Iterable
 from typing import Any
 
+from dormant_catalog.aliases import LIVE_ALIAS
+
 
 class Role(enum.StrEnum):
     ADMIN = "admin"
@@ -78,7 +80,7 @@ _MATRIX: dict[Role, frozenset[Action]] = {
     Role.VIEWER: frozenset({Action.READ}),
 }
 
-PRODUCTION_ALIASES = frozenset({"live", "production", "prod"})
+PRODUCTION_ALIASES = frozenset({LIVE_ALIAS, "production", "prod"})
 
 
 def allowed(roles: Iterable[Role], action: Action) -> bool:

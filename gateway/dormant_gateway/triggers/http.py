@@ -19,14 +19,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dormant import wire
-from dormant.errors import DormantError, NotFound, Unavailable, ValidationError
+from dormant import callid
+from dormant.errors import DormantError, NotFound, ValidationError
 from dormant_catalog.gateway import TriggerRecord
+from dormant_catalog.gateway import triggers as trigger_sql
 
+from ..api.common import authorize, read_body, state
 from ..auth import Action
 from ..http_errors import error_response
 from ..invoke_input import split_target
-from ..targets import explain_unavailable
+from ..targets import explain_unavailable, route
 from .paths import PathPattern, best_match
 from .settings import validate_trigger
 
@@ -46,13 +48,11 @@ class HttpTriggerTable:
         self._entries: list[tuple[PathPattern, TriggerRecord]] = []
 
     async def match(self, request: Request, path: str) -> tuple[TriggerRecord, dict[str, str]] | None:
-        from ..api.common import state
-
         gateway = state(request)
         now = time.monotonic()
         if gateway.trigger_generation != self._generation or now - self._loaded_at > CACHE_S:
             self._generation = gateway.trigger_generation
-            records = await gateway.store.enabled_triggers("http")
+            records = await gateway.db.run(trigger_sql.enabled_triggers, "http")
             self._entries = [entry for entry in map(_entry, records) if entry is not None]
             self._loaded_at = now
         method = request.method.upper()
@@ -110,8 +110,6 @@ def _cors_headers(cors: dict[str, Any] | None, origin: str | None) -> dict[str, 
 
 
 async def handle(request: Request) -> Response:
-    from ..api.common import authorize, read_body, state
-
     path = "/" + str(request.path_params.get("path", ""))
     if any(segment in (".", "..") for segment in path.split("/")):
         raise ValidationError("the path has a '.' or '..' segment")
@@ -138,7 +136,7 @@ async def handle(request: Request) -> Response:
     service, function = split_target(f"{record.function_name}.{record.target}")
     gateway.limiter.check("invoke", f"{service}.{function}")
     raw = await read_body(request, MAX_BODY)
-    call_id = wire.new_call_id().hex()
+    call_id = callid.fresh()
     try:
         text, is_b64 = raw.decode(), False
     except UnicodeDecodeError:
@@ -159,8 +157,8 @@ async def handle(request: Request) -> Response:
             "pattern": record.config["path"],
         },
     }
-    version = await gateway.routes.resolve(
-        service, alias=record.config.get("alias"), version=record.config.get("version")
+    version = await route(
+        gateway, service, alias=record.config.get("alias"), version=record.config.get("version")
     )
     info = await gateway.function_info(service)
     headers = {"X-Dormant-Call-Id": call_id, **_cors_headers(cors, origin)}
@@ -169,12 +167,10 @@ async def handle(request: Request) -> Response:
             service, function, event, timeout=info.timeout_s or 30.0, version=version, call_id=call_id
         )
     except DormantError as exc:
-        error = exc
-        if isinstance(exc, Unavailable):
-            error = await explain_unavailable(gateway, service, function, version, exc)
-        await gateway.store.add_trigger_metrics(record.trigger_id, fired=1, failed=1)
+        error = await explain_unavailable(gateway, service, function, version, exc)
+        await gateway.db.run(trigger_sql.add_metrics, record.trigger_id, fired=1, failed=1)
         return error_response(error, headers)
-    await gateway.store.add_trigger_metrics(record.trigger_id, fired=1, succeeded=1)
+    await gateway.db.run(trigger_sql.add_metrics, record.trigger_id, fired=1, succeeded=1)
     return _to_response(result, headers)
 
 

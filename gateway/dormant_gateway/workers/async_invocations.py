@@ -14,12 +14,14 @@ import contextlib
 import logging
 from typing import Any
 
-from dormant.errors import DormantError, SystemError, Unavailable
+from dormant import callid
+from dormant.errors import DormantError, SystemError
 from dormant_catalog import CatalogError
 from dormant_catalog.gateway import InvocationRecord
+from dormant_catalog.gateway import invocations as invocation_sql
 
 from ..state import GatewayState
-from ..targets import explain_unavailable
+from ..targets import explain_unavailable, route
 from .backoff import backoff_s, retryable
 
 log = logging.getLogger("dormant.gateway.async")
@@ -45,8 +47,11 @@ class AsyncInvocationWorker:
                 claimed: list[InvocationRecord] = []
                 if free > 0:
                     try:
-                        claimed = await gateway.store.claim_invocations(
-                            self._worker_id, limit=min(free, settings.batch), lease_s=LEASE_MARGIN_S
+                        claimed = await gateway.db.run(
+                            invocation_sql.claim_due,
+                            self._worker_id,
+                            limit=min(free, settings.batch),
+                            lease_s=LEASE_MARGIN_S,
                         )
                     except CatalogError as exc:
                         log.warning("cannot claim async invocations: %s", exc)
@@ -68,11 +73,9 @@ class AsyncInvocationWorker:
         settings = gateway.config.async_settings
         try:
             payload: dict[str, Any] = record.payload if isinstance(record.payload, dict) else {}
-            call_id = f"{record.call_id}.{record.attempts + 1}"
+            call_id = callid.attempt(record.call_id, record.attempts + 1)
             try:
-                version = await gateway.routes.resolve(
-                    record.app_name, alias=record.alias, version=record.version
-                )
+                version = await route(gateway, record.app_name, alias=record.alias, version=record.version)
                 result = await gateway.client.call(
                     record.app_name,
                     record.function,
@@ -82,25 +85,22 @@ class AsyncInvocationWorker:
                     call_id=call_id,
                     headers=payload.get("headers") or {},
                 )
-            except Unavailable as exc:
+            except DormantError as exc:
                 # A function or version that does not exist is NotFound: permanent, not retried.
                 explained = await explain_unavailable(
                     gateway, record.app_name, record.function, record.version, exc
                 )
                 await self._failed(record, explained, settings.backoff_base_s, settings.backoff_max_s)
                 return
-            except DormantError as exc:
-                await self._failed(record, exc, settings.backoff_base_s, settings.backoff_max_s)
-                return
             except CatalogError as exc:
                 await self._failed(
                     record, SystemError(f"catalog: {exc}"), settings.backoff_base_s, settings.backoff_max_s
                 )
                 return
-            await gateway.store.invocation_succeeded(record, self._worker_id, result)
+            await gateway.db.run(invocation_sql.succeed, record, self._worker_id, result)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await asyncio.shield(gateway.store.release_invocation(record.call_id, self._worker_id))
+                await asyncio.shield(gateway.db.run(invocation_sql.release, record.call_id, self._worker_id))
             raise
         except Exception:
             log.exception("async invocation %s: unexpected failure", record.call_id)
@@ -112,8 +112,12 @@ class AsyncInvocationWorker:
         retry_in: float | None = None
         if retryable(error) and attempts < record.max_attempts:
             retry_in = backoff_s(attempts, base_s=base_s, max_s=max_s)
-        await self._gateway.store.invocation_failed(
-            record, self._worker_id, {**error.to_payload(), "attempt": attempts}, retry_in_s=retry_in
+        await self._gateway.db.run(
+            invocation_sql.fail,
+            record,
+            self._worker_id,
+            {**error.to_payload(), "attempt": attempts},
+            retry_in_s=retry_in,
         )
         if retry_in is None:
             log.warning(

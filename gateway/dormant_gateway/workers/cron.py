@@ -19,8 +19,11 @@ import contextlib
 import logging
 from datetime import datetime, timedelta
 
+from dormant import callid
 from dormant_catalog import CatalogError, CatalogUnavailable
 from dormant_catalog.gateway import TriggerRecord
+from dormant_catalog.gateway import invocations as invocation_sql
+from dormant_catalog.gateway import triggers as trigger_sql
 
 from ..state import GatewayState
 from ..triggers.schedule import Schedule, parse_schedule, utc_now
@@ -48,7 +51,7 @@ class CronScheduler:
         return set(self._broken)
 
     async def _reload(self) -> None:
-        records = await self._gateway.store.enabled_triggers("cron")
+        records = await self._gateway.db.run(trigger_sql.enabled_triggers, "cron")
         triggers: dict[str, tuple[TriggerRecord, Schedule]] = {}
         for record in records:
             if self._broken.get(record.trigger_id) == record.updated_at:
@@ -72,7 +75,7 @@ class CronScheduler:
         self._cursor.pop(record.trigger_id, None)
         log.error("cron trigger %s skipped until it is changed: %s", record.trigger_id, reason)
         try:
-            await self._gateway.store.mark_trigger_error(record.trigger_id, reason[:1000])
+            await self._gateway.db.run(trigger_sql.mark_error, record.trigger_id, reason[:1000])
         except CatalogError as exc:
             log.warning("cron trigger %s: error not recorded: %s", record.trigger_id, exc)
 
@@ -127,7 +130,7 @@ class CronScheduler:
 
     async def _enqueue(self, record: TriggerRecord, tick: datetime) -> None:
         gateway = self._gateway
-        call_id = f"cron-{record.trigger_id}-{int(tick.timestamp())}"
+        call_id = callid.scheduled(record.trigger_id, int(tick.timestamp()))
         info = await gateway.function_info(record.function_name)
         config = record.config
         version = config.get("version")
@@ -139,7 +142,8 @@ class CronScheduler:
             raise ValueError(f"invalid alias {alias!r}")
         if type(attempts) is not int or not 1 <= attempts <= 20:
             raise ValueError(f"invalid maxAttempts {attempts!r}")
-        _, new = await gateway.store.enqueue_invocation(
+        _, new = await gateway.db.run(
+            invocation_sql.enqueue,
             call_id=call_id,
             app_name=record.function_name,
             function=record.target,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from dataclasses import replace
 from typing import Any
@@ -23,11 +22,14 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from dormant import callid
 from dormant.errors import DormantError, SystemError, ValidationError
 from dormant_catalog import CatalogError
 from dormant_catalog.gateway import TriggerRecord
+from dormant_catalog.gateway import triggers as trigger_sql
 
 from ..state import GatewayState
+from ..targets import route
 from ..triggers.settings import validate_trigger
 from .backoff import backoff_s, retryable
 
@@ -67,7 +69,7 @@ class QueueSupervisor:
 
     async def _sync(self) -> None:
         wanted: dict[str, TriggerRecord] = {}
-        for record in await self._gateway.store.enabled_triggers("queue"):
+        for record in await self._gateway.db.run(trigger_sql.enabled_triggers, "queue"):
             try:
                 # Rows are validated on the way in; one written some other way is skipped, not fatal.
                 config = validate_trigger(
@@ -145,13 +147,12 @@ class QueueConsumer:
                 counts["failed"] += 1
                 counts["dead_lettered"] += 1
         try:
-            await self._gateway.store.add_trigger_metrics(self._trigger.trigger_id, **counts)
+            await self._gateway.db.run(trigger_sql.add_metrics, self._trigger.trigger_id, **counts)
         except CatalogError as exc:
             log.warning("queue trigger %s: metrics not recorded: %s", self._trigger.trigger_id, exc)
 
     def _call_id(self, message: AbstractIncomingMessage) -> str:
-        key = message.message_id or hashlib.sha256(message.body).hexdigest()[:32]
-        return f"q-{self._trigger.trigger_id}-{key}"
+        return callid.queued(self._trigger.trigger_id, message.message_id, message.body)
 
     async def _one(
         self, channel: aio_pika.abc.AbstractChannel, message: AbstractIncomingMessage
@@ -171,7 +172,8 @@ class QueueConsumer:
             while True:
                 attempt += 1
                 try:
-                    version = await gateway.routes.resolve(
+                    version = await route(
+                        gateway,
                         record.function_name,
                         alias=record.config.get("alias"),
                         version=record.config.get("version"),

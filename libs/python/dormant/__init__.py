@@ -43,7 +43,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     # The client pulls in the MQTT stack; handler code that never calls out does not pay for it.
     if name == "Client":
-        from .client import Client
+        from .client import Client  # lazy: start-up time
 
         return Client
     raise AttributeError(name)

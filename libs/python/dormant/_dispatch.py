@@ -12,7 +12,7 @@ exception itself stays on ``Outcome.cause`` for in-process callers such as ``dor
 The runtime (``dormant_runtime.dispatcher``) and ``dormant.testing.TestClient`` both run calls through
 this module, so a handler behaves the same in a unit test as in a pod.
 
-Schemas are checked with every ``format`` asserted (``dormant.formats``): a service whose schemas use a
+Schemas are checked with every ``format`` asserted (``dormant._formats``): a service whose schemas use a
 format that cannot be checked fails to load (``UncheckedFormat``). Input models are built from the JSON
 names (aliases) only. An output model becomes JSON by ``output_json``: what the handler set is kept, an
 explicit ``None`` included, so null round-trips where the schema allows it. A body that is not a model
@@ -35,10 +35,10 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
 from . import errors
+from ._formats import CHECKED_FORMATS, format_checker, formats_used
+from ._modeljson import model_json
 from .app import FunctionSpec, ServiceSpec
 from .context import ANONYMOUS, Context, TransactionSource, UserContext
-from .formats import CHECKED_FORMATS, format_checker, formats_used
-from .modeljson import model_json
 
 log = logging.getLogger("dormant.dispatch")
 

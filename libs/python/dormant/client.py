@@ -29,10 +29,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from . import wire
+from ._modeljson import model_json
+from .callid import CallId
 from .config import Settings
 from .errors import DormantError, Forbidden, TimeoutError, Unavailable
-from .modeljson import model_json
-from .routing import RouteTable, ServiceStates, explain_unserved
+from .routing import LIVE_ALIAS, RouteTable, ServiceStates, explain_unserved
 from .transport import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, Transport, TransportError, new_transport
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -187,7 +188,7 @@ class Client:
         timeout = self.default_timeout if timeout is None else timeout
         correlation = _correlation(call_id)
         if version is None:
-            version = await self._route(service, routing_key)
+            version = await self.route(service, routing_key=routing_key)
         topic = (
             wire.version_topic(service, version, function)
             if version is not None
@@ -209,7 +210,7 @@ class Client:
                 if remaining <= 0:
                     raise TimeoutError(
                         f"no response from {service}.{function} within {timeout:g}s",
-                        {"callId": wire.call_id_text(correlation), "timeout": timeout, "attempts": attempts},
+                        {"callId": CallId(correlation).text, "timeout": timeout, "attempts": attempts},
                     )
                 reason = await self._publish(topic, payload, correlation, props, remaining)
                 if reason is None:
@@ -239,10 +240,13 @@ class Client:
             if not future.done():
                 future.cancel()
 
-    async def _route(self, service: str, routing_key: str | None) -> int | None:
-        """A version from ``service``'s route table; subscribes to it (and waits for it) on first use."""
+    async def route(
+        self, service: str, *, alias: str = LIVE_ALIAS, routing_key: str | None = None
+    ) -> int | None:
+        """The version a call through ``alias`` goes to: a pick from the published route table
+        (subscribed to and waited for on first use); None when the table has no such alias."""
         await self._watch(self.routes.watched, service, [RouteTable.filter_for(service)], "routes")
-        return self.routes.choose(service, routing_key)
+        return self.routes.choose(service, routing_key, alias)
 
     async def _unserved(
         self, service: str, function: str, version: int | None, topic: str, correlation: bytes
@@ -258,7 +262,7 @@ class Client:
             topic=topic,
         )
         if isinstance(error.details, dict):
-            error.details["callId"] = wire.call_id_text(correlation)
+            error.details["callId"] = CallId(correlation).text
         return error
 
     async def _watch(
@@ -269,7 +273,7 @@ class Client:
         loaded = watched.get(service)
         if loaded is None and transport is not None:
             loaded = watched[service] = asyncio.Event()
-            barrier = wire.new_call_id()
+            barrier = CallId.new().data
             arrived: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
             self._pending[barrier] = arrived
             try:
@@ -327,10 +331,8 @@ def _body(params: Any) -> Any:
     return {} if params is None else params
 
 
-def _correlation(call_id: bytes | str | None) -> bytes:
-    if call_id is None:
-        return wire.new_call_id()
-    return call_id.encode() if isinstance(call_id, str) else call_id
+def _correlation(call_id: CallId | bytes | str | None) -> bytes:
+    return CallId.of(call_id).data
 
 
 def _redact(url: str) -> str:

@@ -24,7 +24,6 @@ import orjson
 from . import wire
 from .errors import DormantError, NotFound, Unavailable
 
-ROUTES_PREFIX = "mesh/routes/"
 LIVE_ALIAS = "live"
 
 Weights = dict[int, int]
@@ -85,13 +84,13 @@ class RouteTable:
 
     @staticmethod
     def filter_for(service: str) -> str:
-        return ROUTES_PREFIX + service
+        return wire.routes_topic(service)
 
     def feed(self, topic: str, payload: bytes) -> bool:
         """Take a route-table message; False if ``topic`` is not one."""
-        if not topic.startswith(ROUTES_PREFIX):
+        service = wire.parse_routes_topic(topic)
+        if service is None:
             return False
-        service = topic[len(ROUTES_PREFIX) :]
         table = parse_routes(payload)
         if table is None:
             self._tables.pop(service, None)
@@ -112,7 +111,6 @@ class RouteTable:
 # ---------------------------------------------------------------------------------------------- states
 
 STATES_MARKER = wire.service_state_topic()
-STATES_PREFIX = wire.service_state_topic("")
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +241,9 @@ class ServiceStates:
         if topic == STATES_MARKER:
             self.published = bool(payload)
             return True
-        if not topic.startswith(STATES_PREFIX):
+        service = wire.parse_service_state_topic(topic)
+        if service is None:
             return False
-        service = topic[len(STATES_PREFIX) :]
         state = parse_service_state(payload)
         if state is None:
             self._states.pop(service, None)

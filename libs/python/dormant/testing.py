@@ -36,7 +36,6 @@ import dataclasses
 import inspect
 import os
 import time
-import uuid
 from collections.abc import Mapping
 from types import ModuleType, TracebackType
 from typing import Any
@@ -44,13 +43,14 @@ from typing import Any
 import orjson
 import pydantic
 
+from . import callid
 from ._dispatch import Dispatcher, Transactions
 from ._loader import LoadedApp, LoadError, find_service_dir, load_app
+from ._modeljson import model_json
 from .app import ServiceSpec
 from .context import ANONYMOUS, TransactionSource, UserContext
 from .decorators import SERVICE_ATTR
 from .errors import SystemError, error_from_payload
-from .modeljson import model_json
 
 __all__ = ["LoadError", "TestClient"]
 
@@ -124,7 +124,7 @@ class TestClient:
         ``call_id`` defaults to a fresh one per call; ``timeout``, ``headers`` and ``user`` override (or,
         for headers, add to) the client's for this call.
         """
-        call_id = uuid.uuid4().hex if call_id is None else call_id
+        call_id = callid.fresh() if call_id is None else call_id
         timeout = self.timeout if timeout is None else timeout
         deadline = None if timeout is None else time.time() + timeout
         # Through JSON, as on the wire: the handler sees what a caller can send, nothing richer.

@@ -20,7 +20,6 @@ or raises ``CallRejected`` with a typed error, never anything else. Every proper
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
@@ -31,6 +30,8 @@ from typing import Any
 
 import orjson
 
+from . import errors
+from .callid import MAX_CALL_ID_BYTES, CallId
 from .errors import DormantError, NotFound, ValidationError, error_from_payload
 from .mqtt.codec import mqtt_string_problem
 
@@ -50,8 +51,6 @@ STATUS_ERROR = "error"
 REPLY_PREFIX = "reply/"
 MAX_REPLY_TOPIC_BYTES = 1024
 """A reply topic is at most this many bytes of UTF-8 (a legitimate inbox is far shorter)."""
-MAX_CALL_ID_BYTES = 256
-"""Correlation Data, or an envelope ``callId`` as UTF-8, longer than this is refused (``ValidationError``)."""
 MAX_DEADLINE_DIGITS = 15
 """A ``deadline`` is 1 to 15 ASCII digits of epoch milliseconds (up to the year 33658)."""
 MAX_TRACESTATE_BYTES = 512
@@ -91,12 +90,61 @@ def reply_filter(client_id: str) -> str:
     return f"reply/{client_id}/#"
 
 
+def topic_mappings(service: str) -> dict[str, str]:
+    """The topics a version of ``service`` answers on, recorded with the version in the catalog
+    (``{function}`` and ``{version}`` are placeholders)."""
+    return {
+        "live": function_topic(service, "{function}"),
+        "version": f"service/{service}/v{{version}}/{{function}}",
+        "envelope": envelope_topic(service),
+    }
+
+
+_ROUTES_PREFIX = "mesh/routes/"
+_STATS_PREFIX = "mesh/stats/"
+
+
 def routes_topic(service: str) -> str:
-    return f"mesh/routes/{service}"
+    """``mesh/routes/{svc}`` (retained, by the controller): alias -> {version: weight}."""
+    return _ROUTES_PREFIX + service
+
+
+def parse_routes_topic(topic: str) -> str | None:
+    """The service of a ``mesh/routes/{svc}`` topic; None for any other topic."""
+    if not topic.startswith(_ROUTES_PREFIX):
+        return None
+    service = topic[len(_ROUTES_PREFIX) :]
+    return service if service and "/" not in service else None
 
 
 def stats_topic(service: str, version: int, pod_id: str) -> str:
-    return f"mesh/stats/{service}/v{version}/{pod_id}"
+    """``mesh/stats/{svc}/v{N}/{podId}``: one runtime's one-second window of numbers."""
+    return f"{_STATS_PREFIX}{service}/v{version}/{pod_id}"
+
+
+def stats_filter(service: str | None = None) -> str:
+    """The filter for the stats of every service, or of every version and pod of ``service``."""
+    return f"{_STATS_PREFIX}+/+/+" if service is None else f"{_STATS_PREFIX}{service}/+/+"
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSource:
+    """Who published a stats window: ``mesh/stats/{service}/v{version}/{pod_id}``."""
+
+    service: str
+    version: int
+    pod_id: str
+
+
+def parse_stats_topic(topic: str) -> StatsSource | None:
+    """Read ``mesh/stats/{svc}/v{N}/{podId}``; None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[:2] != ["mesh", "stats"] or not parts[2] or not parts[4]:
+        return None
+    match = _VERSION_SEGMENT.match(parts[3])
+    if match is None:
+        return None
+    return StatsSource(parts[2], int(match.group(1)), parts[4])
 
 
 def serving_filters(service: str, version: int, *, live: bool) -> list[str]:
@@ -139,31 +187,18 @@ def service_state_topic(service: str | None = None) -> str:
     return "mesh/services" if service is None else f"mesh/services/{service}"
 
 
-# --------------------------------------------------------------------------- call ids
+def service_state_filter() -> str:
+    """The filter for every service's state (not the ``mesh/services`` marker)."""
+    return service_state_topic("+")
 
 
-def new_call_id() -> bytes:
-    """A fresh callId: 16 random bytes, sent as Correlation Data."""
-    return uuid.uuid4().bytes
-
-
-def call_id_text(correlation: bytes) -> str:
-    """The text form of a callId (printable correlation data as is, anything else as hex).
-
-    Correlation data over ``MAX_CALL_ID_BYTES`` is refused by ``decode_call``; its text form (used only
-    to name the refused call in logs) is a digest, so it stays short.
-    """
-    if len(correlation) > MAX_CALL_ID_BYTES:
-        return "oversized-" + hashlib.sha256(correlation).hexdigest()[:32]
-    if 0 < len(correlation) <= 200:
-        try:
-            text = correlation.decode("ascii")
-        except UnicodeDecodeError:
-            pass
-        else:
-            if text.isprintable():
-                return text
-    return correlation.hex()
+def parse_service_state_topic(topic: str) -> str | None:
+    """The service of a ``mesh/services/{svc}`` topic; None for the marker and any other topic."""
+    prefix = service_state_topic("")
+    if not topic.startswith(prefix):
+        return None
+    service = topic[len(prefix) :]
+    return service if service and "/" not in service else None
 
 
 # --------------------------------------------------------------------------- requests
@@ -317,7 +352,7 @@ def decode_call(
     the reply destination is not allowed (``reply_topic_problem``), the rejected call has no
     ``reply_to``: nothing is published, and the request is acknowledged with nobody to answer.
     """
-    call = Call(service="", function="", version=None, call_id=uuid.uuid4().hex, params=None)
+    call = Call(service="", function="", version=None, call_id=CallId.new().data.hex(), params=None)
     try:
         _decode(call, topic, payload, response_topic, correlation, user_properties, expiry_s, now)
     except CallRejected:
@@ -350,7 +385,7 @@ def _decode(
         call.envelope = target.function is None
     correlation = bytes(correlation) if isinstance(correlation, bytes | bytearray | memoryview) else None
     if correlation:  # empty Correlation Data is no callId: the runtime makes one up and echoes b""
-        call.call_id = call_id_text(correlation)
+        call.call_id = CallId(correlation).text
         call.call_id_given = True
     call.correlation = correlation
     headers, call.deadline, property_error = _read_properties(user_properties, expiry_s, now)
@@ -565,9 +600,7 @@ def decode_response(payload: bytes, user_properties: UserProperties) -> Any:
     try:
         body = orjson.loads(payload) if payload else None
     except orjson.JSONDecodeError:
-        from .errors import SystemError as _SystemError
-
-        raise _SystemError("the service answered with malformed JSON") from None
+        raise errors.SystemError("the service answered with malformed JSON") from None
     if status == STATUS_ERROR:
         raise error_from_payload(body)
     return body

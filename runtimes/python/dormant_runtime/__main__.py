@@ -10,8 +10,8 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
+from dormant._control import DRAINED, FAILED, READY, STANDBY, Drain, Load
 from dormant.config import Settings
 from dormant_catalog.calls import DEFAULT_LEASE_S, CallStore
 
@@ -66,11 +66,11 @@ async def _serve(
         spec = load_service(app_dir)
         dispatcher = Dispatcher(spec, version, transactions)
     except LoadError as exc:
-        events.emit("failed", error=str(exc))
+        events.emit(FAILED, error=str(exc))
         log.error("%s", exc)
         return 1
     except Exception as exc:
-        events.emit("failed", error=f"{type(exc).__name__}: {exc}")
+        events.emit(FAILED, error=f"{type(exc).__name__}: {exc}")
         log.exception("could not start the service")
         return 1
     pod_id = os.environ.get("DORMANT_POD_ID") or uuid.uuid4().hex[:8]
@@ -86,7 +86,7 @@ async def _serve(
         try:
             await dedup.start()
         except Exception as exc:
-            events.emit("failed", error=f"cannot reach the call de-duplication store: {exc}")
+            events.emit(FAILED, error=f"cannot reach the call de-duplication store: {exc}")
             log.error("cannot reach the call de-duplication store: %s", exc)
             return 1
     server = Server(
@@ -114,7 +114,7 @@ async def _serve(
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if ready.done():
-        events.emit("ready", service=spec.name, version=version)
+        events.emit(READY, service=spec.name, version=version)
     await stopping
     left = await server.drain(args.drain_timeout)
     await running
@@ -123,7 +123,7 @@ async def _serve(
         await dedup.close()
     if transactions is not None:
         await transactions.close()
-    events.emit("drained", cut_off=left)
+    events.emit(DRAINED, cut_off=left)
     return 0
 
 
@@ -136,30 +136,22 @@ async def _main(args: argparse.Namespace) -> int:
     if args.app_dir is not None:
         return await _serve(args.app_dir, args.version, not args.not_live, args.slot, args, events, stop)
     commands = await read_commands()
-    events.emit("standby")
+    events.emit(STANDBY)
     while True:
-        command: dict[str, Any] | None = await commands.get()
-        if command is None or command.get("cmd") == "drain":
-            events.emit("drained", cut_off=0)
+        command = await commands.get()
+        if command is None or isinstance(command, Drain):
+            events.emit(DRAINED, cut_off=0)
             return 0
-        if command.get("cmd") == "load":
+        if isinstance(command, Load):
             break
     serve = asyncio.create_task(
-        _serve(
-            Path(str(command["app_dir"])),
-            int(command["version"]),
-            bool(command.get("live", True)),
-            int(command["slot"]) if isinstance(command.get("slot"), int) else None,
-            args,
-            events,
-            stop,
-        )
+        _serve(command.app_dir, command.version, command.live, command.slot, args, events, stop)
     )
 
     async def watch_commands() -> None:
         while True:
             cmd = await commands.get()
-            if cmd is None or cmd.get("cmd") == "drain":
+            if cmd is None or isinstance(cmd, Drain):
                 stop.set()
                 return
 

@@ -1,9 +1,9 @@
-"""The runtime side of the sidecar control protocol.
+"""The runtime side of the sidecar control protocol (declared in ``dormant._control``).
 
-Commands arrive as JSON lines on stdin: ``{"cmd": "load", "app_dir", "service", "version", "live"}``
-and ``{"cmd": "drain"}``; stdin closing also means drain, so a runtime never outlives its sidecar.
-Events leave as JSON lines on the file descriptor named by ``DORMANT_CONTROL_FD``: ``standby``
-(imports done), ``ready`` (subscribed), ``failed`` (then exit 1) and ``drained`` (then exit 0).
+Commands arrive as JSON lines on stdin (``Load``, ``Drain``); stdin closing also means drain, so a
+runtime never outlives its sidecar. Events leave as JSON lines on the file descriptor named by
+``DORMANT_CONTROL_FD``: ``standby`` (imports done), ``ready`` (subscribed), ``failed`` (then exit 1)
+and ``drained`` (then exit 0).
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import os
 import sys
 from typing import Any
 
-import orjson
-
-CONTROL_FD_ENV = "DORMANT_CONTROL_FD"
+from dormant._control import CONTROL_FD_ENV, Command, decode_command, encode_event
 
 
 class EventChannel:
@@ -32,16 +30,17 @@ class EventChannel:
     def emit(self, event: str, **fields: Any) -> None:
         if self._fd is None:
             return
-        line = orjson.dumps({"event": event, **fields}) + b"\n"
+        line = encode_event(event, **fields)
         try:
             os.write(self._fd, line)
         except OSError:
             self._fd = None
 
 
-async def read_commands() -> asyncio.Queue[dict[str, Any] | None]:
-    """A queue of parsed stdin commands; ``None`` is queued when stdin closes."""
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+async def read_commands() -> asyncio.Queue[Command | None]:
+    """A queue of parsed stdin commands; ``None`` is queued when stdin closes (lines that are not a
+    command are skipped)."""
+    queue: asyncio.Queue[Command | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -52,11 +51,8 @@ async def read_commands() -> asyncio.Queue[dict[str, Any] | None]:
             if not line:
                 await queue.put(None)
                 return
-            try:
-                command = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(command, dict):
+            command = decode_command(line)
+            if command is not None:
                 await queue.put(command)
 
     task = asyncio.create_task(pump())

@@ -1,8 +1,8 @@
 """Gateway test fixtures: one mesh (example and probe services on two pods) and one gateway per module.
 
 ``gw_db``: a private catalog database per module; ``gw_mesh``: the mesh serving ``user-service`` and
-``probe-service``; ``gateway``: a gateway process on that mesh with its own dev key; ``rabbitmq``: a
-private RabbitMQ node (see ``rabbit.py``).
+``probe-service``, with a controller publishing their route tables; ``gateway``: a gateway process on
+that mesh with its own dev key; ``rabbitmq``: a private RabbitMQ node (see ``rabbit.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest_asyncio
 from gw_helpers import EXAMPLE, PROBE, ROOT, GatewayProcess
 from rabbit import RabbitNode
 
-from dormant.local import ExternalPostgres, LocalPostgres, MosquittoProcess
+from dormant_local import ExternalPostgres, LocalPostgres, MosquittoProcess
 
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
@@ -52,6 +52,8 @@ async def gw_mesh(broker: MosquittoProcess, gw_db: str, gw_tmp: Path) -> AsyncIt
             await mesh.deploy(service, version, replicas=1)
         mesh.start_pod("gw-pod-1")
         mesh.start_pod("gw-pod-2")
+        # The gateway picks versions from the route tables the controller publishes, as SDK clients do.
+        mesh.start_controller()
         await mesh.wait_serving("user-service", timeout=60)
         await mesh.wait_serving("probe-service", timeout=60)
         yield mesh

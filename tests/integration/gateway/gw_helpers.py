@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from dormant.local import free_port
 from dormant_gateway.auth import Role, load_or_create_dev_key, mint_token
 from dormant_gateway.config import DEFAULT_AUDIENCE, DEV_ISSUER
+from dormant_local import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 SOURCE_ROOTS = [

@@ -11,9 +11,9 @@ import shutil
 import uuid
 from pathlib import Path
 
-from dormant.local import free_port, port_accepts
-from dormant.local.ports import wait_until
-from dormant.local.processes import ChildProcess
+from dormant_local import free_port, port_accepts
+from dormant_local.ports import wait_until
+from dormant_local.processes import ChildProcess
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 

@@ -3,6 +3,7 @@ triggers, validation rules, pagination, rate limits, and the role matrix of the 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 import zipfile
@@ -113,6 +114,19 @@ async def test_list_filters_and_paginates(gateway: GatewayProcess) -> None:
         assert [f["name"] for f in listed["items"]] == ["probe-service"]
 
 
+async def _invoke_when_routed(
+    http: httpx.AsyncClient, target: str, alias: str, body: dict[str, str]
+) -> httpx.Response:
+    """Invoke through ``alias`` once the published route table has it (503 until then), within 10 s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        response = await http.post(f"{API}/functions/{target}/invoke", params={"alias": alias}, json=body)
+        if response.status_code != 503 or loop.time() > deadline:
+            return response
+        await asyncio.sleep(0.05)
+
+
 async def test_versions_upload_aliases_and_deployments(gateway: GatewayProcess) -> None:
     async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers("admin"), timeout=60) as http:
         url = f"{API}/functions/probe-service/versions"
@@ -144,9 +158,8 @@ async def test_versions_upload_aliases_and_deployments(gateway: GatewayProcess) 
         ).status_code == 400
         moved = await http.put(f"{API}/functions/probe-service/aliases/beta", json={"version": 1})
         assert moved.json()["weights"] == {"1": 100}
-        echo = await http.post(
-            f"{API}/functions/probe-service.echo/invoke", params={"alias": "beta"}, json={"text": "a"}
-        )
+        # The gateway routes by the table the controller publishes once it sees the change.
+        echo = await _invoke_when_routed(http, "probe-service.echo", "beta", {"text": "a"})
         assert echo.status_code == 200 and echo.headers["x-dormant-version"] == "1"
         assert (
             await http.post(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest_asyncio
 from gw_helpers import GatewayProcess
 
-from dormant.local import ExternalPostgres, LocalPostgres, MosquittoProcess
+from dormant_local import ExternalPostgres, LocalPostgres, MosquittoProcess
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest_asyncio
 from e2e.mesh import Mesh, clear_retained, running_mesh
 from rollout_helpers import SERVICE
 
-from dormant.local import MosquittoProcess
+from dormant_local import MosquittoProcess
 
 
 @pytest_asyncio.fixture

@@ -41,7 +41,7 @@ async def publish_version(
 def start_controller(mesh: Mesh, name: str = "controller") -> subprocess.Popen[bytes]:
     log = (mesh.work_root / f"{name}.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "dormant", "controller"],
+        [sys.executable, "-m", "dormant_cli", "controller"],
         env=child_env(DORMANT_BROKER_URL=mesh.broker_url, DORMANT_CATALOG_URL=mesh.catalog_url),
         stdout=log,
         stderr=subprocess.STDOUT,

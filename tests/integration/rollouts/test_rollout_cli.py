@@ -15,7 +15,7 @@ from dormant_catalog import open_catalog
 
 def dormant(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dormant", *args, "--catalog-url", mesh.catalog_url],
+        [sys.executable, "-m", "dormant_cli", *args, "--catalog-url", mesh.catalog_url],
         capture_output=True,
         text=True,
         env=child_env(),

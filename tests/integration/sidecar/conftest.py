@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 from sidecar_helpers import FAKE_RUNTIME, layer_bytes
 
-from dormant.layers import LayerStore
 from dormant_catalog import Catalog, open_catalog
+from dormant_layers import LayerStore
 from dormant_sidecar import Pod
 
 

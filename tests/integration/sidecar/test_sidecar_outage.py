@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sidecar_helpers import alive, layer_bytes, read_log, wait_for
 
-from dormant.layers import LayerStore
-from dormant.local import LocalPostgres
 from dormant_catalog import open_catalog
+from dormant_layers import LayerStore
+from dormant_local import LocalPostgres
 from dormant_sidecar import Pod
 
 StartPod = Callable[..., Awaitable[Pod]]

@@ -17,20 +17,18 @@ import uuid
 
 from dormant import wire
 from dormant.transport import Transport, TransportError, new_transport
+from dormant_catalog.channels import ROUTES_CHANNEL, SLOTS_CHANNEL
+from dormant_catalog.controller import Engine, LeaderLock, StatsBook
+from dormant_catalog.db import Database
+from dormant_catalog.listen import SlotListener
+from dormant_catalog.migrate import migrate
 
-from ..db import Database
-from ..deployments import ROUTES_CHANNEL, SLOTS_CHANNEL
-from ..listen import SlotListener
-from ..migrate import migrate
-from .engine import Engine
-from .lock import LeaderLock
 from .routes import RoutePublisher
 from .services import STATES_FILTER, StatePublisher
-from .stats import StatsBook
 
 log = logging.getLogger("dormant.controller")
 
-STATS_FILTER = "mesh/stats/+/+/+"
+STATS_FILTER = wire.stats_filter()
 TICK_S = 0.2
 
 

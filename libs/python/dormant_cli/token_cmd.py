@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_token(args: argparse.Namespace) -> int:
-    from dormant_gateway.auth import Role, load_or_create_dev_key, mint_token
-    from dormant_gateway.config import DEFAULT_AUDIENCE, DEV_ISSUER, default_state_dir
+    from dormant_gateway.auth import Role, load_or_create_dev_key, mint_token  # lazy: start-up time
+    from dormant_gateway.config import DEFAULT_AUDIENCE, DEV_ISSUER, default_state_dir  # lazy: start-up time
 
     try:
         ttl = parse_ttl(args.ttl)

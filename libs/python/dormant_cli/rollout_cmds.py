@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from dormant import wire
+
 from .common import add_settings_flags, fail, print_json, settings_from
 
 
@@ -69,7 +71,7 @@ def parse_weights(items: list[str]) -> dict[int, int]:
 
 
 def _catalog_call(args: argparse.Namespace, work: Any) -> int:
-    from dormant_catalog import CatalogError, open_catalog
+    from dormant_catalog import CatalogError, open_catalog  # lazy: start-up time
 
     async def go() -> Any:
         catalog = await open_catalog(settings_from(args).catalog_url)
@@ -121,15 +123,14 @@ def run_alias_set(args: argparse.Namespace) -> int:
 
 async def read_stats(broker_url: str, service: str, seconds: float) -> dict[int, dict[str, Any]]:
     """Listen to ``mesh/stats/{service}/+/+`` for ``seconds``; numbers per version."""
-    from dormant_catalog.controller.stats import StatsBook
-
-    from ..transport import TransportError, new_transport
+    from dormant.transport import TransportError, new_transport  # lazy: start-up time
+    from dormant_catalog.controller.stats import StatsBook  # lazy: start-up time
 
     book = StatsBook()
     transport = new_transport(broker_url)
     try:
         await transport.connect()
-        await transport.subscribe([f"mesh/stats/{service}/+/+"], qos=0)
+        await transport.subscribe([wire.stats_filter(service)], qos=0)
 
         async def read() -> None:
             async for message in transport.messages():
@@ -237,7 +238,7 @@ def run_history(args: argparse.Namespace) -> int:
 
 
 def run_controller(args: argparse.Namespace) -> int:
-    from dormant_catalog.controller import Controller
+    from dormant_controller import Controller  # lazy: start-up time
 
     settings = settings_from(args)
     if not settings.catalog_url:

@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
 
-from .. import wire
 from .common import add_settings_flags, fail, settings_from
 
 
@@ -43,7 +41,7 @@ def _add_import_check_flag(p: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from dormant_codegen import CodegenError, generate
+    from dormant_codegen import CodegenError, generate  # lazy: start-up time
 
     try:
         result = generate(args.dir, check=args.check)
@@ -67,9 +65,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from dormant_codegen import CodegenError, build
-
-    from ..layers import LayerStore
+    from dormant_codegen import CodegenError, build  # lazy: start-up time
+    from dormant_layers import LayerStore  # lazy: start-up time
 
     settings = settings_from(args)
     try:
@@ -81,15 +78,6 @@ def run_build(args: argparse.Namespace) -> int:
     print(result.ref.layer_digest)
     print(f"image {result.ref} in {settings.layer_store}", file=sys.stderr)
     return 0
-
-
-def topic_mappings(service: str) -> dict[str, str]:
-    """The topics a version of ``service`` answers on, recorded with the version."""
-    return {
-        "live": wire.function_topic(service, "{function}"),
-        "version": wire.version_topic(service, 0, "{function}").replace("/v0/", "/v{version}/"),
-        "envelope": wire.envelope_topic(service),
-    }
 
 
 async def publish(
@@ -105,40 +93,24 @@ async def publish(
     Returns (service name, version). When the built image is the one the latest version already has,
     that version is returned.
     """
-    from dormant_catalog import open_catalog
-    from dormant_codegen import build
+    from dormant_catalog import open_catalog  # lazy: start-up time
+    from dormant_codegen import build  # lazy: start-up time
+    from dormant_codegen.publish import register_build  # lazy: start-up time
+    from dormant_layers import LayerStore  # lazy: start-up time
 
-    from ..layers import LayerStore
-
-    result = await asyncio.to_thread(
-        lambda: build(service_dir, LayerStore(layer_store), import_check=import_check)
-    )
-    interface: dict[str, Any] = result.interface
-    service = str(interface["service"])
+    # Build (and import-check) first: a service that does not build never waits on the catalog.
+    result = await asyncio.to_thread(build, service_dir, LayerStore(layer_store), import_check=import_check)
     catalog = await open_catalog(catalog_url)
     try:
         # Like AWS Lambda's PublishVersion: unchanged code and interface publish no new version.
-        latest = await catalog.latest_version(service)
-        if latest is not None:
-            record = await catalog.get_version(service, latest)
-            if record is not None and record.app_layer_image == str(result.ref):
-                return service, latest
-        version = await catalog.register_version(
-            app_name=service,
-            app_layer_image=str(result.ref),
-            base_image=str(interface["baseRuntime"]),
-            interface_hash=str(interface["interfaceHash"]),
-            schema_definition=interface,
-            topic_mappings=topic_mappings(service),
-            actor=actor,
-        )
+        published = await register_build(result, db=catalog.db, actor=actor)
     finally:
         await catalog.close()
-    return service, version
+    return published.service, published.version
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    from dormant_codegen import CodegenError
+    from dormant_codegen import CodegenError  # lazy: start-up time
 
     settings = settings_from(args)
     try:

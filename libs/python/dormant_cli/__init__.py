@@ -1,7 +1,8 @@
 """The ``dormant`` command: one console script fronting codegen, catalog, pods, calls and the local mesh.
 
-Each subcommand lives in its own module and imports its component only when it runs, so
-``dormant call`` does not load codegen and the SDK never depends on the sidecar.
+The one package that may import every other (docs/architecture.md, "Package graph"). Each subcommand
+lives in its own module and imports its component only when it runs (``# lazy: start-up time``), so
+``dormant call`` does not load codegen. ``python -m dormant_cli`` is the same as the console script.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ import json
 import os
 from typing import Any
 
-from ..errors import DormantError
+from dormant.errors import DormantError
+from dormant.routing import explain_unserved, parse_service_state
+
 from .common import add_settings_flags, fail, print_error, print_json, settings_from
 
 CATALOG_TIMEOUT_S = 3.0
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def _call(broker_url: str, service: str, function: str, params: Any, args: argparse.Namespace) -> Any:
-    from ..client import Client
+    from dormant.client import Client  # lazy: start-up time
 
     async with Client(broker_url) as client:
         return await client.call(
@@ -42,9 +44,7 @@ async def _call(broker_url: str, service: str, function: str, params: Any, args:
 async def explain_from_catalog(catalog_url: str, error: DormantError) -> DormantError:
     """``error`` (a call that reached nobody) explained again from the catalog; as it is if the
     catalog cannot be read."""
-    from dormant_catalog import CatalogError, open_catalog
-
-    from ..routing import explain_unserved, parse_service_state
+    from dormant_catalog import CatalogError, open_catalog  # lazy: start-up time
 
     details = error.details if isinstance(error.details, dict) else {}
     service, function = details.get("service"), details.get("function")

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_pod_cmd(args: argparse.Namespace) -> int:
     import tempfile
 
-    from dormant_sidecar import run_pod
+    from dormant_sidecar import run_pod  # lazy: start-up time
 
     settings = settings_from(args)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="dormant-pod-"))

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from ..config import Settings
-from ..errors import DormantError
+from dormant.config import Settings
+from dormant.errors import DormantError
 
 
 def add_settings_flags(

@@ -40,7 +40,7 @@ def find_mosquitto() -> str:
 
 def config_template() -> str:
     """Dormant's Mosquitto configuration template (placeholders for ``str.format``)."""
-    return resources.files("dormant.local").joinpath("mosquitto.conf").read_text(encoding="utf-8")
+    return resources.files("dormant_local").joinpath("mosquitto.conf").read_text(encoding="utf-8")
 
 
 def render_config(*, port: int, data_dir: Path, acl_file: Path | None = None) -> str:

@@ -1,5 +1,5 @@
 """Publishing service states: ``mesh/services/{svc}`` (retained) = the service's versions, their
-functions and whether each serves (see ``dormant_catalog.status``), so a caller whose call nobody
+functions and whether each serves (read by ``dormant_catalog.status``), so a caller whose call nobody
 received learns whether the service, function or version does not exist or why it is not serving.
 
 Every change to the catalog, whoever makes it (``dormant publish``/``deploy``, the gateway, pods,
@@ -16,13 +16,12 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from dormant import wire
-
-from ..db import Database
-from ..status import FunctionsCache, service_states
+from dormant_catalog.db import Database
+from dormant_catalog.status import FunctionsCache, service_states
 
 PublishRetained = Callable[[str, bytes], Awaitable[None]]
 
-STATES_FILTER = wire.service_state_topic("+")
+STATES_FILTER = wire.service_state_filter()
 MARKER = orjson.dumps({"publisher": "dormant-controller", "states": STATES_FILTER})
 
 
@@ -42,10 +41,9 @@ class StatePublisher:
 
     def seen(self, topic: str, payload: bytes) -> bool:
         """A message of ``mesh/services/+``: remember which services have a retained state."""
-        prefix = wire.service_state_topic("")
-        if not topic.startswith(prefix):
+        service = wire.parse_service_state_topic(topic)
+        if service is None:
             return False
-        service = topic[len(prefix) :]
         if payload:
             self._retained.add(service)
         else:

@@ -80,7 +80,7 @@ async def deploy_and_wait(
 ) -> tuple[bool, str]:
     """Deploy, then wait up to ``wait`` seconds for every replica to serve; (whether they do, a
     one-line summary). The wait ends early, unsuccessfully, when a pod fails to start the version."""
-    from dormant_catalog import open_catalog
+    from dormant_catalog import open_catalog  # lazy: start-up time
 
     catalog = await open_catalog(catalog_url)
     try:
@@ -137,7 +137,7 @@ def rollout_config(args: argparse.Namespace) -> dict[str, Any]:
 
 async def start_rollout(catalog_url: str, service: str, version: int | None, config: dict[str, Any]) -> str:
     """Start a rollout of ``version`` (default: the latest); a summary of what the controller will do."""
-    from dormant_catalog import NotFoundInCatalog, open_catalog
+    from dormant_catalog import NotFoundInCatalog, open_catalog  # lazy: start-up time
 
     async with await open_catalog(catalog_url) as catalog:
         if version is None:
@@ -158,7 +158,7 @@ async def start_rollout(catalog_url: str, service: str, version: int | None, con
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from dormant_catalog import CatalogError
+    from dormant_catalog import CatalogError  # lazy: start-up time
 
     if args.strategy != ALL_AT_ONCE:
         if args.replicas is not None:

@@ -7,7 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     try:
-        from dormant_gateway.main import add_arguments  # stdlib only: cheap at start-up
+        from dormant_gateway.main import add_arguments  # lazy: start-up time (main.py itself is stdlib only)
     except ImportError:  # an SDK-only install has no gateway
         return
     p = sub.add_parser("gateway", help="run the HTTP gateway (API, invoke endpoints, triggers)")
@@ -16,6 +16,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_gateway(args: argparse.Namespace) -> int:
-    from dormant_gateway.main import run
+    from dormant_gateway.main import run  # lazy: start-up time
 
     return run(args)

@@ -19,8 +19,11 @@ import signal
 import sys
 from pathlib import Path
 
-from ..errors import NotFound
+from dormant.errors import DormantError, NotFound
+
+from .build_cmds import publish
 from .common import add_settings_flags, fail
+from .deploy_cmd import deploy
 
 PR_SET_PDEATHSIG = 1
 SERVING_TIMEOUT_S = 90.0
@@ -77,9 +80,7 @@ def _die_with_parent() -> None:
 
 
 async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
-    from ..local.broker import MosquittoNotInstalled, MosquittoProcess
-    from .build_cmds import publish
-    from .deploy_cmd import deploy
+    from dormant_local.broker import MosquittoNotInstalled, MosquittoProcess  # lazy: start-up time
 
     state = args.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
     async with contextlib.AsyncExitStack() as stack:
         catalog_url = args.catalog_url or os.environ.get("DORMANT_CATALOG_URL")
         if not catalog_url:
-            from ..local.postgres import LocalPostgres
+            from dormant_local.postgres import LocalPostgres  # lazy: start-up time
 
             print("starting local Postgres ...", file=sys.stderr)
             pg = LocalPostgres(data_dir=state / "postgres")
@@ -133,7 +134,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
                 preexec_fn=_die_with_parent,
             )
             pods.append(pod)
-        from ..local import free_port
+        from dormant_local import free_port  # lazy: start-up time
 
         gateway_url = f"http://127.0.0.1:{free_port()}"
         gateway = await asyncio.create_subprocess_exec(
@@ -155,7 +156,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         controller = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "dormant",
+            "dormant_cli",
             "controller",
             env=env,
             stdout=controller_log,
@@ -211,8 +212,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
 
 async def _wait_serving(broker_url: str, service: str, stop: asyncio.Event) -> bool:
     """Ping the live topic until a runtime answers (an unknown function gets NotFound)."""
-    from ..client import Client
-    from ..errors import DormantError
+    from dormant.client import Client  # lazy: start-up time
 
     deadline = asyncio.get_running_loop().time() + SERVING_TIMEOUT_S
     async with Client(broker_url) as client:

@@ -1,0 +1,82 @@
+"""``publish_version``: a service directory to a registered version, the one publish path (``dormant
+publish`` and the gateway's ZIP upload).
+
+Build (generate, optionally import-check, pack, push the layer), then register it in the catalog,
+unless the latest version has the same image: publishing unchanged code returns that version (like
+AWS Lambda's PublishVersion). The check and the registration happen under the catalog's numbering
+lock, so concurrent publishes of the same code register it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from dormant import wire
+from dormant_catalog import Database
+from dormant_catalog.versions import publish_version as register_if_new
+from dormant_layers import LayerStore
+
+from .builder import BuildResult, build
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    service: str
+    version: int
+    created: bool
+    """False when the latest version already had this image (nothing was registered)."""
+    build: BuildResult
+
+
+class WrongService(ValueError):
+    """The directory holds another service than the one it was published as."""
+
+    def __init__(self, found: str, expected: str) -> None:
+        self.found = found
+        self.expected = expected
+        super().__init__(f"the directory holds service {found!r}, not {expected!r}")
+
+
+async def publish_version(
+    service_dir: Path,
+    *,
+    store: LayerStore,
+    db: Database,
+    actor: str,
+    import_check: bool = False,
+    service: str | None = None,
+) -> Published:
+    """Build ``service_dir`` into ``store`` and register it in the catalog ``db``.
+
+    ``import_check`` imports the service first (it runs its code: for the author's machine, never for
+    uploaded code). ``service``: refuse (``WrongService``) a directory holding another service.
+    Raises ``CodegenError`` for a service that does not build.
+    """
+    result = await asyncio.to_thread(build, service_dir, store, import_check=import_check)
+    return await register_build(result, db=db, actor=actor, service=service)
+
+
+async def register_build(
+    result: BuildResult, *, db: Database, actor: str, service: str | None = None
+) -> Published:
+    """Register a built service in the catalog ``db`` (the second half of ``publish_version``, for
+    callers that build before they connect, so a service that does not build never waits on the
+    database)."""
+    interface = result.interface
+    name = str(interface["service"])
+    if service is not None and name != service:
+        raise WrongService(name, service)
+    version, created = await db.run(
+        register_if_new,
+        app_name=name,
+        app_layer_image=str(result.ref),
+        base_image=str(interface["baseRuntime"]),
+        platform_interface=str(interface["platformInterface"]),
+        interface_hash=str(interface["interfaceHash"]),
+        schema_definition=interface,
+        topic_mappings=wire.topic_mappings(name),
+        actor=actor,
+    )
+    return Published(name, version, created, result)

@@ -1,0 +1,149 @@
+"""``NativeTransport``: Dormant's own asyncio MQTT 5 client (``dormant.mqtt``), the default transport.
+
+It reports PUBACK reason codes (0x10 "no matching subscribers" lets callers fail fast with
+``Unavailable``) and acknowledges on demand (``manual_ack``: a runtime acks a request only after its
+answer is out), the two things the delivery guarantees need and aiomqtt hides.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+
+from .. import mqtt
+from ..config import parse_broker_url
+from ._base import Inbound, TransportError, no_ack
+
+
+class NativeTransport:
+    """Dormant's own asyncio MQTT 5 client (``dormant.mqtt``): PUBACK reason codes, manual acks."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        *,
+        client_id: str | None = None,
+        clean_start: bool = True,
+        session_expiry_s: int = 0,
+        keepalive: int = 30,
+        manual_ack: bool = False,
+    ) -> None:
+        self._address = parse_broker_url(broker_url)
+        self._manual_ack = manual_ack
+        self._client_id = client_id or f"dormant-{uuid.uuid4().hex[:16]}"
+        self._clean_start = clean_start
+        self._session_expiry_s = session_expiry_s
+        self._keepalive = keepalive
+        self._conn: mqtt.MqttConnection | None = None
+        self._closed = False
+
+    async def connect(self) -> None:
+        try:
+            self._conn = await mqtt.connect(
+                self._address.host,
+                self._address.port,
+                client_id=self._client_id,
+                username=self._address.username,
+                password=self._address.password,
+                keepalive=self._keepalive,
+                clean_start=self._clean_start,
+                session_expiry_s=self._session_expiry_s,
+                manual_ack=self._manual_ack,
+            )
+        except mqtt.MqttError as exc:
+            raise TransportError(f"cannot connect to the broker: {exc}", exc.reason) from exc
+
+    @property
+    def session_present(self) -> bool:
+        return self._conn is not None and self._conn.session_present
+
+    async def __aenter__(self) -> NativeTransport:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _require(self) -> mqtt.MqttConnection:
+        if self._conn is None:
+            raise TransportError("not connected")
+        return self._conn
+
+    async def close(self, *, end_session: bool = False) -> None:
+        """Disconnect; ``end_session`` discards a persistent session instead of keeping it."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._conn is not None:
+            await self._conn.disconnect(
+                session_expiry_s=0 if end_session and self._session_expiry_s else None
+            )
+
+    async def subscribe(self, filters: Sequence[str], qos: int = 1) -> None:
+        try:
+            await self._require().subscribe(filters, qos)
+        except mqtt.MqttError as exc:
+            raise TransportError(f"subscribe failed: {exc}") from exc
+
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        try:
+            await self._require().unsubscribe(filters)
+        except mqtt.MqttError as exc:
+            raise TransportError(f"unsubscribe failed: {exc}") from exc
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        user_properties: Sequence[tuple[str, str]] = (),
+        expiry_s: int | None = None,
+    ) -> int:
+        try:
+            return await self._require().publish(
+                topic,
+                payload,
+                qos=qos,
+                retain=retain,
+                response_topic=response_topic,
+                correlation=correlation,
+                user_properties=user_properties,
+                expiry_s=None if expiry_s is None else max(1, int(expiry_s)),
+            )
+        except mqtt.MqttError as exc:
+            raise TransportError(f"publish to {topic} failed: {exc}", exc.reason) from exc
+
+    async def messages(self) -> AsyncIterator[Inbound]:
+        conn = self._require()
+        while True:
+            message = await conn.queue.get()
+            if message is None:
+                if not self._closed:
+                    reason = conn.disconnect_reason
+                    raise TransportError(
+                        "connection lost" + (f" ({mqtt.reason_name(reason)})" if reason else ""), reason
+                    )
+                return
+            ack = no_ack
+            if self._manual_ack and message.qos == 1:
+                ack = functools.partial(conn.ack, message)
+            yield Inbound(
+                topic=message.topic,
+                payload=message.payload,
+                qos=message.qos,
+                retain=message.retain,
+                response_topic=message.response_topic,
+                correlation=message.correlation,
+                user_properties=message.user_properties,
+                expiry_s=message.expiry_s,
+                dup=message.dup,
+                ack=ack,
+            )
