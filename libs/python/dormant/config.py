@@ -1,7 +1,15 @@
-"""Settings shared by every component, read from flags or ``DORMANT_*`` environment variables."""
+"""Settings shared by every component, read from flags, ``DORMANT_*`` environment variables, or the
+running dev mesh of the current project.
+
+Where a setting is given neither as an argument nor in the environment, the dev mesh's record
+(``.dormant/dev/mesh.json``, written by ``dormant dev`` while it runs, in the current directory or
+the nearest parent that has one) supplies it, so ``dormant call`` and ``dormant.Client()`` reach the
+project's mesh from any shell, as Temporal's and Dapr's dev tools do. The built-in defaults come last.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +17,25 @@ from urllib.parse import urlsplit
 
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_CATALOG_URL = "postgresql://127.0.0.1:5432/dormant"
+DEV_MESH_RECORD = Path(".dormant") / "dev" / "mesh.json"
+
+
+def dev_mesh(start: Path | None = None) -> dict[str, str]:
+    """The running dev mesh's URLs (``brokerUrl``, ``catalogUrl``, ``layerStore``, ``gatewayUrl``) from
+    the nearest ``.dormant/dev/mesh.json`` at or above ``start`` (the current directory); {} if none."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        record = folder / DEV_MESH_RECORD
+        try:
+            data = json.loads(record.read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {key: value for key, value in data.items() if isinstance(value, str)}
+    return {}
 
 
 def default_layer_store() -> Path:
@@ -55,11 +82,15 @@ class Settings:
         catalog_url: str | None = None,
         layer_store: str | Path | None = None,
     ) -> Settings:
-        """Explicit arguments win over the environment, which wins over the defaults."""
+        """Explicit arguments win over the environment, then the running dev mesh, then the defaults."""
+        broker_url = broker_url or os.environ.get("DORMANT_BROKER_URL")
+        catalog_url = catalog_url or os.environ.get("DORMANT_CATALOG_URL")
+        layer_store = layer_store or os.environ.get("DORMANT_LAYER_STORE")
+        mesh = dev_mesh() if not (broker_url and catalog_url and layer_store) else {}
         return cls(
-            broker_url=broker_url or os.environ.get("DORMANT_BROKER_URL") or DEFAULT_BROKER_URL,
-            catalog_url=catalog_url or os.environ.get("DORMANT_CATALOG_URL") or DEFAULT_CATALOG_URL,
-            layer_store=Path(layer_store or os.environ.get("DORMANT_LAYER_STORE") or default_layer_store()),
+            broker_url=broker_url or mesh.get("brokerUrl") or DEFAULT_BROKER_URL,
+            catalog_url=catalog_url or mesh.get("catalogUrl") or DEFAULT_CATALOG_URL,
+            layer_store=Path(layer_store or mesh.get("layerStore") or default_layer_store()),
         )
 
     @property
