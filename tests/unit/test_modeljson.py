@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pydantic
 
-from dormant._modeljson import model_json
-from dormant.client import _body
+from dormant._modeljson import model_json, request_body
 
 
 class Inner(pydantic.BaseModel):
@@ -36,6 +35,6 @@ def test_nested_models_and_lists_follow_the_same_rule() -> None:
 
 
 def test_the_client_sends_what_the_caller_set() -> None:
-    assert _body(Outer(name="a", nick=None)) == {"name": "a", "nick": None, "items": []}
-    assert _body(None) == {}
-    assert _body({"k": None}) == {"k": None}
+    assert request_body(Outer(name="a", nick=None)) == {"name": "a", "nick": None, "items": []}
+    assert request_body(None) == {}
+    assert request_body({"k": None}) == {"k": None}

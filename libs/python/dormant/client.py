@@ -26,10 +26,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from pydantic import BaseModel
-
 from . import wire
-from ._modeljson import model_json
+from ._modeljson import request_body
 from .callid import CallId
 from .config import Settings
 from .errors import DormantError, Forbidden, TimeoutError, Unavailable
@@ -194,7 +192,7 @@ class Client:
             if version is not None
             else wire.function_topic(service, function)
         )
-        payload = wire.encode_request(_body(params))
+        payload = wire.encode_request(request_body(params))
         deadline = time.time() + timeout
         props = wire.request_properties(
             deadline=deadline, authorization=self.authorization, extra=tuple((headers or {}).items())
@@ -321,14 +319,6 @@ class Client:
                 return exc.reason
             await asyncio.sleep(min(RECONNECT_MIN_S, remaining))
             return None
-
-
-def _body(params: Any) -> Any:
-    if isinstance(params, BaseModel):
-        return model_json(params)
-    if isinstance(params, Mapping):
-        return dict(params)
-    return {} if params is None else params
 
 
 def _correlation(call_id: CallId | bytes | str | None) -> bytes:

@@ -41,12 +41,11 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 import orjson
-import pydantic
 
 from . import callid
 from ._dispatch import Dispatcher, Transactions
 from ._loader import LoadedApp, LoadError, find_service_dir, load_app
-from ._modeljson import model_json
+from ._modeljson import request_body
 from .app import ServiceSpec
 from .context import ANONYMOUS, TransactionSource, UserContext
 from .decorators import SERVICE_ATTR
@@ -128,7 +127,7 @@ class TestClient:
         timeout = self.timeout if timeout is None else timeout
         deadline = None if timeout is None else time.time() + timeout
         # Through JSON, as on the wire: the handler sees what a caller can send, nothing richer.
-        params = orjson.loads(orjson.dumps(_request_body(params)))
+        params = orjson.loads(orjson.dumps(request_body(params)))
         dispatcher = self._dispatcher
         outcome = await dispatcher.run_call(
             function,
@@ -216,15 +215,6 @@ def _resolve(service: object) -> tuple[ServiceSpec, Any, LoadedApp | None]:
         # The class came in through another import of its module: serve the calls with it.
         spec = dataclasses.replace(spec, handler_class=cls)
     return spec, None if isinstance(service, type) else service, app
-
-
-def _request_body(params: Any) -> Any:
-    """What ``dormant.Client`` sends for ``params``: a model by its JSON names, a mapping as a dict."""
-    if isinstance(params, pydantic.BaseModel):
-        return model_json(params)
-    if isinstance(params, Mapping):
-        return dict(params)
-    return {} if params is None else params
 
 
 class _NoDatabase:
