@@ -20,6 +20,7 @@ from typing import Any
 
 from dormant import Client, mqtt
 from dormant.config import parse_broker_url
+from dormant.mqtt import Message
 
 PAYLOAD = b'{"text": "hello"}'
 WARM_UP = 200
@@ -33,7 +34,7 @@ class Requester:
         self.ids = itertools.count()
         self.conn: mqtt.MqttConnection | None = None
 
-    def _on_message(self, message: mqtt.Publish) -> None:
+    def _on_message(self, message: mqtt.Message) -> None:
         future = self.pending.pop(message.correlation or b"", None)
         if future is not None and not future.done():
             future.set_result(message.payload)
@@ -51,7 +52,7 @@ class Requester:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.pending[correlation] = future
         reason = await self.conn.publish(
-            topic, PAYLOAD, qos=1, response_topic=self.inbox, correlation=correlation
+            Message(topic, PAYLOAD, qos=1, response_topic=self.inbox, correlation=correlation)
         )
         if reason == NO_MATCHING_SUBSCRIBERS:
             self.pending.pop(correlation, None)

@@ -16,7 +16,7 @@ from typing import Any
 
 from dormant import Client, NotFound, wire
 from dormant.errors import DormantError
-from dormant.transport import connect_transport
+from dormant.transport import Message, connect_transport
 from dormant_cli.build_cmds import publish
 from dormant_cli.deploy_cmd import deploy
 
@@ -149,7 +149,7 @@ async def clear_retained(broker_url: str, services: Sequence[str]) -> None:
         for service in services:
             topics += [wire.routes_topic(service), wire.service_state_topic(service)]
         for topic in topics:
-            await transport.publish(topic, b"", qos=1, retain=True)
+            await transport.publish(Message(topic, b"", qos=1, retain=True))
     finally:
         await transport.close()
 

@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from dormant import BusinessLogicError, Client, NotFound, SystemError, ValidationError, wire
 from dormant.callid import CallId
-from dormant.transport import AiomqttTransport
+from dormant.transport import AiomqttTransport, Message
 from dormant_local import MosquittoProcess
 
 from .mesh import EXAMPLE, PROBE, Mesh, running_mesh
@@ -97,7 +97,7 @@ async def test_envelope_form_gets_an_envelope_answer(served: Mesh) -> None:
         payload = wire.encode_envelope_request(
             "createUser", {"email": _email(), "name": "Env"}, call_id="env-1", reply_to=inbox
         )
-        await transport.publish(wire.envelope_topic("user-service"), payload)
+        await transport.publish(Message(wire.envelope_topic("user-service"), payload))
         message = await asyncio.wait_for(anext(aiter(transport.messages())), 10)
     answer = json.loads(message.payload)
     assert answer["callId"] == "env-1" and answer["headers"]["status"] == "ok" and "userId" in answer["body"]
@@ -153,7 +153,7 @@ async def _raw_call(broker_url: str, topic: str, payload: bytes) -> tuple[bytes,
     async with AiomqttTransport(broker_url) as transport:
         inbox = f"reply/raw-{uuid.uuid4().hex[:8]}"
         await transport.subscribe([inbox + "/#"])
-        await transport.publish(topic, payload, response_topic=inbox, correlation=CallId.new().data)
+        await transport.publish(Message(topic, payload, response_topic=inbox, correlation=CallId.new().data))
         message = await asyncio.wait_for(anext(aiter(transport.messages())), 15)
     return message.payload, dict(message.user_properties)
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dormant import Client, errors
-from dormant.transport import Inbound, NativeTransport
+from dormant.transport import Message, NativeTransport
 from dormant_local import MosquittoProcess
 
 TOPICS = [
@@ -81,7 +81,7 @@ class Prober:
     def __init__(self, broker_url: str) -> None:
         self.transport = NativeTransport(broker_url)
         self.inbox = f"reply/fuzz-{uuid.uuid4().hex[:8]}"
-        self.answers: dict[bytes, asyncio.Future[Inbound]] = {}
+        self.answers: dict[bytes, asyncio.Future[Message]] = {}
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -97,17 +97,19 @@ class Prober:
 
     async def ask(
         self, topic: str, payload: bytes, props: list[tuple[str, str]], expiry: int | None
-    ) -> Inbound:
+    ) -> Message:
         correlation = uuid.uuid4().bytes
-        future: asyncio.Future[Inbound] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self.answers[correlation] = future
         reason = await self.transport.publish(
-            topic,
-            payload,
-            response_topic=self.inbox,
-            correlation=correlation,
-            user_properties=props,
-            expiry_s=expiry,
+            Message(
+                topic,
+                payload,
+                response_topic=self.inbox,
+                correlation=correlation,
+                user_properties=props,
+                expiry_s=expiry,
+            )
         )
         assert reason == 0, f"nobody subscribed to {topic}"
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import time
 import uuid
@@ -28,7 +29,7 @@ from e2e.mesh import PROBE, Mesh, running_mesh
 
 from dormant import Client
 from dormant.mqtt import codec
-from dormant.transport import Inbound, NativeTransport
+from dormant.transport import Message, NativeTransport
 from dormant_local import MosquittoProcess
 from dormant_local import broker as broker_module
 
@@ -57,31 +58,31 @@ def _envelope(**fields: Any) -> bytes:
     return orjson.dumps(body)
 
 
-def _bad_requests() -> list[tuple[str, codec.Publish, bool]]:
+def _bad_requests() -> list[tuple[str, codec.Message, bool]]:
     """(kind, PUBLISH, raw_only): ``raw_only`` ones make the broker drop the sender (own connection)."""
     echo = f"service/{SERVICE}/echo"
     env = f"service/{SERVICE}"
     good = orjson.dumps({"text": "spray"})
-    out: list[tuple[str, codec.Publish, bool]] = []
+    out: list[tuple[str, codec.Message, bool]] = []
     for topic in BAD_RESPONSE_TOPICS:
-        out.append(("service-topic reply", codec.Publish(echo, good, response_topic=topic), False))
-        out.append(("envelope replyTo", codec.Publish(env, _envelope(replyTo=topic)), False))
+        out.append(("service-topic reply", codec.Message(echo, good, response_topic=topic), False))
+        out.append(("envelope replyTo", codec.Message(env, _envelope(replyTo=topic)), False))
     for topic in WILDCARD_TOPICS:
-        out.append(("envelope wildcard replyTo", codec.Publish(env, _envelope(replyTo=topic)), False))
-        out.append(("wildcard Response Topic", codec.Publish(echo, good, response_topic=topic), True))
+        out.append(("envelope wildcard replyTo", codec.Message(env, _envelope(replyTo=topic)), False))
+        out.append(("wildcard Response Topic", codec.Message(echo, good, response_topic=topic), True))
     reply = f"reply/spray-{uuid.uuid4().hex[:6]}"
     for deadline in ["1" + "0" * 400, "-1", "1e3", "\uff11\uff12", "9" * 40]:
         props = [("deadline", deadline)]
         out.append(
-            ("bad deadline", codec.Publish(echo, good, response_topic=reply, user_properties=props), False)
+            ("bad deadline", codec.Message(echo, good, response_topic=reply, user_properties=props), False)
         )
     out.append(
-        ("huge correlation", codec.Publish(echo, good, response_topic=reply, correlation=b"c" * 60000), False)
+        ("huge correlation", codec.Message(echo, good, response_topic=reply, correlation=b"c" * 60000), False)
     )
     out.append(
-        ("huge envelope callId", codec.Publish(env, _envelope(callId="x" * 5000, replyTo=reply)), False)
+        ("huge envelope callId", codec.Message(env, _envelope(callId="x" * 5000, replyTo=reply)), False)
     )
-    out.append(("long replyTo", codec.Publish(env, _envelope(replyTo="reply/" + "y" * 5000)), False))
+    out.append(("long replyTo", codec.Message(env, _envelope(replyTo="reply/" + "y" * 5000)), False))
     for payload in [
         b"{nope",
         b"[]",
@@ -89,18 +90,18 @@ def _bad_requests() -> list[tuple[str, codec.Publish, bool]]:
         b'{"callId": 5, "body": {"function": "echo"}}',
         b"\xff\xfe",
     ]:
-        out.append(("bad envelope", codec.Publish(env, payload, response_topic=reply), False))
+        out.append(("bad envelope", codec.Message(env, payload, response_topic=reply), False))
     out.append(("non-UTF-8 property", _non_utf8(echo, good, reply), True))
     return out
 
 
-def _non_utf8(topic: str, payload: bytes, reply: str) -> codec.Publish:
+def _non_utf8(topic: str, payload: bytes, reply: str) -> codec.Message:
     """A marker: encoded specially by ``_encode`` with invalid UTF-8 in a user property."""
-    return codec.Publish(topic, payload, response_topic=reply, user_properties=[("x-bin", "\x01MARK")])
+    return codec.Message(topic, payload, response_topic=reply, user_properties=[("x-bin", "\x01MARK")])
 
 
-def _encode(message: codec.Publish) -> bytes:
-    data = codec.encode_publish(message)
+def _encode(message: codec.Message) -> bytes:
+    data = codec.encode_publish(dataclasses.replace(message, qos=0))  # the sprayer writes QoS 0
     if message.user_properties == [("x-bin", "\x01MARK")]:
         data = data.replace(b"\x01MARK", b"\xff\xfeRK")  # same length: framing stays valid
     return data
@@ -131,7 +132,7 @@ class RawSprayer:
         await reader.readexactly(head[1])
         return reader, writer
 
-    async def send(self, message: codec.Publish, *, own_connection: bool) -> None:
+    async def send(self, message: codec.Message, *, own_connection: bool) -> None:
         if own_connection:  # the broker closes this one: never reuse it
             reader, writer = await self._connect()
             writer.write(_encode(message))
@@ -164,7 +165,7 @@ class Monitor:
 
     def __init__(self, url: str) -> None:
         self.transport = NativeTransport(url)
-        self.leaks: list[Inbound] = []
+        self.leaks: list[Message] = []
         self.seen = 0
         self._task: asyncio.Task[None] | None = None
 

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from dormant.transport import NO_MATCHING_SUBSCRIBERS, AiomqttTransport, NativeTransport
+from dormant.transport import NO_MATCHING_SUBSCRIBERS, AiomqttTransport, Message, NativeTransport
 from dormant_local import MosquittoProcess
 
 TRANSPORTS = {"native": NativeTransport, "aiomqtt": AiomqttTransport}
@@ -20,12 +20,14 @@ async def test_a_request_round_trips_with_its_properties(broker: MosquittoProces
     async with TRANSPORTS[kind](broker.url) as receiver, TRANSPORTS[kind](broker.url) as sender:
         await receiver.subscribe([topic], qos=1)
         reason = await sender.publish(
-            topic,
-            b'{"a": 1}',
-            response_topic="reply/x",
-            correlation=b"\x00\x01call",
-            user_properties=[("deadline", "123"), ("k", "v")],
-            expiry_s=30,
+            Message(
+                topic,
+                b'{"a": 1}',
+                response_topic="reply/x",
+                correlation=b"\x00\x01call",
+                user_properties=[("deadline", "123"), ("k", "v")],
+                expiry_s=30,
+            )
         )
         assert reason == 0
         message = await asyncio.wait_for(anext(aiter(receiver.messages())), 5)
@@ -38,5 +40,5 @@ async def test_a_request_round_trips_with_its_properties(broker: MosquittoProces
 async def test_only_the_native_transport_reports_no_subscribers(broker: MosquittoProcess) -> None:
     topic = f"nobody/{uuid.uuid4().hex[:8]}"
     async with NativeTransport(broker.url) as native, AiomqttTransport(broker.url) as paho:
-        assert await native.publish(topic, b"x") == NO_MATCHING_SUBSCRIBERS
-        assert await paho.publish(topic, b"x") == 0
+        assert await native.publish(Message(topic, b"x")) == NO_MATCHING_SUBSCRIBERS
+        assert await paho.publish(Message(topic, b"x")) == 0

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dormant.mqtt import InvalidPublish, MqttConnection, codec
-from dormant.transport import AiomqttTransport, TransportError
+from dormant.transport import AiomqttTransport, Message, TransportError
 
 
 @given(st.integers(min_value=0, max_value=268_435_455))
@@ -44,7 +44,7 @@ def test_publish_round_trip(
     props: list[tuple[str, str]],
     expiry: int | None,
 ) -> None:
-    message = codec.Publish(
+    message = codec.Message(
         topic,
         payload,
         qos,
@@ -63,7 +63,7 @@ def test_publish_round_trip(
 
 
 def test_packets_split_across_reads_and_joined_in_one() -> None:
-    a = codec.encode_publish(codec.Publish("t/a", b"x" * 200, 1, packet_id=1))
+    a = codec.encode_publish(codec.Message("t/a", b"x" * 200, 1, packet_id=1))
     b = codec.encode_puback(1, 0x10)
     data = a + b
     packets, used = codec.split_packets(data[:150], 1 << 20)
@@ -77,7 +77,7 @@ def test_packets_split_across_reads_and_joined_in_one() -> None:
 
 
 def test_oversized_packet_is_refused() -> None:
-    data = codec.encode_publish(codec.Publish("t", b"x" * 1000))
+    data = codec.encode_publish(codec.Message("t", b"x" * 1000))
     with pytest.raises(codec.MalformedPacket):
         codec.split_packets(data, 100)
 
@@ -176,10 +176,12 @@ async def test_the_client_refuses_an_invalid_publish_without_sending_it(
     conn.connection_made(recorder)  # type: ignore[arg-type]
     for qos in (0, 1):
         with pytest.raises(InvalidPublish) as info:
-            await conn.publish(topic, b"{}", qos=qos, user_properties=props, response_topic=response_topic)
+            await conn.publish(
+                Message(topic, b"{}", qos=qos, user_properties=props, response_topic=response_topic)
+            )
         assert info.value.reason in (codec.ReasonCode.TOPIC_NAME_INVALID, codec.ReasonCode.MALFORMED_PACKET)
     assert recorder.sent == [] and conn.is_open  # nothing went out; the connection is untouched
-    await conn.publish("reply/ok", b"{}", qos=0)
+    await conn.publish(Message("reply/ok", b"{}", qos=0))
     assert len(recorder.sent) == 1
 
 
@@ -187,7 +189,7 @@ def test_strings_that_are_not_utf8_in_a_received_publish_do_not_fail_the_packet(
     # A broker that does not check UTF-8 may pass these on; failing the packet would drop the connection
     # and get the same message redelivered, forever.
     good = codec.encode_publish(
-        codec.Publish(
+        codec.Message(
             "service/s/f", b"{}", 1, packet_id=3, response_topic="reply/A", user_properties=[("k", "V")]
         )
     )
@@ -202,5 +204,5 @@ def test_strings_that_are_not_utf8_in_a_received_publish_do_not_fail_the_packet(
 async def test_the_aiomqtt_transport_refuses_invalid_topics_too(topic: str) -> None:
     transport = AiomqttTransport("mqtt://127.0.0.1:1")  # never connected: nothing may be sent
     with pytest.raises(TransportError, match="refused before sending") as info:
-        await transport.publish(topic, b"{}")
+        await transport.publish(Message(topic, b"{}"))
     assert info.value.reason == codec.ReasonCode.TOPIC_NAME_INVALID

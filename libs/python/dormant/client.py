@@ -32,7 +32,14 @@ from .callid import CallId
 from .config import Settings
 from .errors import DormantError, Forbidden, TimeoutError, Unavailable
 from .routing import LIVE_ALIAS, RouteTable, ServiceStates, explain_unserved
-from .transport import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, Transport, TransportError, new_transport
+from .transport import (
+    NO_MATCHING_SUBSCRIBERS,
+    NOT_AUTHORIZED,
+    Message,
+    Transport,
+    TransportError,
+    new_transport,
+)
 
 DEFAULT_TIMEOUT_S = 30.0
 FIRST_RETRY_S = 1.0
@@ -278,7 +285,7 @@ class Client:
                 await transport.subscribe(filters, qos=1)
                 # The broker sends retained messages right after the SUBACK, so once our own message
                 # published after it comes back, they (if there are any) have arrived.
-                await transport.publish(f"{self._inbox}/{tag}", b"", qos=1, correlation=barrier)
+                await transport.publish(Message(f"{self._inbox}/{tag}", b"", qos=1, correlation=barrier))
                 await asyncio.wait_for(arrived, 2.0)
             except (TransportError, builtins.TimeoutError):
                 pass
@@ -306,13 +313,15 @@ class Client:
             return None
         try:
             return await transport.publish(
-                topic,
-                payload,
-                qos=1,
-                response_topic=self._inbox,
-                correlation=correlation,
-                user_properties=props,
-                expiry_s=max(1, round(remaining)),
+                Message(
+                    topic,
+                    payload,
+                    qos=1,
+                    response_topic=self._inbox,
+                    correlation=correlation,
+                    user_properties=props,
+                    expiry_s=max(1, round(remaining)),
+                )
             )
         except TransportError as exc:
             if exc.reason is not None and exc.reason >= 0x80:

@@ -16,7 +16,7 @@ import logging
 import uuid
 
 from dormant import wire
-from dormant.transport import Transport, TransportError, new_transport
+from dormant.transport import Message, Transport, TransportError, new_transport
 from dormant_catalog.channels import ROUTES_CHANNEL, SLOTS_CHANNEL
 from dormant_catalog.controller import Engine, LeaderLock, StatsBook
 from dormant_catalog.db import Database
@@ -67,7 +67,7 @@ class Controller:
         transport = self._transport
         if transport is None:
             raise TransportError("not connected")
-        await transport.publish(topic, payload, qos=1, retain=True)
+        await transport.publish(Message(topic, payload, qos=1, retain=True))
 
     async def _lead(self, lock: LeaderLock, stop: asyncio.Event) -> None:
         db = Database(self.catalog_url, min_size=1, max_size=4, timeout=10.0)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import orjson
 
 from dormant import errors, wire
-from dormant.transport import SESSION_TAKEN_OVER, Inbound, Transport, TransportError, new_transport
+from dormant.transport import SESSION_TAKEN_OVER, Message, Transport, TransportError, new_transport
 from dormant_catalog import CatalogUnavailable
 from dormant_catalog.calls import MAX_CALL_ID_BYTES, CallState, Claim, call_id_problem, fingerprint
 from dormant_catalog.db import is_transient
@@ -137,7 +137,7 @@ class Server:
         self._tasks.discard(task)
         self._slots.release()
 
-    async def _handle(self, transport: Transport, message: Inbound) -> None:
+    async def _handle(self, transport: Transport, message: Message) -> None:
         mark_start()
         try:
             await self._handle_message(transport, message)
@@ -146,7 +146,7 @@ class Server:
             log.exception("answering a request on %s failed", message.topic)
             message.ack()
 
-    async def _handle_message(self, transport: Transport, message: Inbound) -> None:
+    async def _handle_message(self, transport: Transport, message: Message) -> None:
         try:
             call = wire.decode_call(
                 message.topic,
@@ -168,7 +168,7 @@ class Server:
         await self._handle_once(transport, message, call, self.dedup)
 
     async def _handle_once(
-        self, transport: Transport, message: Inbound, call: wire.Call, dedup: Deduplicator
+        self, transport: Transport, message: Message, call: wire.Call, dedup: Deduplicator
     ) -> None:
         """Run the call at most once across every runtime of the service; answer repeats from the store.
 
@@ -274,7 +274,7 @@ class Server:
     async def _finish_and_answer(
         self,
         transport: Transport,
-        message: Inbound,
+        message: Message,
         call: wire.Call,
         claim: Claim,
         outcome: Outcome,
@@ -340,7 +340,7 @@ class Server:
             log.info("[%s] ending the handler's transaction: %s", claim.call_id, exc)
 
     async def _answer(
-        self, transport: Transport, message: Inbound, call: wire.Call, ok: bool, body_json: bytes
+        self, transport: Transport, message: Message, call: wire.Call, ok: bool, body_json: bytes
     ) -> None:
         """Publish the response (QoS 1, confirmed by the broker), then acknowledge the request."""
         if await self._publish_answer(transport, call, ok, body_json):
@@ -357,12 +357,14 @@ class Server:
         payload, props = wire.encode_response_json(call, ok, body_json)
         try:
             await transport.publish(
-                call.reply_to,
-                payload,
-                qos=1,
-                correlation=call.correlation,
-                user_properties=props,
-                expiry_s=wire.reply_expiry(call.deadline),
+                Message(
+                    call.reply_to,
+                    payload,
+                    qos=1,
+                    correlation=call.correlation,
+                    user_properties=props,
+                    expiry_s=wire.reply_expiry(call.deadline),
+                )
             )
         except TransportError as exc:
             if exc.reason in PERMANENT_PUBLISH_FAILURES:

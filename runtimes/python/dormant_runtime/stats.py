@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from dormant import wire
-from dormant.transport import TransportError, new_transport
+from dormant.transport import Message, TransportError, new_transport
 
 log = logging.getLogger("dormant.runtime")
 
@@ -115,7 +115,7 @@ class StatsPublisher:
                 while True:
                     await asyncio.sleep(self.interval_s)
                     window = self.stats.take(self.service, self.version, self.pod_id)
-                    await transport.publish(self.topic, orjson.dumps(window), qos=0)
+                    await transport.publish(Message(self.topic, orjson.dumps(window), qos=0))
             except TransportError as exc:
                 log.debug("stats connection lost (%s); reconnecting", exc)
             finally:

@@ -4,16 +4,17 @@
 ``asyncio.Protocol``. QoS 0 and 1 only (Dormant never uses QoS 2).
 """
 
-from .codec import Publish, ReasonCode
+from .codec import Message, ReasonCode, no_ack
 from .connection import ConnectionClosed, InvalidPublish, MqttConnection, MqttError, connect, reason_name
 
 __all__ = [
     "ConnectionClosed",
     "InvalidPublish",
+    "Message",
     "MqttConnection",
     "MqttError",
-    "Publish",
     "ReasonCode",
     "connect",
+    "no_ack",
     "reason_name",
 ]

@@ -7,7 +7,8 @@ a packet with a bad string or topic name by closing the connection, so the clien
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -266,21 +267,32 @@ def _packet(first_byte: int, body: bytes) -> bytes:
 # --------------------------------------------------------------------------- packets
 
 
+def no_ack() -> None:
+    """Acknowledging is a no-op: QoS 0, or a client that acknowledged on receipt."""
+
+
 @dataclass(slots=True)
-class Publish:
-    """A PUBLISH packet, either way."""
+class Message:
+    """An MQTT PUBLISH, either way: the one message type of Dormant's MQTT code (this codec, the
+    connection, both transports and everything above them).
+
+    ``packet_id`` is the codec's (set on receipt; chosen by the connection when sending). ``ack`` sends
+    the PUBACK of a received QoS 1 message when the transport acknowledges on demand (``manual_ack``);
+    it is a no-op otherwise and is ignored when sending.
+    """
 
     topic: str
     payload: bytes
-    qos: int = 0
+    qos: int = 1
     retain: bool = False
-    dup: bool = False
-    packet_id: int | None = None
     response_topic: str | None = None
     correlation: bytes | None = None
-    user_properties: list[tuple[str, str]] = field(default_factory=list)
+    user_properties: Sequence[tuple[str, str]] = ()
     expiry_s: int | None = None
     content_type: str | None = None
+    dup: bool = False
+    packet_id: int | None = None
+    ack: Callable[[], None] = no_ack
 
 
 def encode_connect(
@@ -313,7 +325,8 @@ def encode_connect(
     return _packet(PacketType.CONNECT << 4, body)
 
 
-def encode_publish(message: Publish) -> bytes:
+def encode_publish(message: Message, packet_id: int | None = None) -> bytes:
+    """The PUBLISH packet of ``message``; ``packet_id`` (QoS 1) overrides the message's own."""
     first = (PacketType.PUBLISH << 4) | (message.qos << 1) | (0x01 if message.retain else 0)
     if message.dup:
         first |= 0x08
@@ -327,14 +340,14 @@ def encode_publish(message: Publish) -> bytes:
     if message.correlation is not None:
         props[CORRELATION_DATA] = message.correlation
     if message.user_properties:
-        props[USER_PROPERTY] = message.user_properties
+        props[USER_PROPERTY] = list(message.user_properties)
     head = _str(message.topic)
     if message.qos:
-        head += struct.pack("!H", message.packet_id or 0)
+        head += struct.pack("!H", packet_id or message.packet_id or 0)
     return _packet(first, head + encode_properties(props) + message.payload)
 
 
-def decode_publish(flags: int, body: memoryview) -> Publish:
+def decode_publish(flags: int, body: memoryview) -> Message:
     """A received PUBLISH. Its topic and string properties come from another client: a broker that does
     not check UTF-8 may pass on invalid bytes, which are kept as lone surrogates (for ``dormant.wire``
     to refuse) rather than failing the packet, since closing the connection would only get the same
@@ -348,7 +361,7 @@ def decode_publish(flags: int, body: memoryview) -> Publish:
         (packet_id,) = struct.unpack_from("!H", body, pos)
         pos += 2
     props, pos = decode_properties(body, pos, lenient=True)
-    return Publish(
+    return Message(
         topic=topic,
         payload=bytes(body[pos:]),
         qos=qos,

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from . import codec
-from .codec import PacketType, Publish
+from .codec import Message, PacketType
 
 DEFAULT_MAX_PACKET = 16 * 1024 * 1024
 
-MessageHandler = Callable[[Publish], None]
+MessageHandler = Callable[[Message], None]
 
 
 class MqttError(Exception):
@@ -41,13 +41,9 @@ class InvalidPublish(MqttError):
     """
 
 
-def publish_problem(
-    topic: str,
-    response_topic: str | None,
-    user_properties: Sequence[tuple[str, str]],
-    content_type: str | None,
-) -> tuple[str, int] | None:
-    """Why a PUBLISH with these strings must not be sent, and the reason code a broker would give."""
+def publish_problem(message: Message) -> tuple[str, int] | None:
+    """Why ``message`` must not be sent, and the reason code a broker would give."""
+    topic, response_topic = message.topic, message.response_topic
     problem = codec.topic_name_problem(topic)
     if problem is not None:
         return f"invalid topic name {topic[:200]!r}: {problem}", codec.ReasonCode.TOPIC_NAME_INVALID
@@ -58,9 +54,9 @@ def publish_problem(
                 f"invalid response topic {response_topic[:200]!r}: {problem}",
                 codec.ReasonCode.TOPIC_NAME_INVALID,
             )
-    strings = [s for pair in user_properties for s in pair]
-    if content_type is not None:
-        strings.append(content_type)
+    strings = [s for pair in message.user_properties for s in pair]
+    if message.content_type is not None:
+        strings.append(message.content_type)
     for value in strings:
         problem = mqtt_value_problem(value)
         if problem is not None:
@@ -87,7 +83,7 @@ class MqttConnection(asyncio.Protocol):
     def __init__(self, *, manual_ack: bool, on_message: MessageHandler | None, max_packet_size: int) -> None:
         self.manual_ack = manual_ack
         self._on_message = on_message
-        self.queue: asyncio.Queue[Publish | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[Message | None] = asyncio.Queue()
         self._max_packet = max_packet_size
         self._transport: asyncio.Transport | None = None
         self._rest = b""
@@ -198,49 +194,24 @@ class MqttConnection(asyncio.Protocol):
         self._write(data)
         return await future
 
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        response_topic: str | None = None,
-        correlation: bytes | None = None,
-        user_properties: Sequence[tuple[str, str]] = (),
-        expiry_s: int | None = None,
-        content_type: str | None = None,
-    ) -> int:
+    async def publish(self, message: Message) -> int:
         """Publish; for QoS 1, wait for the PUBACK and return its reason code (0 = delivered,
         0x10 = no subscriber matched). Reason codes of 0x80 and up raise ``MqttError``; a topic name
         or string property the broker would refuse raises ``InvalidPublish`` and sends nothing."""
-        invalid = publish_problem(topic, response_topic, user_properties, content_type)
+        invalid = publish_problem(message)
         if invalid is not None:
             raise InvalidPublish(f"publish refused before sending: {invalid[0]}", invalid[1])
-        message = Publish(
-            topic,
-            payload,
-            qos,
-            retain,
-            False,
-            None,
-            response_topic,
-            correlation,
-            list(user_properties),
-            expiry_s,
-            content_type,
-        )
-        if qos == 0:
+        if message.qos == 0:
             self._write(codec.encode_publish(message))
             return 0
         async with self._inflight:
-            message.packet_id = self._new_id()
-            reason: int = await self._request(message.packet_id, codec.encode_publish(message))
+            packet_id = self._new_id()
+            reason: int = await self._request(packet_id, codec.encode_publish(message, packet_id))
         if reason >= 0x80:
-            raise MqttError(f"publish to {topic} refused: {reason_name(reason)}", reason)
+            raise MqttError(f"publish to {message.topic} refused: {reason_name(reason)}", reason)
         return reason
 
-    def ack(self, message: Publish) -> None:
+    def ack(self, message: Message) -> None:
         """Acknowledge a QoS 1 message received with ``manual_ack``."""
         if message.qos == 1 and message.packet_id is not None and self.is_open:
             self._write(codec.encode_puback(message.packet_id))

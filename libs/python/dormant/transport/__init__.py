@@ -1,9 +1,9 @@
 """The MQTT seam: one small async interface over an MQTT 5 client, so the rest of Dormant never touches
 a library type.
 
-Everything above this package speaks ``Inbound`` messages (the one type for a received PUBLISH) and
-plain values (topic, payload bytes, response topic, correlation data, user properties, expiry), through
-the ``Transport`` protocol. Two implementations:
+Everything above this package speaks ``Message`` (``dormant.mqtt.Message``, the one type for a PUBLISH
+sent or received: topic, payload bytes, response topic, correlation data, user properties, expiry)
+through the ``Transport`` protocol. Two implementations:
 
 * ``NativeTransport`` (``dormant.transport.native``, on Dormant's own asyncio client ``dormant.mqtt``):
   **the default**. It reports PUBACK reason codes (so callers fail fast on "no subscribers") and
@@ -19,14 +19,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..mqtt import Message, no_ack
 from ._base import (
     NO_MATCHING_SUBSCRIBERS,
     NOT_AUTHORIZED,
     SESSION_TAKEN_OVER,
-    Inbound,
     Transport,
     TransportError,
-    no_ack,
 )
 from .native import NativeTransport
 
@@ -39,7 +38,7 @@ __all__ = [
     "NO_MATCHING_SUBSCRIBERS",
     "SESSION_TAKEN_OVER",
     "AiomqttTransport",
-    "Inbound",
+    "Message",
     "NativeTransport",
     "Transport",
     "TransportError",

@@ -1,5 +1,5 @@
-"""The transport's shared types: ``Transport`` (the protocol every implementation meets), ``Inbound`` (the
-one received-message type), ``TransportError`` and the MQTT reason codes Dormant acts on.
+"""The transport's shared types: ``Transport`` (the protocol every implementation meets), ``TransportError``
+and the MQTT reason codes Dormant acts on. Messages, sent and received, are ``dormant.mqtt.Message``.
 
 Import them from ``dormant.transport``; they live here so that the implementations (``native``,
 ``aiomqtt_transport``) and the package's factory import them without a cycle.
@@ -7,9 +7,11 @@ Import them from ``dormant.transport``; they live here so that the implementatio
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Protocol, Self
+
+from ..mqtt.codec import Message
 
 
 class TransportError(Exception):
@@ -25,27 +27,6 @@ NOT_AUTHORIZED = 0x87
 SESSION_TAKEN_OVER = 0x8E
 
 
-def no_ack() -> None:
-    """Acknowledging is a no-op where the library acknowledged on receipt."""
-
-
-@dataclass(slots=True)
-class Inbound:
-    """A received PUBLISH, reduced to what Dormant reads."""
-
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-    response_topic: str | None = None
-    correlation: bytes | None = None
-    user_properties: Sequence[tuple[str, str]] = ()
-    expiry_s: int | None = None
-    dup: bool = False
-    ack: Callable[[], None] = no_ack
-    """Send the PUBACK (with ``manual_ack``; a no-op otherwise)."""
-
-
 class Transport(Protocol):
     """What a Dormant component needs from an MQTT 5 client."""
 
@@ -55,19 +36,30 @@ class Transport(Protocol):
 
     async def unsubscribe(self, filters: Sequence[str]) -> None: ...
 
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        response_topic: str | None = None,
-        correlation: bytes | None = None,
-        user_properties: Sequence[tuple[str, str]] = (),
-        expiry_s: int | None = None,
-    ) -> int: ...
+    async def publish(self, message: Message) -> int:
+        """Send ``message``; for QoS 1 return the PUBACK's reason code where the client reports it
+        (0 otherwise)."""
+        ...
 
-    def messages(self) -> AsyncIterator[Inbound]: ...
+    def messages(self) -> AsyncIterator[Message]: ...
 
     async def close(self, *, end_session: bool = False) -> None: ...
+
+
+class ConnectsOnEnter:
+    """``async with transport:`` connects on entry and closes on exit, for every implementation."""
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def close(self, *, end_session: bool = False) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

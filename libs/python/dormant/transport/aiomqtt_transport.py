@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..config import parse_broker_url
+from ..mqtt import Message
 from ..mqtt.connection import publish_problem
-from ._base import Inbound, TransportError
+from ._base import ConnectsOnEnter, TransportError
 
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
@@ -35,7 +35,7 @@ _LIBRARY_LOG = logging.getLogger("dormant.transport.aiomqtt")
 _LIBRARY_LOG.addFilter(_DropBacklogNotices())
 
 
-class AiomqttTransport:
+class AiomqttTransport(ConnectsOnEnter):
     """aiomqtt, MQTT 5, TCP_NODELAY (not the default: see the module docstring)."""
 
     def __init__(
@@ -85,15 +85,6 @@ class AiomqttTransport:
         except aiomqtt.MqttError:
             pass
 
-    async def __aenter__(self) -> AiomqttTransport:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
     async def subscribe(self, filters: Sequence[str], qos: int = 1) -> None:
         try:
             await self._client.subscribe([(f, qos) for f in filters])
@@ -106,39 +97,32 @@ class AiomqttTransport:
         except aiomqtt.MqttError as exc:
             raise TransportError(f"unsubscribe failed: {exc}") from exc
 
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        response_topic: str | None = None,
-        correlation: bytes | None = None,
-        user_properties: Sequence[tuple[str, str]] = (),
-        expiry_s: int | None = None,
-    ) -> int:
+    async def publish(self, message: Message) -> int:
         # paho would send most invalid topic names and strings, and the broker would then close the
         # connection: refuse them here, as the native client does.
-        invalid = publish_problem(topic, response_topic, user_properties, None)
+        invalid = publish_problem(message)
         if invalid is not None:
             raise TransportError(f"publish refused before sending: {invalid[0]}", invalid[1])
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        if response_topic is not None:
-            props.ResponseTopic = response_topic
-        if correlation is not None:
-            props.CorrelationData = correlation
-        if user_properties:
-            props.UserProperty = list(user_properties)
-        if expiry_s is not None:
-            props.MessageExpiryInterval = max(1, int(expiry_s))
+        if message.response_topic is not None:
+            props.ResponseTopic = message.response_topic
+        if message.correlation is not None:
+            props.CorrelationData = message.correlation
+        if message.user_properties:
+            props.UserProperty = list(message.user_properties)
+        if message.expiry_s is not None:
+            props.MessageExpiryInterval = max(1, int(message.expiry_s))
+        if message.content_type is not None:
+            props.ContentType = message.content_type
         try:
-            await self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+            await self._client.publish(
+                message.topic, message.payload, qos=message.qos, retain=message.retain, properties=props
+            )
         except aiomqtt.MqttError as exc:
-            raise TransportError(f"publish to {topic} failed: {exc}") from exc
+            raise TransportError(f"publish to {message.topic} failed: {exc}") from exc
         return 0  # aiomqtt does not say what the PUBACK said
 
-    async def messages(self) -> AsyncIterator[Inbound]:
+    async def messages(self) -> AsyncIterator[Message]:
         try:
             async for message in self._client.messages:
                 yield _inbound(message)
@@ -147,7 +131,7 @@ class AiomqttTransport:
                 raise TransportError(f"connection lost: {exc}") from exc
 
 
-def _inbound(message: aiomqtt.Message) -> Inbound:
+def _inbound(message: aiomqtt.Message) -> Message:
     props = message.properties
     response_topic = correlation = expiry = None
     user_properties: Sequence[tuple[str, str]] = ()
@@ -159,7 +143,7 @@ def _inbound(message: aiomqtt.Message) -> Inbound:
     payload = message.payload
     if not isinstance(payload, bytes | bytearray):
         payload = str(payload).encode() if payload is not None else b""
-    return Inbound(
+    return Message(
         topic=message.topic.value,
         payload=bytes(payload),
         qos=message.qos,

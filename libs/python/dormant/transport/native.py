@@ -7,17 +7,18 @@ answer is out), the two things the delivery guarantees need and aiomqtt hides.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 
 from .. import mqtt
 from ..config import parse_broker_url
-from ._base import Inbound, TransportError, no_ack
+from ..mqtt import Message
+from ._base import ConnectsOnEnter, TransportError
 
 
-class NativeTransport:
+class NativeTransport(ConnectsOnEnter):
     """Dormant's own asyncio MQTT 5 client (``dormant.mqtt``): PUBACK reason codes, manual acks."""
 
     def __init__(
@@ -59,15 +60,6 @@ class NativeTransport:
     def session_present(self) -> bool:
         return self._conn is not None and self._conn.session_present
 
-    async def __aenter__(self) -> NativeTransport:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
     def _require(self) -> mqtt.MqttConnection:
         if self._conn is None:
             raise TransportError("not connected")
@@ -95,33 +87,16 @@ class NativeTransport:
         except mqtt.MqttError as exc:
             raise TransportError(f"unsubscribe failed: {exc}") from exc
 
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        response_topic: str | None = None,
-        correlation: bytes | None = None,
-        user_properties: Sequence[tuple[str, str]] = (),
-        expiry_s: int | None = None,
-    ) -> int:
+    async def publish(self, message: Message) -> int:
+        if message.expiry_s is not None and message.expiry_s < 1:
+            # MQTT has no sub-second expiry; 0 would mean "never expires".
+            message = dataclasses.replace(message, expiry_s=1)
         try:
-            return await self._require().publish(
-                topic,
-                payload,
-                qos=qos,
-                retain=retain,
-                response_topic=response_topic,
-                correlation=correlation,
-                user_properties=user_properties,
-                expiry_s=None if expiry_s is None else max(1, int(expiry_s)),
-            )
+            return await self._require().publish(message)
         except mqtt.MqttError as exc:
-            raise TransportError(f"publish to {topic} failed: {exc}", exc.reason) from exc
+            raise TransportError(f"publish to {message.topic} failed: {exc}", exc.reason) from exc
 
-    async def messages(self) -> AsyncIterator[Inbound]:
+    async def messages(self) -> AsyncIterator[Message]:
         conn = self._require()
         while True:
             message = await conn.queue.get()
@@ -132,18 +107,6 @@ class NativeTransport:
                         "connection lost" + (f" ({mqtt.reason_name(reason)})" if reason else ""), reason
                     )
                 return
-            ack = no_ack
             if self._manual_ack and message.qos == 1:
-                ack = functools.partial(conn.ack, message)
-            yield Inbound(
-                topic=message.topic,
-                payload=message.payload,
-                qos=message.qos,
-                retain=message.retain,
-                response_topic=message.response_topic,
-                correlation=message.correlation,
-                user_properties=message.user_properties,
-                expiry_s=message.expiry_s,
-                dup=message.dup,
-                ack=ack,
-            )
+                message.ack = functools.partial(conn.ack, message)
+            yield message
