@@ -21,17 +21,21 @@ ALLOWED: dict[str, frozenset[str]] = {
     "dormant": frozenset(),
     "dormant_layers": frozenset(),
     "dormant_local": frozenset(),
+    "dormant_auth": frozenset({"dormant"}),
     "dormant_codegen": frozenset({"dormant", "dormant_catalog", "dormant_layers"}),
     "dormant_catalog": frozenset({"dormant"}),
-    "dormant_runtime": frozenset({"dormant", "dormant_catalog"}),
+    "dormant_runtime": frozenset({"dormant", "dormant_auth", "dormant_catalog"}),
     "dormant_sidecar": frozenset({"dormant", "dormant_catalog", "dormant_layers"}),
     "dormant_controller": frozenset({"dormant", "dormant_catalog"}),
-    "dormant_gateway": frozenset({"dormant", "dormant_catalog", "dormant_codegen", "dormant_layers"}),
+    "dormant_gateway": frozenset(
+        {"dormant", "dormant_auth", "dormant_catalog", "dormant_codegen", "dormant_layers"}
+    ),
     "dormant_cli": frozenset(
         {
             "dormant",
             "dormant_layers",
             "dormant_local",
+            "dormant_auth",
             "dormant_codegen",
             "dormant_catalog",
             "dormant_runtime",

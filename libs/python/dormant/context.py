@@ -13,12 +13,17 @@ from .errors import SystemError
 
 @dataclass(frozen=True, slots=True)
 class UserContext:
-    """The caller's identity. Anonymous until authentication is configured."""
+    """The caller's identity, from the verified bearer token; anonymous where the service's
+    authentication is off or optional and the call carried no token.
+
+    ``token`` is the bearer token itself, for calls the function makes on the caller's behalf; it is
+    left out of ``repr`` (so out of logs)."""
 
     user_id: str | None = None
     email: str | None = None
     roles: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    token: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def anonymous(self) -> bool:
