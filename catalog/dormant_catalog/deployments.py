@@ -6,7 +6,7 @@ from psycopg.rows import class_row
 
 # LIVE_ALIAS and the channels are re-exported for the controller, which imports them from here.
 from .aliases import LIVE_ALIAS as LIVE_ALIAS
-from .aliases import set_alias
+from .aliases import clear_aliases, set_alias
 from .audit import record_audit
 from .channels import ROUTES_CHANNEL as ROUTES_CHANNEL
 from .channels import SLOTS_CHANNEL as SLOTS_CHANNEL
@@ -105,3 +105,34 @@ async def list_slots(conn: Conn, app_name: str) -> list[SlotRecord]:
         f"SELECT {_SLOT_COLUMNS} FROM replica_slots WHERE app_name = %s ORDER BY slot_index", (app_name,)
     )
     return await cur.fetchall()
+
+
+async def undeploy(conn: Conn, app_name: str, *, actor: str) -> tuple[int, int] | None:
+    """Stop serving ``app_name``, keeping its versions (call inside a transaction): (the version,
+    replicas) it had, or None when it was not deployed. ``NotFoundInCatalog`` when it has no version.
+
+    The deployment goes with its replica slots (and, by the foreign keys, its rollouts); pods holding a
+    slot lose it at their next lease renewal, woken at once by ``dormant_slots``, drain their runtime
+    and go back to the pool. Every alias but ``live`` is dropped and ``live`` emptied, so the published
+    route table is empty and calls are told the service is not deployed."""
+    if await latest_version(conn, app_name) is None:
+        raise NotFoundInCatalog(f"no service named {app_name!r}")
+    cur = await conn.execute(
+        "DELETE FROM application_deployments WHERE app_name = %s RETURNING target_version, replicas",
+        (app_name,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    # A later deploy is a fresh start: failed starts recorded before it no longer hold pods back.
+    await conn.execute("DELETE FROM start_failures WHERE app_name = %s", (app_name,))
+    await clear_aliases(conn, app_name, actor=actor)  # NOTIFYs dormant_routes and dormant_slots
+    version, replicas = int(row[0]), int(row[1])
+    await record_audit(
+        conn,
+        actor=actor,
+        app_name=app_name,
+        action="undeploy",
+        detail={"version": version, "replicas": replicas},
+    )
+    return version, replicas

@@ -12,6 +12,7 @@ redeploy and a slot pointed anew at the version (see ``0003_start_failures.sql``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from psycopg.rows import class_row
 
@@ -144,7 +145,7 @@ async def claim_slot(
             "lease": float(lease_s),
         },
     )
-    return await cur.fetchone()
+    return await _with_fresh_live(conn, await cur.fetchone())
 
 
 async def renew_lease(conn: Conn, pod_id: str, slot_id: int, *, lease_s: float) -> SlotClaim | None:
@@ -152,7 +153,25 @@ async def renew_lease(conn: Conn, pod_id: str, slot_id: int, *, lease_s: float) 
     check_lease(lease_s)
     cur = conn.cursor(row_factory=class_row(SlotClaim))
     await cur.execute(_RENEW, {"pod": pod_id, "slot": slot_id, "lease": float(lease_s)})
-    return await cur.fetchone()
+    return await _with_fresh_live(conn, await cur.fetchone())
+
+
+async def _with_fresh_live(conn: Conn, claim: SlotClaim | None) -> SlotClaim | None:
+    """``live`` read again in a statement of its own.
+
+    The claim statement's UPDATE may have waited for a deploy's row lock and then returned the slot's
+    new version, while ``dormant_alias_primary`` (STABLE) in that same statement still read the alias
+    from the statement's older snapshot: the pod would load the new version as not live, then load it
+    again. A new statement takes a new snapshot, which sees the committed deploy."""
+    if claim is None:
+        return None
+    cur = await conn.execute(
+        f"SELECT COALESCE(dormant_alias_primary(%s, '{LIVE_ALIAS}') = %s, false)",
+        (claim.app_name, claim.version),
+    )
+    row = await cur.fetchone()
+    live = bool(row and row[0])
+    return claim if live == claim.live else replace(claim, live=live)
 
 
 def _failure_params(error: str | None, backoff: bool, base_s: float, cap_s: float) -> dict[str, object]:

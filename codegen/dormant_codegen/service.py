@@ -50,6 +50,9 @@ def read_service(service_dir: Path) -> ServiceSource:
     """Read ``service_dir`` (modules via ``ast``, ``schemas/*.json``); raise ``CodegenError`` on problems."""
     service_dir = Path(service_dir)
     root = display_root(service_dir)
+    if not service_dir.is_dir():
+        what = "is not a directory" if service_dir.exists() else "does not exist"
+        raise CodegenError([Diagnostic(root or ".", 1, 1, f"{service_dir} {what}: give a service directory")])
     diagnostics: list[Diagnostic] = []
     services: list[ServiceClass] = []
     for rel in python_sources(service_dir):

@@ -11,7 +11,6 @@ from dormant.config import DEFAULT_BROKER_URL, DEFAULT_CATALOG_URL, Settings
 DEV_ISSUER = "urn:dormant:dev"
 DEFAULT_AUDIENCE = "dormant"
 DEFAULT_PORT = 8080
-DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def default_state_dir() -> Path:
@@ -92,7 +91,9 @@ class GatewayConfig:
     """Production issuer; None means the dev issuer (a key in the state dir, JWKS served here)."""
     oidc_jwks_url: str | None = None
     oidc_audience: str = DEFAULT_AUDIENCE
-    rabbitmq_url: str = DEFAULT_RABBITMQ_URL
+    rabbitmq_url: str | None = None
+    """RabbitMQ for queue triggers; None refuses queue triggers (never a default: a machine's own
+    RabbitMQ must not be used by accident)."""
     rate_limits: RateLimits = field(default_factory=RateLimits)
     async_settings: AsyncSettings = field(default_factory=AsyncSettings)
     server: ServerLimits = field(default_factory=ServerLimits)
@@ -112,7 +113,7 @@ class GatewayConfig:
             oidc_issuer=os.environ.get("DORMANT_OIDC_ISSUER") or None,
             oidc_jwks_url=os.environ.get("DORMANT_OIDC_JWKS_URL") or None,
             oidc_audience=os.environ.get("DORMANT_OIDC_AUDIENCE") or DEFAULT_AUDIENCE,
-            rabbitmq_url=os.environ.get("DORMANT_RABBITMQ_URL") or DEFAULT_RABBITMQ_URL,
+            rabbitmq_url=os.environ.get("DORMANT_RABBITMQ_URL") or None,
             rate_limits=RateLimits.from_env(),
             async_settings=AsyncSettings.from_env(),
             server=ServerLimits.from_env(),

@@ -271,3 +271,11 @@ def test_every_checked_format_is_accepted(tmp_path: Path) -> None:
     # Formatted strings stay str: the runtime checks them, no Python type rewrites them.
     for banned in ("AnyUrl", "datetime", "UUID", "IPv4Address", "timedelta", "pattern="):
         assert banned not in models
+
+
+def test_a_missing_or_non_directory_service_path_says_so(tmp_path: Path) -> None:
+    with pytest.raises(CodegenError, match="does not exist"):
+        read_service(tmp_path / "nope")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(CodegenError, match="is not a directory"):
+        read_service(tmp_path / "file.txt")

@@ -11,11 +11,12 @@ from typing import Any
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from ..aliases import clear_aliases
 from ..audit import record_audit
 from ..db import Conn
+from ..deployments import undeploy
 from ..errors import InvalidCatalogRequest, NotFoundInCatalog
 from ..names import check_app_name
+from ..versions import latest_version
 from .records import FunctionRecord
 
 DEFAULTS: dict[str, Any] = {
@@ -189,11 +190,7 @@ async def delete_function(conn: Conn, name: str, *, actor: str) -> bool:
     current = await get_function(conn, name)
     if current is None:
         return False
-    cur = await conn.execute(
-        "DELETE FROM application_deployments WHERE app_name = %s RETURNING target_version, replicas", (name,)
-    )
-    undeployed = await cur.fetchone()
-    await clear_aliases(conn, name, actor=actor)
+    undeployed = await undeploy(conn, name, actor=actor) if await latest_version(conn, name) else None
     await conn.execute(
         "INSERT INTO gateway_functions (name, runtime, handler, memory_mb, timeout_s, owner)"
         " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",

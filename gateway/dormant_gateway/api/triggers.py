@@ -7,7 +7,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dormant.errors import NotFound
+from dormant.errors import NotFound, ValidationError
 from dormant_catalog.gateway import functions as function_sql
 from dormant_catalog.gateway import triggers as trigger_sql
 
@@ -32,6 +32,12 @@ async def create_trigger(request: Request) -> Response:
     name = service_name(request)
     kind, target, config, enabled = validate_trigger(await json_object(request))
     gateway = state(request)
+    if kind == "queue" and gateway.config.rabbitmq_url is None:
+        raise ValidationError(
+            "queue triggers need a RabbitMQ: start the gateway with DORMANT_RABBITMQ_URL or --rabbitmq-url"
+            " (`dormant dev --rabbitmq` starts a private one)",
+            {"field": "type"},
+        )
     if await gateway.db.run(function_sql.get_function, name) is None:
         raise NotFound(f"no function {name!r}")
     record = await gateway.db.run(

@@ -89,8 +89,14 @@ class QueueSupervisor:
                 del self._consumers[trigger_id]
         if not wanted:
             return
+        url = self._gateway.config.rabbitmq_url
+        if url is None:  # triggers made while a RabbitMQ was configured; refused for new ones
+            if "no-rabbitmq" not in self._warned:
+                self._warned.add("no-rabbitmq")
+                log.error("%d queue trigger(s) not consumed: no RabbitMQ configured", len(wanted))
+            return
         if self._connection is None or self._connection.is_closed:
-            self._connection = await aio_pika.connect_robust(self._gateway.config.rabbitmq_url, timeout=5)
+            self._connection = await aio_pika.connect_robust(url, timeout=5)
         for trigger_id, record in wanted.items():
             if trigger_id not in self._consumers:
                 consumer = QueueConsumer(self._gateway, record, self._connection)

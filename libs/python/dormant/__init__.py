@@ -1,5 +1,7 @@
 """Dormant: an MQTT-native function mesh. The SDK that function authors and callers import."""
 
+from typing import TYPE_CHECKING
+
 from .app import FunctionSpec, ServiceSpec
 from .context import ANONYMOUS, Context, UserContext
 from .decorators import function, service
@@ -15,6 +17,9 @@ from .errors import (
     Unavailable,
     ValidationError,
 )
+
+if TYPE_CHECKING:  # type checkers see the real class; at run time it loads on first use (below)
+    from .client import Client
 
 __all__ = [
     "ANONYMOUS",

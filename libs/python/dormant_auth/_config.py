@@ -47,8 +47,9 @@ class IssuerConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> IssuerConfig | None:
         """``DORMANT_OIDC_ISSUER`` and ``DORMANT_OIDC_AUDIENCE`` (both needed), optionally
         ``DORMANT_OIDC_DISCOVERY_URL``, ``DORMANT_OIDC_JWKS_URL``, ``DORMANT_OIDC_INTROSPECTION_URL``,
-        ``DORMANT_OIDC_CLIENT_ID``/``DORMANT_OIDC_CLIENT_SECRET`` (introspection) and
-        ``DORMANT_OIDC_CA_FILE``; None when no issuer is configured."""
+        ``DORMANT_OIDC_CLIENT_ID``/``DORMANT_OIDC_CLIENT_SECRET`` (introspection),
+        ``DORMANT_OIDC_CA_FILE`` and ``DORMANT_OIDC_{USER,EMAIL,ROLES,GROUPS}_CLAIM``; None when no
+        issuer is configured."""
         env = os.environ if env is None else env
         issuer = env.get("DORMANT_OIDC_ISSUER")
         if not issuer:
@@ -65,4 +66,10 @@ class IssuerConfig:
             introspection_client_id=env.get("DORMANT_OIDC_CLIENT_ID") or None,
             introspection_client_secret=env.get("DORMANT_OIDC_CLIENT_SECRET") or None,
             verify_tls=env.get("DORMANT_OIDC_CA_FILE") or True,
+            claims=ClaimNames(
+                user_id=env.get("DORMANT_OIDC_USER_CLAIM") or "sub",
+                email=env.get("DORMANT_OIDC_EMAIL_CLAIM") or "email",
+                roles=env.get("DORMANT_OIDC_ROLES_CLAIM") or "roles",
+                groups=env.get("DORMANT_OIDC_GROUPS_CLAIM") or "groups",
+            ),
         )

@@ -3,15 +3,35 @@
 The one package that may import every other (docs/architecture.md, "Package graph"). Each subcommand
 lives in its own module and imports its component only when it runs (``# lazy: start-up time``), so
 ``dormant call`` does not load codegen. ``python -m dormant_cli`` is the same as the console script.
+
+``main`` is where every command ends: an expected failure (``common.CommandError``) becomes one line on
+stderr, and a reader that closes the pipe early (``dormant ls | head -1``) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from . import build_cmds, call_cmd, deploy_cmd, dev_cmd, gateway_cmd, pod_cmd, rollout_cmds, token_cmd
+from . import (
+    build_cmds,
+    call_cmd,
+    completion_cmd,
+    deploy_cmd,
+    dev_cmd,
+    gateway_cmd,
+    init_cmd,
+    list_cmds,
+    pod_cmd,
+    rollout_cmds,
+    token_cmd,
+)
+from .common import CommandError
+
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a command killed by a closed pipe exits with in a shell."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version="dormant 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (build_cmds, deploy_cmd, rollout_cmds, pod_cmd, call_cmd, dev_cmd, gateway_cmd, token_cmd):
+    commands = (init_cmd, build_cmds, deploy_cmd, rollout_cmds, pod_cmd, call_cmd, dev_cmd, gateway_cmd)
+    for module in (*commands, list_cmds, token_cmd, completion_cmd):
         module.register(sub)
+    parser.set_defaults(root_parser=parser)  # for `dormant completion`
     return parser
 
 
@@ -31,8 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
     except KeyboardInterrupt:
         return 130
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:
+        # The reader stopped reading (`| head`): say nothing, and keep the interpreter's final flush
+        # from failing again on the same pipe (the recipe in the `signal` module's documentation).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return code
 
 

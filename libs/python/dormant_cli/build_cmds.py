@@ -7,25 +7,44 @@ import asyncio
 import sys
 from pathlib import Path
 
-from .common import add_settings_flags, fail, settings_from
+from .common import Subparsers, add_command, add_settings_flags, catalog_failure, settings_from
+from .output import progress
+
+DIR_HELP = "the service directory (its schemas/ folder and handler module), e.g. examples/user-service"
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("generate", help="generate models, dispatch glue and interface.json for a service")
-    p.add_argument("dir", type=Path, help="the service directory")
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "generate",
+        help="generate models, dispatch glue and interface.json for a service",
+        example=(
+            "dormant generate examples/user-service\n"
+            "dormant generate --check examples/user-service   # in CI: exit 1 when stale"
+        ),
+    )
+    p.add_argument("dir", type=Path, help=DIR_HELP)
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the output is stale")
     p.set_defaults(run=run_generate)
 
-    p = sub.add_parser(
-        "build", help="pack the service into a deterministic OCI app layer and print its digest"
+    p = add_command(
+        sub,
+        "build",
+        help="pack the service into a deterministic OCI app layer and print its digest",
+        example="dormant build examples/user-service",
     )
-    p.add_argument("dir", type=Path)
+    p.add_argument("dir", type=Path, help=DIR_HELP)
     _add_import_check_flag(p)
     add_settings_flags(p, layers=True)
     p.set_defaults(run=run_build)
 
-    p = sub.add_parser("publish", help="build the service and register it as a new immutable version")
-    p.add_argument("dir", type=Path)
+    p = add_command(
+        sub,
+        "publish",
+        help="build the service and register it as a new immutable version",
+        example="dormant publish examples/user-service     # prints: published user-service vN",
+    )
+    p.add_argument("dir", type=Path, help=DIR_HELP)
     _add_import_check_flag(p)
     add_settings_flags(p, catalog=True, layers=True)
     p.set_defaults(run=run_publish)
@@ -70,7 +89,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     try:
-        result = build(args.dir, LayerStore(settings.layer_store), import_check=args.import_check)
+        with progress(f"building {args.dir}", piped=False):
+            result = build(args.dir, LayerStore(settings.layer_store), import_check=args.import_check)
     except CodegenError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
@@ -110,18 +130,21 @@ async def publish(
 
 
 def run_publish(args: argparse.Namespace) -> int:
+    from dormant_catalog import CatalogError  # lazy: start-up time
     from dormant_codegen import CodegenError  # lazy: start-up time
 
     settings = settings_from(args)
     try:
-        service, version = asyncio.run(
-            publish(args.dir, settings.catalog_url, settings.layer_store, import_check=args.import_check)
-        )
+        # A terminal sees a spinner; piped, stderr keeps only the diagnostics (scripts read them).
+        with progress(f"building and publishing {args.dir}", piped=False):
+            service, version = asyncio.run(
+                publish(args.dir, settings.catalog_url, settings.layer_store, import_check=args.import_check)
+            )
     except CodegenError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
         return 1
-    except OSError as exc:
-        return fail(f"cannot reach the catalog: {exc}")
+    except (CatalogError, OSError) as exc:
+        raise catalog_failure(args, exc) from exc
     print(f"published {service} v{version}")
     return 0

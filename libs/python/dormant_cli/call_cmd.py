@@ -1,8 +1,10 @@
-"""``dormant call SERVICE.FUNCTION JSON``: call a function and print its JSON result or typed error.
+"""``dormant call SERVICE.FUNCTION JSON``: call a function and print its JSON result, or its typed error
+as one line on stderr (``error: NotFound: no service named 'nosuch'``) and exit 1.
 
 When the call reaches nobody, the client explains why from the service state the controller
-publishes; given a catalog (``--catalog-url`` or ``DORMANT_CATALOG_URL``), the explanation comes from
-the catalog itself instead, so it holds even with no controller running.
+publishes; given a catalog (``--catalog-url``, ``DORMANT_CATALOG_URL`` or the running dev mesh), the
+explanation comes from the catalog itself instead, so it holds even with no controller running. When
+the broker cannot be reached, the error names its URL and how to point elsewhere.
 """
 
 from __future__ import annotations
@@ -10,22 +12,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from typing import Any
 
-from dormant.errors import DormantError
+from dormant.errors import DormantError, Unavailable
 from dormant.routing import explain_unserved, parse_service_state
 
-from .common import add_settings_flags, fail, print_error, print_json, settings_from
+from . import reach
+from .common import Subparsers, add_command, add_settings_flags, fail, print_error, print_json, settings_from
+from .output import progress
 
 CATALOG_TIMEOUT_S = 3.0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("call", help="call SERVICE.FUNCTION with a JSON input")
-    p.add_argument("target", help="service.function, e.g. user-service.createUser")
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "call",
+        help="call SERVICE.FUNCTION with a JSON input and print the JSON result",
+        example=(
+            'dormant call user-service.createUser \'{"email": "ann@example.com", "name": "Ann"}\'\n'
+            'dormant call user-service.getUser \'{"userId": "u1"}\' --version 1'
+        ),
+    )
+    p.add_argument("target", help="SERVICE.FUNCTION, e.g. user-service.createUser")
     p.add_argument("input", nargs="?", default="{}", help="the input as JSON (default {})")
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
     p.add_argument("--version", type=int, default=None, help="call this version instead of live")
     p.add_argument("--call-id", default=None, help="reuse a callId (idempotent retry)")
     add_settings_flags(p, broker=True, catalog=True)
@@ -82,12 +93,19 @@ def run_call(args: argparse.Namespace) -> int:
         return fail(f"the input is not valid JSON: {exc}")
     settings = settings_from(args)
     try:
-        result = asyncio.run(_call(settings.broker_url, service, function, params, args))
+        # A spinner on a terminal only: piped, stderr is kept for the one-line error scripts read.
+        with progress(f"calling {args.target}", piped=False):
+            result = asyncio.run(_call(settings.broker_url, service, function, params, args))
     except DormantError as exc:
         error = exc
-        given = args.catalog_url or os.environ.get("DORMANT_CATALOG_URL")
-        if given and isinstance(exc.details, dict) and exc.details.get("noSubscribers"):
+        details = exc.details if isinstance(exc.details, dict) else {}
+        if details.get("noSubscribers") and reach.source_of(args, "catalog") != "default":
             error = asyncio.run(explain_from_catalog(settings.catalog_url, exc))
+        elif isinstance(exc, Unavailable) and "broker" in details:  # the broker refused the connection
+            source = reach.source_of(args, "broker")
+            error = Unavailable(
+                reach.unreachable("broker", settings.broker_url, source, exc.message), details
+            )
         print_error(error)
         return 1
     print_json(result)

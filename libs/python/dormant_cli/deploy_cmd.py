@@ -1,20 +1,34 @@
 """``dormant deploy``: point a service's replica slots (and its ``live`` alias) at a version, all at once
 (the default) or by a rollout strategy the controller drives (``--strategy canary|linear|blue-green|
-rolling|ab``).
+rolling|ab``); ``dormant undeploy``: take them away again.
 
-An all-at-once deploy waits (``--wait``) until every replica serves the version and exits 1, saying
-why, when the wait ends first or as soon as a pod fails to start the version.
+An all-at-once deploy waits (``--wait``) until every replica serves the version, showing how far it
+is, and exits 1, saying why, when the wait ends first or as soon as a pod fails to start the version.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from .common import add_settings_flags, fail, settings_from
+from .common import (
+    Subparsers,
+    add_command,
+    add_settings_flags,
+    catalog_failure,
+    fail,
+    settings_from,
+    with_catalog,
+)
+from .output import progress
+
+if TYPE_CHECKING:
+    from dormant_catalog import DeploymentStatus
 
 POLL_S = 0.05
+CATALOG_TIMEOUT_S = 5.0
 ALL_AT_ONCE = "all-at-once"
 STRATEGY_CHOICES = (ALL_AT_ONCE, "canary", "linear", "blue-green", "rolling", "ab")
 ROLLOUT_FLAGS = (
@@ -33,11 +47,18 @@ ROLLOUT_FLAGS = (
 )
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "deploy", help="deploy a version onto R replica slots (all at once, or by a rollout strategy)"
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "deploy",
+        help="deploy a version onto R replica slots (all at once, or by a rollout strategy)",
+        example=(
+            "dormant deploy user-service                      # the latest version, 1 replica\n"
+            "dormant deploy user-service --version 2 --replicas 2\n"
+            "dormant deploy user-service --version 2 --strategy canary --steps 10,50,100 --interval 30s"
+        ),
     )
-    p.add_argument("service")
+    p.add_argument("service", help="the service's name, e.g. user-service")
     p.add_argument("--version", type=int, default=None, help="version number (default: the latest)")
     p.add_argument("--replicas", type=int, default=None, help="all-at-once only (default 1)")
     r = p.add_argument_group("rollouts (driven by 'dormant controller'; see docs/rollouts.md)")
@@ -67,6 +88,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_settings_flags(p, catalog=True)
     p.set_defaults(run=run_deploy)
 
+    p = add_command(
+        sub,
+        "undeploy",
+        help="stop serving a service: its replica slots go, its pods return to the pool (versions stay)",
+        example="dormant undeploy user-service\ndormant deploy user-service     # serve it again",
+    )
+    p.add_argument("service", help="the service's name, e.g. user-service")
+    add_settings_flags(p, catalog=True)
+    p.set_defaults(run=run_undeploy)
+
 
 async def deploy(
     catalog_url: str, service: str, version: int | None, replicas: int, wait: float = 0.0
@@ -76,19 +107,27 @@ async def deploy(
 
 
 async def deploy_and_wait(
-    catalog_url: str, service: str, version: int | None, replicas: int, wait: float = 0.0
+    catalog_url: str,
+    service: str,
+    version: int | None,
+    replicas: int,
+    wait: float = 0.0,
+    on_wait: Callable[[DeploymentStatus], None] | None = None,
 ) -> tuple[bool, str]:
     """Deploy, then wait up to ``wait`` seconds for every replica to serve; (whether they do, a
-    one-line summary). The wait ends early, unsuccessfully, when a pod fails to start the version."""
+    one-line summary). The wait ends early, unsuccessfully, when a pod fails to start the version.
+    ``on_wait`` sees every status read while waiting."""
     from dormant_catalog import open_catalog  # lazy: start-up time
 
-    catalog = await open_catalog(catalog_url)
+    catalog = await open_catalog(catalog_url, connect_timeout_s=CATALOG_TIMEOUT_S)
     try:
         record = await catalog.deploy(service, version=version, replicas=replicas, actor="cli")
         loop = asyncio.get_running_loop()
         end = loop.time() + wait
         status = await catalog.deployment_status(service)
         while status.state == "pending" and loop.time() < end:
+            if on_wait is not None:
+                on_wait(status)
             await asyncio.sleep(POLL_S)
             status = await catalog.deployment_status(service)
     finally:
@@ -160,20 +199,17 @@ async def start_rollout(catalog_url: str, service: str, version: int | None, con
 def run_deploy(args: argparse.Namespace) -> int:
     from dormant_catalog import CatalogError  # lazy: start-up time
 
+    catalog_url = settings_from(args).catalog_url
     if args.strategy != ALL_AT_ONCE:
         if args.replicas is not None:
             return fail("--replicas is for all-at-once deploys: a rollout keeps the deployment's replicas")
         try:
             config = rollout_config(args)
-            summary = asyncio.run(
-                start_rollout(settings_from(args).catalog_url, args.service, args.version, config)
-            )
+            summary = asyncio.run(start_rollout(catalog_url, args.service, args.version, config))
         except ValueError as exc:
             return fail(str(exc))
-        except CatalogError as exc:
-            return fail(str(exc))
-        except OSError as exc:
-            return fail(f"cannot reach the catalog: {exc}")
+        except (CatalogError, OSError) as exc:
+            raise catalog_failure(args, exc) from exc
         print(summary)
         return 0
     given = [
@@ -187,14 +223,32 @@ def run_deploy(args: argparse.Namespace) -> int:
     if replicas < 0:
         return fail("--replicas must be 0 or more")
     try:
-        ok, summary = asyncio.run(
-            deploy_and_wait(settings_from(args).catalog_url, args.service, args.version, replicas, args.wait)
-        )
-    except CatalogError as exc:
-        return fail(str(exc))
-    except OSError as exc:
-        return fail(f"cannot reach the catalog: {exc}")
+        with progress(f"deploying {args.service} on {replicas} slot(s)") as update:
+            ok, summary = asyncio.run(
+                deploy_and_wait(
+                    catalog_url,
+                    args.service,
+                    args.version,
+                    replicas,
+                    args.wait,
+                    on_wait=lambda status: update(f"waiting for {args.service}: {status.reason}"),
+                )
+            )
+    except (CatalogError, OSError) as exc:
+        raise catalog_failure(args, exc) from exc
     if not ok:
         return fail(summary)
     print(summary)
+    return 0
+
+
+def run_undeploy(args: argparse.Namespace) -> int:
+    from dormant_catalog.deployments import undeploy  # lazy: start-up time
+
+    undone = with_catalog(args, lambda c: c.db.run(undeploy, args.service, actor="cli"))
+    if undone is None:
+        print(f"{args.service} was not deployed")
+    else:
+        version, replicas = undone
+        print(f"undeployed {args.service} (v{version} on {replicas} slot(s)); its pods return to the pool")
     return 0

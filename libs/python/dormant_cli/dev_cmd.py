@@ -1,10 +1,13 @@
 """``dormant dev``: the whole mesh on one machine, in one command.
 
 Starts a local Postgres (unless a catalog URL is given) and a private Mosquitto with Dormant's broker
-config (unless a broker URL is given), uses a local OCI layout as the layer store, publishes and
-deploys the service in DIR (default: the example), starts ``--pods`` pooled pods, a gateway and the
-rollout controller (so ``dormant deploy --strategy ...`` rollouts run), waits until the service
-answers, prints how to call it and the line ``ready``. Ctrl-C stops every child.
+config (unless a broker URL is given), uses a local OCI layout as the layer store, starts ``--pods``
+pooled pods, a gateway and the rollout controller (so ``dormant deploy --strategy ...`` rollouts run),
+brings up the service in DIR (default: the example; ``dev_service``: published and deployed on
+``--replicas`` slots, unless a restart finds it published and live already), waits until it answers,
+records the mesh in ``STATE/mesh.json`` (which the other commands read), prints how to call it and the
+line ``ready``. With ``--watch`` every saved change to a handler or schema is rebuilt, published and
+deployed. Ctrl-C stops every child.
 """
 
 from __future__ import annotations
@@ -17,23 +20,41 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from dormant.errors import DormantError, NotFound
 
-from .build_cmds import publish
-from .common import add_settings_flags, fail
-from .deploy_cmd import deploy
+from .common import Subparsers, add_command, add_settings_flags, fail
 
 PR_SET_PDEATHSIG = 1
 SERVING_TIMEOUT_S = 90.0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "dev", help="run the local mesh (Postgres, Mosquitto, pods) serving the service in DIR"
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "dev",
+        help="run the local mesh (Postgres, Mosquitto, pods) serving the service in DIR",
+        description="Run the whole mesh on this machine and serve the service in DIR. A restart on the "
+        "same --state-dir keeps what is published and live: no new version, no redeploy.",
+        example="dormant dev                                # the example, examples/user-service\n"
+        "dormant dev hello-service --watch          # every saved edit goes live\n"
+        "dormant dev --pods 8 --replicas 4          # room for the rollouts in docs/rollouts.md",
     )
-    p.add_argument("dir", nargs="?", type=Path, default=None, help="service directory (default: the example)")
+    p.add_argument(
+        "dir",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="the service directory to serve (default: examples/user-service)",
+    )
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="rebuild, publish and deploy on every saved change to a *.py module or schemas/*.json",
+    )
     p.add_argument("--pods", type=int, default=2, help="pooled pods to start (default 2)")
     p.add_argument(
         "--replicas",
@@ -46,6 +67,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--state-dir", type=Path, default=Path(".dormant/dev"), help="data of the local mesh")
     p.add_argument("--lease", type=float, default=5.0, help="slot lease length in seconds")
+    p.add_argument(
+        "--rabbitmq",
+        action="store_true",
+        help="also start a private RabbitMQ node for queue triggers (its URL goes in mesh.json and env.sh;"
+        " default: DORMANT_RABBITMQ_URL if set, else queue triggers are refused)",
+    )
     add_settings_flags(p, broker=True, catalog=True, layers=True)
     p.set_defaults(run=run_dev)
 
@@ -54,7 +81,7 @@ def default_service_dir() -> Path | None:
     """``examples/user-service`` from the current directory or the source checkout."""
     candidates = [
         Path.cwd() / "examples" / "user-service",
-        Path(__file__).resolve().parents[4] / "examples" / "user-service",
+        Path(__file__).resolve().parents[3] / "examples" / "user-service",
     ]
     return next((c for c in candidates if (c / "schemas").is_dir()), None)
 
@@ -67,20 +94,30 @@ def run_dev(args: argparse.Namespace) -> int:
         return fail("--pods must be at least 1")
     if args.replicas < 1:
         return fail("--replicas must be at least 1")
+    if args.replicas > args.pods:
+        return fail(f"--replicas {args.replicas} needs at least as many pods: add --pods {args.replicas}")
     try:
-        return asyncio.run(_dev(args, service_dir.resolve()))
+        return asyncio.run(_dev(args, service_dir))
     except KeyboardInterrupt:
         return 0
 
 
 def _die_with_parent() -> None:
-    """In a child: get SIGTERM when the ``dormant dev`` process dies, whatever kills it."""
+    """In a child: get SIGTERM when the ``dormant dev`` process dies, whatever kills it.
+
+    The children also run in sessions of their own, so a terminal's Ctrl-C reaches only ``dormant
+    dev``, which stops them in order (a runtime still importing would print a KeyboardInterrupt)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
+    from dormant_catalog import CatalogError, open_catalog  # lazy: start-up time
+    from dormant_codegen import CodegenError  # lazy: start-up time
+    from dormant_local import free_port  # lazy: start-up time
     from dormant_local.broker import MosquittoNotInstalled, MosquittoProcess  # lazy: start-up time
+
+    from .dev_service import DevService, step, watch_changes  # lazy: start-up time
 
     state = args.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -94,9 +131,10 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         if not catalog_url:
             from dormant_local.postgres import LocalPostgres  # lazy: start-up time
 
-            print("starting local Postgres ...", file=sys.stderr)
             pg = LocalPostgres(data_dir=state / "postgres")
-            await pg.start()
+            first = not (pg.pgdata / "PG_VERSION").exists()
+            async with step("creating and starting local Postgres" if first else "starting local Postgres"):
+                await pg.start()
             stack.push_async_callback(pg.stop)
             catalog_url = await pg.create_database("dormant")
         broker_url = args.broker_url or os.environ.get("DORMANT_BROKER_URL")
@@ -107,10 +145,28 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
                 )
             except MosquittoNotInstalled as exc:
                 return fail(str(exc))
-            await broker.start()
+            async with step("starting Mosquitto"):
+                await broker.start()
             stack.push_async_callback(broker.stop)
             broker_url = broker.url
         layer_store = Path(args.layer_store or os.environ.get("DORMANT_LAYER_STORE") or state / "layers")
+        rabbitmq_url = os.environ.get("DORMANT_RABBITMQ_URL")
+        if args.rabbitmq:
+            from dormant_local.rabbitmq import RabbitNode  # lazy: start-up time
+
+            rabbit = RabbitNode(state / "rabbitmq")
+            try:
+                async with step("starting RabbitMQ"):
+                    await rabbit.start()
+            except RuntimeError as exc:
+                return fail(str(exc).splitlines()[0])
+            stack.push_async_callback(rabbit.stop)
+            rabbitmq_url = rabbit.url
+        try:
+            catalog = await open_catalog(catalog_url)
+        except (CatalogError, OSError) as exc:
+            return fail(f"cannot reach the catalog at {catalog_url}: {exc}")
+        stack.push_async_callback(catalog.close)
 
         env = {
             **os.environ,
@@ -118,96 +174,149 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "DORMANT_CATALOG_URL": catalog_url,
             "DORMANT_LAYER_STORE": str(layer_store),
         }
-        pods: list[asyncio.subprocess.Process] = []
-        for index in range(args.pods):
-            pod = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "dormant_sidecar",
-                "--pod-id",
-                f"dev-pod-{index + 1}",
-                "--work-dir",
-                str(state / "pods" / f"pod-{index + 1}"),
-                "--lease",
-                str(args.lease),
-                env=env,
-                preexec_fn=_die_with_parent,
-            )
-            pods.append(pod)
-        from dormant_local import free_port  # lazy: start-up time
-
+        if rabbitmq_url:
+            env["DORMANT_RABBITMQ_URL"] = rabbitmq_url
+        # The pods start (and warm their runtimes) while the service builds.
+        children = [await _start_pod(env, state, index, args.lease) for index in range(args.pods)]
+        stack.push_async_callback(_stop_children, children)
         gateway_url = f"http://127.0.0.1:{free_port()}"
-        gateway = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "dormant_gateway",
-            "--port",
-            gateway_url.rsplit(":", 1)[1],
-            "--state-dir",
-            str(state),
-            "--replica-id",
-            "dev-gateway",
-            env={**env, "DORMANT_STATE_DIR": str(state)},
-            preexec_fn=_die_with_parent,
-        )
-        pods.append(gateway)
+        children.append(await _start_gateway(env, state, gateway_url))
         controller_log = (state / "controller.log").open("ab")
         stack.callback(controller_log.close)
-        controller = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "dormant_cli",
-            "controller",
-            env=env,
-            stdout=controller_log,
-            stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+        children.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "dormant_cli",
+                "controller",
+                env=env,
+                stdout=controller_log,
+                stderr=asyncio.subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+                start_new_session=True,
+            )
         )
-        pods.append(controller)
-        stack.push_async_callback(_stop_children, pods)
 
-        service, version = await publish(service_dir, catalog_url, layer_store, actor="dev")
-        print(f"published {service} v{version}", file=sys.stderr)
-        print(await deploy(catalog_url, service, version, args.replicas, SERVING_TIMEOUT_S), file=sys.stderr)
+        dev = DevService(service_dir, catalog=catalog, layer_store=layer_store, replicas=args.replicas)
+        try:
+            if not await _unless_stopped(dev.start(), stop):
+                return 0
+        except CodegenError as exc:
+            for diagnostic in exc.diagnostics:
+                print(diagnostic, file=sys.stderr)
+            return fail(f"{service_dir} does not build; fix it and run dormant dev again")
+        except CatalogError as exc:
+            return fail(str(exc))
+        if dev.replicas > args.pods:
+            print(
+                f"warning: {dev.service} has {dev.replicas} replicas but only {args.pods} pods run:"
+                f" restart with --pods {dev.replicas}",
+                file=sys.stderr,
+            )
 
-        if not await _wait_serving(broker_url, service, stop):
-            return fail(f"{service} did not start serving within {SERVING_TIMEOUT_S:g}s")
-        info = {
+        async with step(f"waiting for {dev.service} to answer"):
+            serving = await _wait_serving(broker_url, dev.service, stop)
+        if not serving:
+            if stop.is_set():
+                return 0
+            return fail(f"{dev.service} did not start serving within {SERVING_TIMEOUT_S:g}s")
+        info: dict[str, Any] = {
             "brokerUrl": broker_url,
             "catalogUrl": catalog_url,
             "layerStore": str(layer_store),
-            "service": service,
-            "version": version,
+            "service": dev.service,
+            "version": dev.version,
             "pods": args.pods,
-            "replicas": args.replicas,
+            "replicas": dev.replicas,
             "gatewayUrl": gateway_url,
         }
-        (state / "mesh.json").write_text(json.dumps(info, indent=2) + "\n")
-        stack.callback((state / "mesh.json").unlink, missing_ok=True)
-        (state / "env.sh").write_text(
+        if rabbitmq_url:
+            info["rabbitmqUrl"] = rabbitmq_url
+        mesh_file = state / "mesh.json"
+        _write_json(mesh_file, info)
+        stack.callback(mesh_file.unlink, missing_ok=True)
+        env_file = state / "env.sh"
+        env_file.write_text(
             f"export DORMANT_BROKER_URL={broker_url}\n"
             f"export DORMANT_CATALOG_URL={catalog_url}\n"
             f"export DORMANT_LAYER_STORE={layer_store}\n"
             f"export DORMANT_GATEWAY_URL={gateway_url}\n"
             f"export DORMANT_STATE_DIR={state}\n"
+            + (f"export DORMANT_RABBITMQ_URL={rabbitmq_url}\n" if rabbitmq_url else "")
         )
-        stack.callback((state / "env.sh").unlink, missing_ok=True)
-        _print_banner(
-            broker_url,
-            catalog_url,
-            service,
-            version,
-            args.replicas,
-            args.pods,
-            _example_call(service_dir, service),
-            state / "env.sh",
-            gateway_url,
-            state / "controller.log",
-        )
+        stack.callback(env_file.unlink, missing_ok=True)
+        _print_banner(info, _example_call(service_dir), env_file, state / "controller.log", args.watch)
         print("ready", flush=True)
-        await stop.wait()
+
+        if args.watch:
+
+            def record(version: int) -> None:
+                _write_json(mesh_file, {**info, "version": version, "replicas": dev.replicas})
+
+            await watch_changes(dev, stop, record)
+        else:
+            await stop.wait()
         print("stopping ...", file=sys.stderr)
     return 0
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless Ctrl-C comes first (then cancel it); whether it ran to the end."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()  # its exception, if any
+    return True
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+async def _start_pod(
+    env: dict[str, str], state: Path, index: int, lease: float
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dormant_sidecar",
+        "--pod-id",
+        f"dev-pod-{index + 1}",
+        "--work-dir",
+        str(state / "pods" / f"pod-{index + 1}"),
+        "--lease",
+        str(lease),
+        env=env,
+        preexec_fn=_die_with_parent,
+        start_new_session=True,
+    )
+
+
+async def _start_gateway(env: dict[str, str], state: Path, gateway_url: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dormant_gateway",
+        "--port",
+        gateway_url.rsplit(":", 1)[1],
+        "--state-dir",
+        str(state),
+        "--replica-id",
+        "dev-gateway",
+        env={**env, "DORMANT_STATE_DIR": str(state)},
+        preexec_fn=_die_with_parent,
+        start_new_session=True,
+    )
 
 
 async def _wait_serving(broker_url: str, service: str, stop: asyncio.Event) -> bool:
@@ -243,42 +352,64 @@ async def _stop_children(children: list[asyncio.subprocess.Process], grace: floa
             await child.wait()
 
 
-def _example_call(service_dir: Path, service: str) -> tuple[str, str]:
-    """A function to show in the banner and an input for it (the example's, or ``{}``)."""
+def sample_input(schema: Any) -> Any:
+    """A small valid-looking input for ``schema`` (the banner's example call): required properties
+    only, strings as a name (an email for ``format: email``), numbers 1, booleans true."""
+    if not isinstance(schema, dict):
+        return {}
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        return {
+            name: sample_input(properties.get(name, {}))
+            for name in schema.get("required") or []
+            if isinstance(name, str)
+        }
+    if kind == "string":
+        return "ann@example.com" if schema.get("format") == "email" else "Ann"
+    if kind in ("integer", "number"):
+        return max(1, schema.get("minimum", 1))
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    return {}
+
+
+def _example_call(service_dir: Path) -> tuple[str, str]:
+    """A function to show in the banner and an input for it, from the service's interface."""
     interface = json.loads((service_dir / "generated" / "interface.json").read_text())
-    functions = sorted(interface.get("functions", {}))
-    if "createUser" in functions:
-        return "createUser", '{"email": "ann@example.com", "name": "Ann"}'
-    return (functions[0] if functions else "someFunction"), "{}"
+    functions: dict[str, Any] = interface.get("functions", {})
+    if not functions:
+        return "someFunction", "{}"
+    # The first function that creates something, else the first by name: a call that works on its own.
+    name = next((f for f in sorted(functions) if f.startswith("create")), min(functions))
+    return name, json.dumps(sample_input(functions[name].get("input")))
 
 
 def _print_banner(
-    broker_url: str,
-    catalog_url: str,
-    service: str,
-    version: int,
-    replicas: int,
-    pods: int,
-    example: tuple[str, str],
-    env_file: Path,
-    gateway_url: str,
-    controller_log: Path,
+    info: dict[str, Any], example: tuple[str, str], env_file: Path, controller_log: Path, watching: bool
 ) -> None:
-    port = broker_url.rsplit(":", 1)[-1]
+    service, version = info["service"], info["version"]
+    port = str(info["brokerUrl"]).rsplit(":", 1)[-1]
     function, params = example
+    watch = (
+        "Watching: a saved change to a *.py module or schemas/*.json is rebuilt, published and deployed.\n"
+        if watching
+        else ""
+    )
     print(
         f"""
 Dormant dev mesh
-  broker   {broker_url}
-  catalog  {catalog_url}
-  gateway  {gateway_url}  (token: dormant token --role developer)
-  service  {service} v{version} on {replicas} of {pods} pooled pod(s)
+  broker   {info["brokerUrl"]}
+  catalog  {info["catalogUrl"]}
+  gateway  {info["gatewayUrl"]}  (token: dormant token --role developer)
+  service  {service} v{version} on {info["replicas"]} of {info["pods"]} pooled pod(s)
 
-Call it (in another shell):
-  source {env_file}
+Call it (in another shell, from this directory, or anywhere after `source {env_file}`):
   dormant call {service}.{function} '{params}'
   mosquitto_rr -V 5 -p {port} -t service/{service}/{function} -e reply/me -m '{params}'
-Roll out a new version (the controller runs; its log: {controller_log}):
+{watch}Roll out a new version (the controller runs; its log: {controller_log}):
   dormant publish DIR  (prints the new version N), then dormant approve {service} N
   dormant deploy {service} --version N --strategy canary --steps 10,50,100 --interval 30s
   dormant status {service}, dormant rollback {service}

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from .common import Subparsers, add_command
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def register(sub: Subparsers) -> None:
     try:
         from dormant_gateway.main import add_arguments  # lazy: start-up time (main.py itself is stdlib only)
     except ImportError:  # an SDK-only install has no gateway
         return
-    p = sub.add_parser("gateway", help="run the HTTP gateway (API, invoke endpoints, triggers)")
+    p = add_command(
+        sub,
+        "gateway",
+        help="run the HTTP gateway (API, invoke endpoints, triggers)",
+        example="dormant gateway --port 8080     # `dormant dev` starts one for you",
+    )
     add_arguments(p)
     p.set_defaults(run=run_gateway)
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_settings_flags, settings_from
+from .common import Subparsers, add_command, add_settings_flags, settings_from
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("pod", help="run one pooled pod that claims a replica slot and serves it")
-    p.add_argument("--pod-id", default=None)
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "pod",
+        help="run one pooled pod that claims a replica slot and serves it",
+        example="dormant pod --pod-id pod-3     # one more pod in the pool (see `dormant pods`)",
+    )
+    p.add_argument("--pod-id", default=None, help="its name in `dormant pods` (default: host name + random)")
     p.add_argument(
         "--work-dir", type=Path, default=None, help="where layers are unpacked (default: a temp dir)"
     )
@@ -20,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_pod_cmd(args: argparse.Namespace) -> int:
-    import tempfile
+    import tempfile  # lazy: start-up time
 
     from dormant_sidecar import run_pod  # lazy: start-up time
 

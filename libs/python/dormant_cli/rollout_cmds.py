@@ -1,10 +1,15 @@
 """Rollout commands: ``dormant controller``, ``rollback``, ``promote``, ``approve``, ``alias set``,
-``status`` and ``history``."""
+``status`` and ``history``.
+
+``status`` shows one service (its deployment, aliases, rollout, slots and the live per-version numbers
+from ``mesh/stats``) and ``history`` its rollouts and audit log, as tables or, with ``--json``, JSON.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import signal
 import time
 from typing import Any
@@ -13,49 +18,107 @@ import orjson
 
 from dormant import wire
 
-from .common import add_settings_flags, fail, print_json, settings_from
+from .common import (
+    CommandError,
+    Subparsers,
+    add_command,
+    add_json_flag,
+    add_settings_flags,
+    fail,
+    settings_from,
+    show,
+    with_catalog,
+)
+from .output import Cell, Column, Styled, ago, iso, print_lines, print_table, progress, state, weights_text
+
+SERVICE_HELP = "the service's name, e.g. user-service"
+_DIGEST = re.compile(r"sha256:([0-9a-f]{12})[0-9a-f]{52}")
+_SHORT = r"sha256:\1"
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("controller", help="run the rollout controller (one is active at a time)")
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "controller",
+        help="run the rollout controller (one is active at a time)",
+        example="dormant controller     # `dormant dev` starts one for you",
+    )
     add_settings_flags(p, broker=True, catalog=True)
     p.set_defaults(run=run_controller)
 
-    for name, text in (("rollback", "send traffic back to the previous version now"),
-                       ("promote", "move the rollout in progress to 100%% now")):  # fmt: skip
-        p = sub.add_parser(name, help=text)
-        p.add_argument("service")
-        add_settings_flags(p, catalog=True)
-        p.set_defaults(run=run_rollback if name == "rollback" else run_promote)
+    p = add_command(
+        sub,
+        "rollback",
+        help="send traffic back to the previous version now",
+        example="dormant rollback user-service",
+    )
+    p.add_argument("service", help=SERVICE_HELP)
+    add_settings_flags(p, catalog=True)
+    p.set_defaults(run=run_rollback)
 
-    p = sub.add_parser("approve", help="mark a version approved (needed to deploy it to live)")
-    p.add_argument("service")
-    p.add_argument("version", type=int)
+    p = add_command(
+        sub,
+        "promote",
+        help="move the rollout in progress to 100%% now",
+        example="dormant promote user-service",
+    )
+    p.add_argument("service", help=SERVICE_HELP)
+    add_settings_flags(p, catalog=True)
+    p.set_defaults(run=run_promote)
+
+    p = add_command(
+        sub,
+        "approve",
+        help="mark a version approved (needed to deploy it to live by a rollout or an alias)",
+        example="dormant approve user-service 2\ndormant approve user-service 1 --status deprecated",
+    )
+    p.add_argument("service", help=SERVICE_HELP)
+    p.add_argument("version", type=int, help="the version number (see `dormant versions SERVICE`)")
     p.add_argument("--status", default="approved", choices=("built", "tested", "approved", "deprecated"))
     add_settings_flags(p, catalog=True)
     p.set_defaults(run=run_approve)
 
-    p = sub.add_parser("alias", help="weighted aliases")
-    alias_sub = p.add_subparsers(dest="alias_command", required=True)
-    s = alias_sub.add_parser("set", help="point an alias at versions: dormant alias set SVC NAME 1=90 2=10")
-    s.add_argument("service")
-    s.add_argument("name")
-    s.add_argument("weights", nargs="+", metavar="VERSION=WEIGHT")
+    p = add_command(
+        sub,
+        "alias",
+        help="weighted aliases: point a name at versions",
+        example="dormant alias set user-service live 1=90 2=10",
+    )
+    alias_sub = p.add_subparsers(dest="alias_command", required=True, metavar="ACTION")
+    s = add_command(
+        alias_sub,
+        "set",
+        help="point an alias at versions, each with a weight (the weights add up to 100)",
+        example="dormant alias set user-service live 1=90 2=10\ndormant alias set user-service beta 2=100",
+    )
+    s.add_argument("service", help=SERVICE_HELP)
+    s.add_argument("name", help="the alias: live (what unversioned calls reach) or a name of your own")
+    s.add_argument("weights", nargs="+", metavar="VERSION=WEIGHT", help="e.g. 1=90 2=10")
     s.add_argument("--force", action="store_true", help="allow versions that are not approved (audited)")
     add_settings_flags(s, catalog=True)
     s.set_defaults(run=run_alias_set)
 
-    p = sub.add_parser("status", help="weights, rollout, slots and live per-version stats of a service")
-    p.add_argument("service")
-    p.add_argument("--json", action="store_true")
+    p = add_command(
+        sub,
+        "status",
+        help="a service's deployment, aliases, rollout, slots and live per-version stats",
+        example="dormant status user-service\ndormant status user-service --listen 0 --json",
+    )
+    p.add_argument("service", help=SERVICE_HELP)
+    add_json_flag(p)
     p.add_argument("--listen", type=float, default=1.5, metavar="SECONDS", help="how long to read mesh/stats")
     add_settings_flags(p, broker=True, catalog=True)
     p.set_defaults(run=run_status)
 
-    p = sub.add_parser("history", help="the audit log and rollouts of a service")
-    p.add_argument("service")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
+    p = add_command(
+        sub,
+        "history",
+        help="a service's rollouts and audit log",
+        example="dormant history user-service\ndormant history user-service --limit 5 --json",
+    )
+    p.add_argument("service", help=SERVICE_HELP)
+    p.add_argument("--limit", type=int, default=50, help="the newest N audit entries (default 50)")
+    add_json_flag(p)
     add_settings_flags(p, catalog=True)
     p.set_defaults(run=run_history)
 
@@ -71,21 +134,8 @@ def parse_weights(items: list[str]) -> dict[int, int]:
 
 
 def _catalog_call(args: argparse.Namespace, work: Any) -> int:
-    from dormant_catalog import CatalogError, open_catalog  # lazy: start-up time
-
-    async def go() -> Any:
-        catalog = await open_catalog(settings_from(args).catalog_url)
-        try:
-            return await work(catalog)
-        finally:
-            await catalog.close()
-
-    try:
-        out = asyncio.run(go())
-    except CatalogError as exc:
-        return fail(str(exc))
-    except OSError as exc:
-        return fail(f"cannot reach the catalog: {exc}")
+    """Run ``work(catalog)`` and print the line it returns."""
+    out = with_catalog(args, work)
     if out is not None:
         print(out)
     return 0
@@ -153,14 +203,17 @@ async def read_stats(broker_url: str, service: str, seconds: float) -> dict[int,
 def run_status(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
-    async def work(c: Any) -> str | None:
+    async def work(c: Any) -> dict[str, Any]:
         running = await c.deployment_status(args.service)  # NotFoundInCatalog for no such service
         deployment = await c.get_deployment(args.service)
         aliases = await c.list_aliases(args.service)
         rollouts = await c.list_rollouts(args.service, limit=1)
         slots = await c.list_slots(args.service)
-        stats = await read_stats(settings.broker_url, args.service, args.listen) if args.listen > 0 else {}
-        data = {
+        stats: dict[int, dict[str, Any]] = {}
+        if args.listen > 0:
+            with progress(f"reading {args.service}'s live stats for {args.listen:g} s"):
+                stats = await read_stats(settings.broker_url, args.service, args.listen)
+        return {
             "service": args.service,
             "deployment": None
             if deployment is None
@@ -190,51 +243,151 @@ def run_status(args: argparse.Namespace) -> int:
             ],
             "stats": {str(v): n for v, n in stats.items()},
         }
-        if args.json:
-            print_json(data)
-            return None
-        lines = [f"{args.service}"]
-        if deployment is not None:
-            lines.append(
-                f"  deployment  v{deployment.target_version} ({deployment.strategy}) {deployment.status}:"
-                f" {deployment.status_reason or ''}"
-            )
-        lines.append(f"  replicas    {running.state}: {running.reason}")
-        for alias, weights in aliases.items():
-            lines.append(f"  alias {alias:<8} " + ", ".join(f"v{v}={w}%" for v, w in sorted(weights.items())))
-        if rollouts:
-            r = rollouts[0]
-            lines.append(
-                f"  rollout #{r.rollout_id} {r.strategy} v{r.from_version} -> v{r.to_version}: {r.state},"
-                f" step {r.step + 1} ({r.percent} %){': ' + r.reason if r.reason else ''}"
-            )
-        for s in slots:
-            state = "serving" if s.serving else ("claimed" if s.pod_id else "free")
-            error = f"  last error: {s.last_error}" if s.last_error else ""
-            lines.append(f"  slot {s.slot_index:<3} v{s.version}  {state:<8} {s.pod_id or ''}{error}")
-        for version, n in stats.items():
-            lines.append(
-                f"  v{version} last {args.listen:g}s: {n['calls']} calls, error rate {n['errorRate']},"
-                f" success {n['successRate']}, p99 {n['latencyP99Ms']} ms, pods {', '.join(n['pods'])}"
-            )
-        return "\n".join(lines)
 
-    return _catalog_call(args, work)
+    data = with_catalog(args, work, read_only=True)
+    return show(args, data, lambda: status_view(data, args.listen))
+
+
+def status_view(data: dict[str, Any], listen: float) -> None:
+    """``dormant status`` for people: a record, then the slots and the live numbers as tables."""
+    lines: list[tuple[str, Cell]] = [("service", data["service"])]
+    deployment = data["deployment"]
+    if deployment is not None:
+        reason = f": {deployment['reason']}" if deployment["reason"] else ""
+        lines.append(
+            (
+                "deployment",
+                f"v{deployment['version']} ({deployment['strategy']}) {deployment['status']}{reason}",
+            )
+        )
+    serving = data["serving"]
+    lines.append(
+        ("replicas", Styled(f"{serving['state']}: {serving['reason']}", state(serving["state"]).style))
+    )
+    for alias, weights in data["aliases"].items():
+        lines.append((f"alias {alias}", weights_text({int(v): w for v, w in weights.items()})))
+    r = data["rollout"]
+    if r is not None:
+        lines.append(
+            (
+                "rollout",
+                f"#{r['rolloutId']} {r['strategy']} v{r['fromVersion']} -> v{r['toVersion']}: {r['state']},"
+                f" step {r['step'] + 1} ({r['percent']} %){': ' + r['reason'] if r['reason'] else ''}",
+            )
+        )
+    print_lines(lines)
+    print()
+    print_table(
+        [
+            Column("slot", justify="right"),
+            Column("version"),
+            Column("state"),
+            Column("pod"),
+            Column("last error"),
+        ],
+        [
+            [
+                str(s["index"]),
+                f"v{s['version']}",
+                state("serving" if s["serving"] else ("starting" if s["pod"] else "free")),
+                s["pod"] or "-",
+                s["error"] or "-",
+            ]
+            for s in data["slots"]
+        ],
+    )
+    if data["stats"]:
+        print()
+        print_table(
+            [
+                Column("version"),
+                Column("calls", justify="right"),
+                Column("error rate", justify="right"),
+                Column("success", justify="right"),
+                Column("p99 ms", justify="right"),
+                Column("pods"),
+            ],
+            [
+                [
+                    f"v{v}",
+                    str(n["calls"]),
+                    str(n["errorRate"]),
+                    str(n["successRate"]),
+                    str(n["latencyP99Ms"]),
+                    ", ".join(n["pods"]),
+                ]
+                for v, n in data["stats"].items()
+            ],
+            title=f"last {listen:g} s",
+        )
+
+
+def _detail_text(detail: dict[str, Any]) -> str:
+    """An audit entry's detail as ``key=value`` pairs, digests shortened."""
+    parts = []
+    for key, value in detail.items():
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        parts.append(f"{key}={_DIGEST.sub(_SHORT, text)}")
+    return " ".join(parts)
 
 
 def run_history(args: argparse.Namespace) -> int:
-    async def work(c: Any) -> str | None:
-        audit = await c.list_audit(args.service, limit=args.limit)
-        if args.json:
-            print_json([{"at": a.at.isoformat(), "actor": a.actor, "action": a.action, "detail": a.detail}
-                        for a in audit])  # fmt: skip
-            return None
-        return "\n".join(
-            f"{a.at:%Y-%m-%d %H:%M:%S} {a.actor:<12} {a.action:<18} {orjson.dumps(a.detail).decode()}"
-            for a in audit
+    async def work(c: Any) -> tuple[Any, Any]:
+        return await c.list_rollouts(args.service, limit=args.limit), await c.list_audit(
+            args.service, limit=args.limit
         )
 
-    return _catalog_call(args, work)
+    rollouts, audit = with_catalog(args, work, read_only=True)
+    if not rollouts and not audit:
+        raise CommandError(f"no service named {args.service!r}: nothing is recorded for it")
+    data = {
+        "service": args.service,
+        "rollouts": [r.to_json() for r in rollouts],
+        "audit": [
+            {"id": a.id, "at": iso(a.at), "actor": a.actor, "action": a.action, "detail": a.detail}
+            for a in audit
+        ],
+    }
+
+    def render() -> None:
+        if rollouts:
+            print_table(
+                [
+                    Column("#", justify="right"),
+                    Column("strategy"),
+                    Column("versions"),
+                    Column("state"),
+                    Column("step"),
+                    Column("started"),
+                    Column("by"),
+                    Column("reason"),
+                ],
+                [
+                    [
+                        str(r.rollout_id),
+                        r.strategy,
+                        f"v{r.from_version} -> v{r.to_version}",
+                        state(r.state),
+                        f"{r.step + 1} ({r.percent} %)",
+                        ago(r.created_at),
+                        r.created_by,
+                        r.reason or "-",
+                    ]
+                    for r in rollouts
+                ],
+                title="rollouts",
+            )
+            print()
+        print_table(
+            [Column("at"), Column("actor"), Column("action", style="bold"), Column("detail")],
+            [
+                [f"{a.at.astimezone():%Y-%m-%d %H:%M:%S}", a.actor, a.action, _detail_text(a.detail)]
+                for a in audit
+            ],
+            title="audit log" if rollouts else None,
+        )
+
+    return show(args, data, render)
 
 
 def run_controller(args: argparse.Namespace) -> int:

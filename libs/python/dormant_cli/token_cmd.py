@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from .common import fail
+from .common import Subparsers, add_command, fail
 
 _TTL = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -20,8 +20,17 @@ def parse_ttl(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("token", help="mint a dev bearer token for the gateway")
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "token",
+        help="mint a dev bearer token for the gateway",
+        example=(
+            "dormant token --role developer --ttl 30m\n"
+            'curl -H "Authorization: Bearer $(dormant token --role viewer)"'
+            ' "$DORMANT_GATEWAY_URL/api/v1/functions"'
+        ),
+    )
     p.add_argument(
         "--role",
         action="append",

@@ -1,4 +1,5 @@
-"""Local infrastructure for ``dormant dev`` and the tests: a private broker, a private Postgres, ports."""
+"""Local infrastructure for ``dormant dev`` and the tests: a private broker, Postgres, RabbitMQ and OIDC
+provider, and ports."""
 
 from .broker import MosquittoNotInstalled, MosquittoProcess, find_mosquitto, render_config
 from .ports import free_port, port_accepts
@@ -12,6 +13,7 @@ from .postgres import (
     postgres_bin_dir,
 )
 from .processes import live_children
+from .rabbitmq import RabbitNode
 
 __all__ = [
     "ExternalPostgres",
@@ -19,6 +21,7 @@ __all__ = [
     "MosquittoNotInstalled",
     "MosquittoProcess",
     "PostgresNotInstalled",
+    "RabbitNode",
     "create_database",
     "database_url",
     "drop_database",

@@ -2,7 +2,7 @@
 
 ``gw_db``: a private catalog database per module; ``gw_mesh``: the mesh serving ``user-service`` and
 ``probe-service``, with a controller publishing their route tables; ``gateway``: a gateway process on
-that mesh with its own dev key; ``rabbitmq``: a private RabbitMQ node (see ``rabbit.py``).
+that mesh with its own dev key; ``rabbitmq``: a private RabbitMQ node (``dormant_local.RabbitNode``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from gw_helpers import EXAMPLE, PROBE, ROOT, GatewayProcess
-from rabbit import RabbitNode
+from gw_helpers import EXAMPLE, PROBE, ROOT, GatewayProcess, new_gateway
 
-from dormant_local import ExternalPostgres, LocalPostgres, MosquittoProcess
+from dormant_local import ExternalPostgres, LocalPostgres, MosquittoProcess, RabbitNode
 
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
@@ -59,23 +58,6 @@ async def gw_mesh(broker: MosquittoProcess, gw_db: str, gw_tmp: Path) -> AsyncIt
         yield mesh
     finally:
         mesh.stop()
-
-
-def new_gateway(mesh: Mesh, tmp: Path, name: str, **env: str) -> GatewayProcess:
-    return GatewayProcess(
-        broker_url=mesh.broker_url,
-        catalog_url=mesh.catalog_url,
-        layer_store=mesh.layer_store,
-        state_dir=tmp / "state",
-        log_file=tmp / f"{name}.log",
-        replica_id=name,
-        extra_env={
-            "DORMANT_RATE_MANAGE_PER_MIN": "100000",
-            "DORMANT_RATE_DEPLOY_PER_MIN": "100000",
-            "DORMANT_ASYNC_BACKOFF_S": "0.05",
-            **env,
-        },
-    )
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -8,12 +8,22 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
 from dormant_gateway.auth import Role, load_or_create_dev_key, mint_token
 from dormant_gateway.config import DEFAULT_AUDIENCE, DEV_ISSUER
 from dormant_local import free_port
+
+
+class MeshUrls(Protocol):
+    """What a gateway needs of a test mesh (``e2e.mesh.Mesh``)."""
+
+    broker_url: str
+    catalog_url: str
+    layer_store: Path
+
 
 ROOT = Path(__file__).resolve().parents[3]
 SOURCE_ROOTS = [
@@ -129,3 +139,21 @@ async def wait_for(predicate_coro: object, *, timeout: float, interval: float = 
         if loop.time() > end:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+def new_gateway(mesh: MeshUrls, tmp: Path, name: str, **env: str) -> GatewayProcess:
+    """A gateway process on ``mesh`` (not started), with rate limits out of the way of tests."""
+    return GatewayProcess(
+        broker_url=mesh.broker_url,
+        catalog_url=mesh.catalog_url,
+        layer_store=mesh.layer_store,
+        state_dir=tmp / "state",
+        log_file=tmp / f"{name}.log",
+        replica_id=name,
+        extra_env={
+            "DORMANT_RATE_MANAGE_PER_MIN": "100000",
+            "DORMANT_RATE_DEPLOY_PER_MIN": "100000",
+            "DORMANT_ASYNC_BACKOFF_S": "0.05",
+            **env,
+        },
+    )

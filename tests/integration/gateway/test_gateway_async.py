@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import new_gateway
-from gw_helpers import GatewayProcess, wait_for
+from gw_helpers import GatewayProcess, new_gateway, wait_for
 
 API = "/api/v1"
 

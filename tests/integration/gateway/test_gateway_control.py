@@ -11,8 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import new_gateway
-from gw_helpers import PROBE, GatewayProcess
+from gw_helpers import PROBE, GatewayProcess, new_gateway
 
 API = "/api/v1"
 
@@ -213,6 +212,11 @@ async def test_triggers_crud(gateway: GatewayProcess) -> None:
                 url, json={"type": "queue", "function": "count", "config": {"queue": "q", "batchSize": 101}}
             )
         ).status_code == 400
+        # This gateway has no RabbitMQ: a valid queue trigger is refused, not accepted and left idle.
+        no_broker = await http.post(
+            url, json={"type": "queue", "function": "count", "config": {"queue": "q"}}
+        )
+        assert no_broker.status_code == 400 and "RabbitMQ" in no_broker.json()["message"], no_broker.text
         enabled = await http.put(f"{url}/{trigger_id}/enable")
         assert enabled.json()["enabled"] is True
         disabled = await http.put(f"{url}/{trigger_id}/disable")

@@ -17,8 +17,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 import psycopg
-from conftest import new_gateway
-from gw_helpers import PROBE, GatewayProcess, wait_for
+from gw_helpers import PROBE, GatewayProcess, new_gateway, wait_for
 from psycopg.types.json import Jsonb
 
 from dormant import Client

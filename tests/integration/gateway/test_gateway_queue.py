@@ -8,9 +8,9 @@ import uuid
 
 import aio_pika
 import httpx
-from conftest import new_gateway
-from gw_helpers import wait_for
-from rabbit import RabbitNode
+from gw_helpers import new_gateway, wait_for
+
+from dormant_local import RabbitNode
 
 API = "/api/v1"
 TOTAL = 1000

@@ -1,7 +1,8 @@
-"""A private RabbitMQ node for tests: its own node name, ports, data and log directories.
+"""A private RabbitMQ node (queue triggers) for ``dormant dev --rabbitmq`` and the tests: its own node
+name, ports, data and log directories.
 
-Uses the ``rabbitmq-server`` Debian package (``deploy/bootstrap.sh`` installs it); never the system
-service. Starts in about three seconds.
+Uses the ``rabbitmq-server`` Debian package (``deploy/bootstrap.sh`` installs it); never the machine's
+own RabbitMQ service. Starts in about three seconds.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from dormant_local import free_port, port_accepts
-from dormant_local.ports import wait_until
-from dormant_local.processes import ChildProcess
+from .ports import free_port, port_accepts, wait_until
+from .processes import ChildProcess
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
@@ -21,16 +21,20 @@ SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 def find_server() -> str:
     server = SERVER if os.path.exists(SERVER) else shutil.which("rabbitmq-server")
     if server is None:
-        raise RuntimeError("rabbitmq-server is not installed; run deploy/bootstrap.sh")
+        raise RuntimeError(
+            "rabbitmq-server is not installed: run deploy/bootstrap.sh (apt-get install rabbitmq-server)"
+        )
     return server
 
 
 class RabbitNode:
+    """A RabbitMQ node on 127.0.0.1 with everything under ``base``; ``url`` is its AMQP address."""
+
     def __init__(self, base: Path) -> None:
         self.base = base
         self.port = free_port()
         self.dist_port = free_port()
-        self.name = f"dormant-test-{uuid.uuid4().hex[:8]}@localhost"
+        self.name = f"dormant-{uuid.uuid4().hex[:8]}@localhost"
         self._child: ChildProcess | None = None
 
     @property

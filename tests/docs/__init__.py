@@ -1,0 +1,1 @@
+"""The docs test: README.md and docs/*.md run as written against a dev mesh."""
