@@ -3,6 +3,9 @@
 # the exit status is pytest's when lint and types pass (5, "no tests collected", counts as a failure).
 # Extra arguments go to pytest. DORMANT_TEST_CPU_HOG=1 keeps one core busy with a spin loop while the
 # tests run (the "busy machine" condition fault tests must hold under); it is stopped on exit.
+# Line coverage is measured (pytest-cov, config in pyproject's [tool.coverage.*], child processes included)
+# and printed per package at the end by deploy/coverage_report.py; DORMANT_TEST_COVERAGE=0 turns it off.
+# DORMANT_TEST_COVERAGE_MIN=PCT fails the run when a package is below PCT.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,11 +27,22 @@ if [ "${DORMANT_TEST_CPU_HOG:-0}" = "1" ]; then
   trap 'kill "$hog_pid" 2>/dev/null' EXIT
   echo "test.sh: CPU hog running (pid $hog_pid)" >&2
 fi
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+cov_args=()
+if [ "${DORMANT_TEST_COVERAGE:-1}" != "0" ]; then
+  # --cov with no value takes the packages from [tool.coverage.run] source; the report comes after.
+  cov_args=(--cov --cov-report=)
+fi
+.venv/bin/python -m pytest -q -p no:cacheprovider "${cov_args[@]}" "$@"
 pytest_status=$?
 if [ -n "$hog_pid" ]; then
   kill "$hog_pid" 2>/dev/null
   wait "$hog_pid" 2>/dev/null
+fi
+coverage_status=0
+if [ "${#cov_args[@]}" -gt 0 ]; then
+  echo "== coverage per package" >&2
+  .venv/bin/python deploy/coverage_report.py ${DORMANT_TEST_COVERAGE_MIN:+--fail-under "$DORMANT_TEST_COVERAGE_MIN"}
+  coverage_status=$?
 fi
 
 if [ "$pytest_status" -eq 5 ]; then
@@ -37,8 +51,8 @@ fi
 if [ "$pytest_status" -ne 0 ]; then
   exit "$pytest_status"
 fi
-if [ "$ruff_status" -ne 0 ] || [ "$mypy_status" -ne 0 ]; then
-  echo "test.sh: ruff status $ruff_status, mypy status $mypy_status" >&2
+if [ "$ruff_status" -ne 0 ] || [ "$mypy_status" -ne 0 ] || [ "$coverage_status" -ne 0 ]; then
+  echo "test.sh: ruff status $ruff_status, mypy status $mypy_status, coverage status $coverage_status" >&2
   exit 1
 fi
 exit 0

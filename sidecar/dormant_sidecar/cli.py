@@ -76,21 +76,19 @@ def pod_from_args(args: argparse.Namespace) -> Pod:
         broker_url=args.broker_url, catalog_url=args.catalog_url, layer_store=args.layer_store
     )
     work_dir = args.work_dir or os.environ.get("DORMANT_WORK_DIR") or settings.layer_store.parent / "work"
-    # The layer store reads its unpack limits from the environment (dormant_layers.UnpackLimits).
-    for flag, variable in (
-        (getattr(args, "layer_max_bytes", None), "DORMANT_LAYER_MAX_BYTES"),
-        (getattr(args, "layer_max_entries", None), "DORMANT_LAYER_MAX_ENTRIES"),
-    ):
-        if flag is not None:
-            if flag < 1:
-                raise SystemExit(
-                    f"--{variable.removeprefix('DORMANT_').lower().replace('_', '-')} must be at least 1"
-                )
-            os.environ[variable] = str(flag)
+    # Flags win over DORMANT_LAYER_MAX_*; a bad value fails here, at start-up, not at the first fetch.
     try:
-        UnpackLimits.from_env()  # a bad DORMANT_LAYER_* value fails here, at start-up, not at the first fetch
+        from_env = UnpackLimits.from_env()
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
+    max_bytes, max_entries = getattr(args, "layer_max_bytes", None), getattr(args, "layer_max_entries", None)
+    for flag, name in ((max_bytes, "--layer-max-bytes"), (max_entries, "--layer-max-entries")):
+        if flag is not None and flag < 1:
+            raise SystemExit(f"{name} must be at least 1")
+    limits = UnpackLimits(
+        max_bytes=from_env.max_bytes if max_bytes is None else max_bytes,
+        max_entries=from_env.max_entries if max_entries is None else max_entries,
+    )
     return Pod(
         broker_url=settings.broker_url,
         catalog_url=settings.catalog_url,
@@ -105,6 +103,7 @@ def pod_from_args(args: argparse.Namespace) -> Pod:
         load_timeout_s=args.load_timeout,
         crash_backoff_reset_s=args.crash_backoff_reset,
         runtime_cmd=shlex.split(args.runtime_cmd) if args.runtime_cmd else None,
+        layer_limits=limits,
     )
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dormant_catalog import Catalog, CatalogUnavailable, SlotClaim, open_catalog
+from dormant_layers import UnpackLimits
 
 from .fetch import LayerFetchFailed, fetch_layer
 from .lease import LeaseKeeper
@@ -68,6 +69,7 @@ class Pod:
         load_timeout_s: float = 30.0,
         crash_backoff_reset_s: float = 30.0,
         log_sink: LogSink = stderr_sink,
+        layer_limits: UnpackLimits | None = None,
     ) -> None:
         if lease_s <= 0 or poll_interval_s <= 0:
             raise ValueError("lease_s and poll_interval_s must be positive")
@@ -75,6 +77,8 @@ class Pod:
         self.broker_url = broker_url
         self.catalog_url = catalog_url
         self.layer_store = Path(layer_store)
+        self.layer_limits = layer_limits
+        """Bounds on an unpacked layer; None reads ``DORMANT_LAYER_MAX_*`` at each fetch."""
         self.work_dir = Path(work_dir)
         self.base_images = tuple(base_images)
         self.platform_interfaces = tuple(platform_interfaces)
@@ -240,7 +244,7 @@ class Pod:
         return claim.base_image in self.base_images and claim.platform_interface in self.platform_interfaces
 
     async def _launch(self, claim: SlotClaim, supervisor: RuntimeSupervisor) -> RuntimeProcess:
-        app_dir = await fetch_layer(self.layer_store, claim.app_layer_image, self.work_dir)
+        app_dir = await fetch_layer(self.layer_store, claim.app_layer_image, self.work_dir, self.layer_limits)
         return await supervisor.start(
             app_dir=app_dir,
             service=claim.app_name,

@@ -403,8 +403,8 @@ def test_the_pod_takes_the_limits_from_flags(monkeypatch: pytest.MonkeyPatch, tm
     args = build_parser().parse_args(
         ["--work-dir", str(tmp_path), "--layer-max-bytes", "4096", "--layer-max-entries", "9"]
     )
-    pod_from_args(args)
-    assert LayerStore(tmp_path).limits == UnpackLimits(max_bytes=4096, max_entries=9)
+    assert pod_from_args(args).layer_limits == UnpackLimits(max_bytes=4096, max_entries=9)
+    assert LayerStore(tmp_path).limits == UnpackLimits()  # the process environment is left alone
     monkeypatch.setenv("DORMANT_LAYER_MAX_BYTES", "lots")
     with pytest.raises(SystemExit, match="DORMANT_LAYER_MAX_BYTES"):
         pod_from_args(build_parser().parse_args(["--work-dir", str(tmp_path)]))

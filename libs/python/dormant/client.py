@@ -30,7 +30,7 @@ from . import wire
 from ._modeljson import request_body
 from .callid import CallId
 from .config import Settings
-from .errors import DormantError, Forbidden, TimeoutError, Unavailable
+from .errors import DormantError, Forbidden, TimeoutError, Unavailable, ValidationError
 from .routing import LIVE_ALIAS, RouteTable, ServiceStates, explain_unserved
 from .transport import (
     NO_MATCHING_SUBSCRIBERS,
@@ -224,6 +224,10 @@ class Client:
                 self.retries += attempts > 1
                 if reason == NOT_AUTHORIZED:
                     raise Forbidden(f"the broker refused a call to {service}.{function}")
+                if reason >= 0x80:
+                    # Refused for what the request is (a topic or string the broker cannot take, a
+                    # packet too large) or for the broker's state: sending it again cannot help.
+                    raise _refusal(reason, service, function)
                 if reason == NO_MATCHING_SUBSCRIBERS:
                     if self._just_reconnected():
                         await asyncio.sleep(min(0.1, max(0.0, deadline - time.time())))
@@ -328,6 +332,24 @@ class Client:
                 return exc.reason
             await asyncio.sleep(min(RECONNECT_MIN_S, remaining))
             return None
+
+
+_REFUSED_REQUESTS = {
+    0x81: "the request has a header the broker cannot carry (malformed packet)",
+    0x90: "the service or function name does not make a valid topic",
+    0x95: "the request is larger than the broker accepts",
+    0x99: "the request's payload format is refused",
+}
+
+
+def _refusal(reason: int, service: str, function: str) -> DormantError:
+    """The typed error of a PUBLISH the broker (or the client, before sending) refused with ``reason``."""
+    target = f"{service[:100]}.{function[:100]}"
+    if reason in _REFUSED_REQUESTS:
+        return ValidationError(f"cannot call {target}: {_REFUSED_REQUESTS[reason]}", {"reasonCode": reason})
+    return Unavailable(
+        f"the broker refused a call to {target} (reason code 0x{reason:02x})", {"reasonCode": reason}
+    )
 
 
 def _correlation(call_id: CallId | bytes | str | None) -> bytes:

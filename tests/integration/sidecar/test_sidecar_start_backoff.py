@@ -39,7 +39,10 @@ async def test_pods_back_off_from_a_version_that_keeps_failing(
     attempts = [e["t"] - first["t"] for e in failed(runtime_log) if e["t"] < first["t"] + WINDOW_S]
     assert 2 <= len(attempts) <= 4, attempts
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
-    assert all(gap >= 0.9 for gap in gaps), gaps  # never two attempts within the first wait
+    # The times are when each runtime logged its failure, not when the slot was claimed: a log line
+    # written late shortens the gap after it, so the bound is below the 1 s wait. Without the backoff
+    # the attempts would follow each other within ~0.1-0.3 s.
+    assert all(gap >= 0.5 for gap in gaps), gaps
     status = await catalog.deployment_status("broken")
     assert status.state == "failed", status
     assert "cannot load broken: fail: ImportError: no module named nope" in status.reason
@@ -63,4 +66,5 @@ async def test_a_failed_switch_is_reported_and_retried_with_growing_waits(
     assert pod.runtime is serving_v1 and serving_v1 is not None and serving_v1.running
     times = [e["t"] for e in failed(runtime_log)]
     gaps = [b - a for a, b in itertools.pairwise(times[:3])]
-    assert gaps[0] >= 0.9 and gaps[1] >= 1.8, gaps  # waits of 1 s, then 2 s (at least)
+    # Waits of 1 s, then 2 s; log times (see above) may shorten a gap by a few tenths.
+    assert gaps[0] >= 0.5 and gaps[1] >= 1.5, gaps
