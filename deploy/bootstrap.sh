@@ -122,6 +122,19 @@ pip_progress() {
   if [ -t 2 ]; then printf '\n' >&2; fi
 }
 
+# pip_install VENV LOG ARGS...: pip install ARGS into VENV, its output in LOG, with progress meanwhile.
+pip_install() {
+  local venv="$1" log="$2" pid
+  shift 2
+  "$venv/bin/python" -m pip install --progress-bar off --disable-pip-version-check "$@" >"$log" 2>&1 &
+  pid=$!
+  pip_progress "$pid" "$log"
+  if ! wait "$pid"; then
+    cat "$log" >&2
+    die "pip install $* failed (log: $log)"
+  fi
+}
+
 # 4. The project, editable, with the dev extras. Top-level packages are part of the stamp because the
 #    editable finder maps only the packages that existed at install time.
 stamp_value() {
@@ -136,14 +149,7 @@ stamp_value() {
 wanted="$(stamp_value)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$wanted" ] || [ ! -x "$VENV/bin/dormant" ]; then
   say "pip install -e '.[dev]' (a first install takes a minute or two)"
-  log="$VENV/.dormant-pip.log"
-  "$VENV/bin/python" -m pip install --progress-bar off --disable-pip-version-check -e '.[dev]' >"$log" 2>&1 &
-  pip_pid=$!
-  pip_progress "$pip_pid" "$log"
-  if ! wait "$pip_pid"; then
-    cat "$log" >&2
-    die "pip install failed (log: $log)"
-  fi
+  pip_install "$VENV" "$VENV/.dormant-pip.log" -e '.[dev]'
   printf '%s\n' "$wanted" >"$STAMP"
 fi
 
@@ -156,13 +162,6 @@ if [ "$(cat "$IDP_VENV/.dormant-nanoidp" 2>/dev/null)" != "$NANOIDP_VERSION" ]; 
   rm -rf "$IDP_VENV"
   say "installing the dev identity provider (nanoidp $NANOIDP_VERSION) in .tools/nanoidp"
   "$PY" -m venv "$IDP_VENV" || die "could not create $IDP_VENV"
-  log="$IDP_VENV/.pip.log"
-  "$IDP_VENV/bin/python" -m pip install --progress-bar off --disable-pip-version-check "nanoidp==$NANOIDP_VERSION" >"$log" 2>&1 &
-  pip_pid=$!
-  pip_progress "$pip_pid" "$log"
-  if ! wait "$pip_pid"; then
-    cat "$log" >&2
-    die "installing nanoidp failed (log: $log)"
-  fi
+  pip_install "$IDP_VENV" "$IDP_VENV/.pip.log" "nanoidp==$NANOIDP_VERSION"
   printf '%s\n' "$NANOIDP_VERSION" >"$IDP_VENV/.dormant-nanoidp"
 fi

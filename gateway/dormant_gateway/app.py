@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from dormant.client import Client
 from dormant.errors import DormantError, NotFound, SystemError, Unavailable, ValidationError
+from dormant_auth import IssuerConfig
 from dormant_catalog import (
     CatalogError,
     CatalogUnavailable,
@@ -31,7 +32,7 @@ from dormant_catalog import (
 )
 
 from .api import deployments, functions, invocations, invoke, meta, triggers, versions
-from .auth import TokenVerifier, load_or_create_dev_key
+from .auth import PrincipalVerifier, load_or_create_dev_key
 from .config import GatewayConfig
 from .http_errors import HttpError, conflict, error_response
 from .inputs import RefuseNul
@@ -148,19 +149,13 @@ def create_app(config: GatewayConfig) -> Starlette:
             client = Client(config.broker_url, client_id=f"dormant-gateway-{uuid.uuid4().hex[:12]}")
             await client.connect()
             stack.push_async_callback(client.close)
-            if config.oidc_jwks_url or config.dev_auth:
-                jwks_url = (
-                    config.oidc_jwks_url
-                    or f"http://{_local_host(config.host)}:{config.port}/.well-known/jwks.json"
-                )
-                verifier = TokenVerifier(
-                    issuer=config.issuer, audience=config.oidc_audience, jwks_url=jwks_url
-                )
-            else:
-                discovery = f"{config.issuer.rstrip('/')}/.well-known/openid-configuration"
-                verifier = TokenVerifier(
-                    issuer=config.issuer, audience=config.oidc_audience, discovery_url=discovery
-                )
+            jwks_url = config.oidc_jwks_url
+            if jwks_url is None and config.dev_auth:
+                jwks_url = f"http://{_local_host(config.host)}:{config.port}/.well-known/jwks.json"
+            # Without a JWKS URL, the issuer's OpenID configuration names it.
+            verifier = PrincipalVerifier(
+                IssuerConfig(issuer=config.issuer, audience=config.oidc_audience, jwks_url=jwks_url)
+            )
             stack.push_async_callback(verifier.close)
             limits = config.rate_limits
             gateway = GatewayState(

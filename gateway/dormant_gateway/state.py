@@ -11,7 +11,7 @@ from dormant_catalog import Database
 from dormant_catalog import versions as version_sql
 from dormant_catalog.gateway import functions as function_sql
 
-from .auth import DevKey, TokenVerifier
+from .auth import DevKey, PrincipalVerifier
 from .config import GatewayConfig
 from .ratelimit import RateLimiter
 
@@ -35,7 +35,7 @@ class GatewayState:
     """The broker connection; its route tables decide which version each call goes to."""
     db: Database
     """The one pool to the catalog database (its tables and the gateway's)."""
-    verifier: TokenVerifier
+    verifier: PrincipalVerifier
     limiter: RateLimiter
     dev_key: DevKey | None
     invocations_ready: asyncio.Event = field(default_factory=asyncio.Event)

@@ -4,14 +4,14 @@ from .keys import DevKey, load_or_create_dev_key
 from .principal import Principal
 from .roles import Action, Role, allowed, parse_roles
 from .tokens import mint_token
-from .verify import TokenVerifier
+from .verify import PrincipalVerifier
 
 __all__ = [
     "Action",
     "DevKey",
     "Principal",
+    "PrincipalVerifier",
     "Role",
-    "TokenVerifier",
     "allowed",
     "load_or_create_dev_key",
     "mint_token",

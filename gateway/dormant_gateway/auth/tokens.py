@@ -6,7 +6,9 @@ import time
 import uuid
 from collections.abc import Iterable
 
-import jwt
+from cryptography.hazmat.primitives import serialization
+from joserfc import jwt
+from joserfc.jwk import ECKey
 
 from .keys import ALGORITHM, DevKey
 from .roles import Role
@@ -26,4 +28,9 @@ def mint_token(
         "exp": now + int(ttl_s),
         "jti": uuid.uuid4().hex,
     }
-    return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+    pem = key.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return jwt.encode(
+        {"alg": ALGORITHM, "kid": key.kid}, claims, ECKey.import_key(pem), algorithms=[ALGORITHM]
+    )
