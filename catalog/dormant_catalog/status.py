@@ -119,8 +119,16 @@ async def deployment_status(
         return DeploymentStatus(app_name, version, replicas, serving, "failed", reason)
     record = await get_version(conn, app_name, version)
     assert record is not None  # the deployment's foreign key guarantees it
-    pods = await _live_pods(conn, pod_ttl_s)
-    reason = _pending_reason(record.base_image, record.platform_interface, pods, replicas - serving, replicas)
+    # Slots a pod holds but has not loaded yet are being started: not waiting for a pod.
+    loading = sum(1 for slot in slots if slot.lease_live and not slot.serving and slot.version == version)
+    unclaimed = max(0, replicas - serving - loading)
+    if unclaimed == 0:
+        reason = f"{serving}/{replicas} replicas serving v{version}; {loading} loading"
+    else:
+        pods = await _live_pods(conn, pod_ttl_s)
+        reason = _pending_reason(record.base_image, record.platform_interface, pods, unclaimed, replicas)
+        if loading:
+            reason += f" ({loading} loading)"
     errors = [slot.last_error for slot in slots if slot.last_error and slot.version == version]
     if errors:
         reason += f" (a pod failed to start it: {errors[0]})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from dormant_local import MosquittoProcess
@@ -151,6 +153,7 @@ def test_dormant_dev_serves_the_example_and_leaves_no_orphans(tmp_path: Path) ->
         )
         assert result.returncode == 0, result.stderr
         assert "userId" in json.loads(result.stdout)
+        _check_tokens_from_the_identity_provider(tmp_path)
         controller_log = tmp_path / "state" / "controller.log"
         for _ in range(100):  # the rollout controller runs and holds the leader lock
             if "is the active controller" in controller_log.read_text():
@@ -164,6 +167,23 @@ def test_dormant_dev_serves_the_example_and_leaves_no_orphans(tmp_path: Path) ->
     assert not (tmp_path / "state" / "mesh.json").exists()
     time.sleep(0.5)
     assert [pid for pid in children if _alive(pid)] == []
+
+
+def _check_tokens_from_the_identity_provider(tmp_path: Path) -> None:
+    """``dormant token`` asks the dev mesh's OIDC provider; the mesh's gateway trusts it and nothing else."""
+    state = tmp_path / "state"
+    info = json.loads((state / "mesh.json").read_text())
+    issued = dormant("token", "--user", "alice", "--role", "developer", "--state-dir", str(state))
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert (claims["iss"], claims["sub"], claims["roles"]) == (info["oidcIssuer"], "alice", ["developer"])
+    functions = f"{info['gatewayUrl']}/api/v1/functions"
+    assert httpx.get(functions, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 200
+    # A token signed by some other key (a gateway dev key of another directory) is refused.
+    other = dormant("token", "--role", "developer", "--state-dir", str(tmp_path / "elsewhere")).stdout.strip()
+    refused = httpx.get(functions, headers={"Authorization": f"Bearer {other}"}, timeout=10)
+    assert refused.status_code == 401, refused.text
 
 
 def _broker_url_from(state: Path) -> str:

@@ -150,6 +150,15 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             stack.push_async_callback(broker.stop)
             broker_url = broker.url
         layer_store = Path(args.layer_store or os.environ.get("DORMANT_LAYER_STORE") or state / "layers")
+        from dormant_local.oidc import OidcProvider, OidcProviderNotInstalled  # lazy: start-up time
+
+        provider = OidcProvider(state / "oidc")
+        try:
+            async with step("starting the identity provider"):
+                await provider.start()
+        except (OidcProviderNotInstalled, RuntimeError) as exc:
+            return fail(str(exc).splitlines()[0])
+        stack.push_async_callback(provider.stop)
         rabbitmq_url = os.environ.get("DORMANT_RABBITMQ_URL")
         if args.rabbitmq:
             from dormant_local.rabbitmq import RabbitNode  # lazy: start-up time
@@ -173,6 +182,8 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "DORMANT_BROKER_URL": broker_url,
             "DORMANT_CATALOG_URL": catalog_url,
             "DORMANT_LAYER_STORE": str(layer_store),
+            # The gateway (and, later, the runtimes) trust the dev identity provider's tokens.
+            **provider.service_env(),
         }
         if rabbitmq_url:
             env["DORMANT_RABBITMQ_URL"] = rabbitmq_url
@@ -229,6 +240,8 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "pods": args.pods,
             "replicas": dev.replicas,
             "gatewayUrl": gateway_url,
+            "oidcIssuer": provider.issuer,
+            "stateDir": str(state),
         }
         if rabbitmq_url:
             info["rabbitmqUrl"] = rabbitmq_url

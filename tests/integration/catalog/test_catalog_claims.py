@@ -217,7 +217,8 @@ async def test_deployment_status_explains_why_nothing_runs(catalog: Catalog, reg
     assert (await catalog.deployment_status("svc")).reason == "waiting for a pod to claim 2 of 2 slots"
     got = await claim(catalog, "node-pod", bases=NODE, lease_s=30)
     assert got is not None
-    assert (await catalog.deployment_status("svc")).serving == 0  # claimed is not yet serving
+    status = await catalog.deployment_status("svc")
+    assert status.serving == 0 and "(1 loading)" in status.reason  # claimed is not yet serving
     assert await catalog.report_serving("node-pod", got.slot_id, got.generation)
     assert not await catalog.report_serving("someone-else", got.slot_id, got.generation)
     status = await catalog.deployment_status("svc")
