@@ -11,7 +11,7 @@ import pytest_asyncio
 
 from dormant.errors import Unauthenticated
 from dormant_auth import IssuerConfig, TokenVerifier
-from dormant_local.oidc import OidcProvider
+from dormant_local.oidc import OidcProvider, OidcProviderNotInstalled
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -71,3 +71,9 @@ async def test_the_provider_keeps_its_issuer_and_keys_across_a_restart(provider:
         assert (await check.verify(f"Bearer {token}")).user_id == "erin"
     finally:
         await check.close()
+
+
+async def test_a_missing_provider_is_a_typed_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DORMANT_NANOIDP_PYTHON", str(tmp_path / "no-python"))
+    with pytest.raises(OidcProviderNotInstalled, match="bootstrap"):
+        await OidcProvider(tmp_path / "oidc").start()

@@ -116,6 +116,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
     from dormant_codegen import CodegenError  # lazy: start-up time
     from dormant_local import free_port  # lazy: start-up time
     from dormant_local.broker import MosquittoNotInstalled, MosquittoProcess  # lazy: start-up time
+    from dormant_local.oidc import OidcProvider, OidcProviderNotInstalled  # lazy: start-up time
 
     from .dev_service import DevService, step, watch_changes  # lazy: start-up time
 
@@ -150,15 +151,18 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             stack.push_async_callback(broker.stop)
             broker_url = broker.url
         layer_store = Path(args.layer_store or os.environ.get("DORMANT_LAYER_STORE") or state / "layers")
-        from dormant_local.oidc import OidcProvider, OidcProviderNotInstalled  # lazy: start-up time
-
-        provider = OidcProvider(state / "oidc")
+        provider: OidcProvider | None = None
         try:
+            candidate = OidcProvider(state / "oidc")
             async with step("starting the identity provider"):
-                await provider.start()
-        except (OidcProviderNotInstalled, RuntimeError) as exc:
+                await candidate.start()
+            stack.push_async_callback(candidate.stop)
+            provider = candidate
+        except OidcProviderNotInstalled as exc:
+            # Still a working mesh: the gateway signs its own dev tokens (`dormant token --role ...`).
+            print(f"warning: {exc}; the gateway uses its own dev key instead", file=sys.stderr)
+        except RuntimeError as exc:
             return fail(str(exc).splitlines()[0])
-        stack.push_async_callback(provider.stop)
         rabbitmq_url = os.environ.get("DORMANT_RABBITMQ_URL")
         if args.rabbitmq:
             from dormant_local.rabbitmq import RabbitNode  # lazy: start-up time
@@ -182,9 +186,9 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "DORMANT_BROKER_URL": broker_url,
             "DORMANT_CATALOG_URL": catalog_url,
             "DORMANT_LAYER_STORE": str(layer_store),
-            # The gateway (and, later, the runtimes) trust the dev identity provider's tokens.
-            **provider.service_env(),
         }
+        if provider is not None:  # the gateway (and, later, the runtimes) trust its tokens
+            env.update(provider.service_env())
         if rabbitmq_url:
             env["DORMANT_RABBITMQ_URL"] = rabbitmq_url
         # The pods start (and warm their runtimes) while the service builds.
@@ -240,9 +244,10 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "pods": args.pods,
             "replicas": dev.replicas,
             "gatewayUrl": gateway_url,
-            "oidcIssuer": provider.issuer,
             "stateDir": str(state),
         }
+        if provider is not None:
+            info["oidcIssuer"] = provider.issuer
         if rabbitmq_url:
             info["rabbitmqUrl"] = rabbitmq_url
         mesh_file = state / "mesh.json"

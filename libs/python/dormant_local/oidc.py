@@ -47,6 +47,8 @@ def find_nanoidp_python() -> str:
     """``$DORMANT_NANOIDP_PYTHON``, else ``.tools/nanoidp/bin/python`` in this checkout."""
     override = os.environ.get("DORMANT_NANOIDP_PYTHON")
     if override:
+        if not os.access(override, os.X_OK):
+            raise OidcProviderNotInstalled()
         return override
     for folder in Path(__file__).resolve().parents:
         candidate = folder / TOOLS_VENV / "bin" / "python"
