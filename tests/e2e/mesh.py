@@ -118,7 +118,7 @@ class Mesh:
         async with Client(self.broker_url) as client:
             while loop.time() < end:
                 try:
-                    await client.call(service, "__ping", {}, timeout=0.5, version=version)
+                    await client.call(service, "dormantReadinessProbe", {}, timeout=0.5, version=version)
                 except NotFound as exc:
                     if not (isinstance(exc.details, dict) and exc.details.get("noSubscribers")):
                         return

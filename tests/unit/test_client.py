@@ -271,6 +271,18 @@ async def test_a_publish_refused_as_not_authorized_fails_at_once(broker: FakeBro
 
 
 @pytest.mark.parametrize(
+    ("service", "function"), [("bad+name", "f"), ("users", "a/b"), ("users", "v2"), ("", "f")]
+)
+async def test_a_name_no_service_or_function_can_have_is_refused_before_anything_is_sent(
+    broker: FakeBroker, service: str, function: str
+) -> None:
+    async with client() as c:
+        with pytest.raises(ValidationError):
+            await c.call(service, function, {}, timeout=30)
+    assert broker.requests == []
+
+
+@pytest.mark.parametrize(
     ("reason", "error"),
     [(0x90, ValidationError), (0x81, ValidationError), (0x95, ValidationError), (0x97, Unavailable)],
 )

@@ -30,6 +30,7 @@ from . import wire
 from ._modeljson import request_body
 from .callid import CallId
 from .config import Settings
+from .decorators import is_valid_function_name, is_valid_service_name
 from .errors import DormantError, Forbidden, TimeoutError, Unavailable, ValidationError
 from .routing import LIVE_ALIAS, RouteTable, ServiceStates, explain_unserved
 from .transport import (
@@ -190,6 +191,11 @@ class Client:
         """
         if self._connection is None:
             raise RuntimeError("use `async with Client(...)` or await client.connect() first")
+        # A name no service or function can have is refused here, before any topic is built from it.
+        if not is_valid_service_name(service):
+            raise ValidationError(f"{service[:100]!r} is not a service name", {"service": service[:100]})
+        if not is_valid_function_name(function):
+            raise ValidationError(f"{function[:100]!r} is not a function name", {"function": function[:100]})
         timeout = self.default_timeout if timeout is None else timeout
         correlation = _correlation(call_id)
         if version is None:

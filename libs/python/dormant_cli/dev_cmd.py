@@ -345,7 +345,7 @@ async def _wait_serving(broker_url: str, service: str, stop: asyncio.Event) -> b
     async with Client(broker_url) as client:
         while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
             try:
-                await client.call(service, "__ping", {}, timeout=0.5)
+                await client.call(service, "dormantReadinessProbe", {}, timeout=0.5)  # no such function
             except NotFound as exc:
                 # A runtime's answer, not the client's own verdict on a call nobody received.
                 if not (isinstance(exc.details, dict) and exc.details.get("noSubscribers")):
