@@ -7,6 +7,7 @@ Import them from ``dormant.transport``; they live here so that the implementatio
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Protocol, Self
@@ -46,14 +47,16 @@ class Transport(Protocol):
     async def close(self, *, end_session: bool = False) -> None: ...
 
 
-class ConnectsOnEnter:
+class ConnectsOnEnter(ABC):
     """``async with transport:`` connects on entry and closes on exit, for every implementation."""
 
+    @abstractmethod
     async def connect(self) -> None:
-        raise NotImplementedError
+        """Connect to the broker."""
 
+    @abstractmethod
     async def close(self, *, end_session: bool = False) -> None:
-        raise NotImplementedError
+        """Disconnect (``end_session`` discards a persistent session)."""
 
     async def __aenter__(self) -> Self:
         await self.connect()
