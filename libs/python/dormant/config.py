@@ -26,16 +26,20 @@ def dev_mesh(start: Path | None = None) -> dict[str, str]:
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         record = folder / DEV_MESH_RECORD
-        try:
-            data = json.loads(record.read_text())
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        return {key: value for key, value in data.items() if isinstance(value, str)}
+        if record.exists():
+            return read_mesh_record(record)
     return {}
+
+
+def read_mesh_record(path: Path) -> dict[str, str]:
+    """The string fields of a dev mesh record (``mesh.json``); {} when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {key: value for key, value in data.items() if isinstance(value, str)}
 
 
 def default_layer_store() -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from dormant.config import dev_mesh
+from dormant.config import dev_mesh, read_mesh_record
 
 from .common import Subparsers, add_command, fail
 
@@ -74,20 +74,12 @@ def run_token(args: argparse.Namespace) -> int:
         return fail(str(exc))
     # The dev mesh: the one of --state-dir, else the running one of this project.
     if args.state_dir is not None:
-        mesh = _read_record(args.state_dir / "mesh.json")
+        mesh = read_mesh_record(args.state_dir / "mesh.json")
     else:
         mesh = dev_mesh()
     if mesh.get("oidcIssuer") and mesh.get("stateDir"):
         return _from_provider(args, mesh["oidcIssuer"], Path(mesh["stateDir"]), ttl)
     return _from_dev_key(args, ttl)
-
-
-def _read_record(path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
 
 
 def _from_provider(args: argparse.Namespace, issuer: str, state_dir: Path, ttl: int) -> int:
