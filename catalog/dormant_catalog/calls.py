@@ -149,11 +149,13 @@ RETURNING 1
 """
 
 
-def fingerprint(params: Any) -> bytes:
-    """The sha256 of ``params`` as canonical JSON (keys sorted at every level, no spaces).
+def fingerprint(params: Any, *, caller: str | None = None) -> bytes:
+    """The sha256 of ``params`` as canonical JSON (keys sorted at every level, no spaces), and of the
+    verified caller's subject when there is one.
 
     Two inputs get the same fingerprint exactly when they decode to the same JSON value (1 and 1.0
-    are different values).
+    are different values) and come from the same caller: another user reusing a callId is a conflict,
+    never the first caller's stored answer.
     """
     try:
         canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
@@ -161,6 +163,8 @@ def fingerprint(params: Any) -> bytes:
         canonical = json.dumps(
             params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode("utf-8", "surrogatepass")
+    if caller is not None:
+        canonical += b"\x00caller:" + caller.encode("utf-8", "surrogatepass")
     return hashlib.sha256(canonical).digest()
 
 

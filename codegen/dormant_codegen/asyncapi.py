@@ -3,6 +3,9 @@
 Each function ``fn`` gets channel ``fn`` at ``service/{svc}/{fn}`` carrying the request message, a
 reply channel whose address is the request's MQTT 5 Response Topic, and a ``receive`` operation
 with a ``reply``. Message payloads reference ``components.schemas``, which hold every schema.
+Unless the service's authentication is off, each operation names the ``bearer`` security scheme (the
+token travels in the MQTT 5 user property ``authorization``), and ``x-dormant-roles`` lists the roles a
+caller needs (at least one of them); ``x-dormant-auth`` on ``info`` is the service's mode.
 """
 
 from __future__ import annotations
@@ -38,8 +41,13 @@ def build_asyncapi(
     interface_hash: str,
     functions: dict[str, tuple[str, str]],
     schemas: dict[str, dict[str, Any]],
+    *,
+    auth: str = "required",
+    roles: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[str, Any]:
-    """``functions`` maps each function name to its (input schema name, output schema name)."""
+    """``functions`` maps each function name to its (input schema name, output schema name);
+    ``roles`` each function name to the roles it requires."""
+    roles = roles or {}
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
@@ -78,15 +86,28 @@ def build_asyncapi(
                 "messages": [{"$ref": f"#/channels/{reply_id}/messages/reply"}],
             },
         }
+        if auth != "off":
+            operations[fn]["security"] = [{"$ref": "#/components/securitySchemes/bearer"}]
+        if roles.get(fn):
+            operations[fn]["x-dormant-roles"] = list(roles[fn])
     return {
         JSON_HEADER_KEY: HEADER_TEXT,
         "asyncapi": "3.0.0",
-        "info": {"title": service, "version": interface_hash},
+        "info": {"title": service, "version": interface_hash, "x-dormant-auth": auth},
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,
         "components": {
             "messages": messages,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "An OIDC access token, sent as the MQTT 5 user property "
+                    "'authorization' ('Bearer <token>'), or headers.authorization in the envelope form.",
+                }
+            },
             "schemas": {name: _retarget(schemas[name]) for name in sorted(schemas)},
         },
     }

@@ -128,25 +128,35 @@ def render_outputs(service_dir: Path, src_hash: str) -> tuple[dict[str, bytes], 
             "input": schemas.standalone(names[0]),
             "output": schemas.standalone(names[1]),
             "timeout": fn.timeout,
+            "roles": list(fn.roles),
             "method": fn.method,
             "inputModel": classes[0],
             "outputModel": classes[1],
         }
         topics[fn.name] = (names[0], names[1])
-        dispatch.append(DispatchFunction(fn.name, fn.method, classes[0], classes[1], float(fn.timeout)))
+        dispatch.append(
+            DispatchFunction(fn.name, fn.method, classes[0], classes[1], float(fn.timeout), fn.roles)
+        )
     if diagnostics:
         raise CodegenError(diagnostics)
 
-    interface = build_interface(src.name, interface_functions, src_hash)
+    interface = build_interface(src.name, interface_functions, src_hash, auth=src.auth)
     outputs = {
         "__init__.py": render_package_init(src.name).encode(),
         "models.py": models.source.encode(),
         "dispatch.py": render_dispatch(
-            src.name, src.module, src.class_name, interface["interfaceHash"], dispatch
+            src.name, src.module, src.class_name, interface["interfaceHash"], dispatch, auth=src.auth
         ).encode(),
         "interface.json": dump_json(interface),
         "asyncapi.json": dump_json(
-            build_asyncapi(src.name, interface["interfaceHash"], topics, schemas.defs)
+            build_asyncapi(
+                src.name,
+                interface["interfaceHash"],
+                topics,
+                schemas.defs,
+                auth=src.auth,
+                roles={fn.name: fn.roles for fn in src.functions.values()},
+            )
         ),
         "schemas.bundle.json": dump_json({JSON_HEADER_KEY: HEADER_TEXT, **bundle}),
     }

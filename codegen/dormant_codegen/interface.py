@@ -1,7 +1,8 @@
 """The service interface document (``interface.json``) and its two hashes.
 
-``interfaceHash`` covers only what callers depend on (service, platform interface, and per function
-its input/output schema and timeout); ``sourceHash`` (see ``inputs``) covers every input file. The
+``interfaceHash`` covers only what callers depend on (service, platform interface, its authentication
+mode, and per function its input/output schema, timeout and required roles); ``sourceHash`` (see
+``inputs``) covers every input file. The
 canonical form is JSON with sorted keys, no whitespace, UTF-8, non-ASCII kept as is.
 """
 
@@ -23,20 +24,29 @@ def sha256_ref(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def interface_hash(service: str, functions: dict[str, dict[str, Any]]) -> str:
-    """sha256 of the canonical JSON of {service, platformInterface, functions: {input, output, timeout}}."""
+def interface_hash(service: str, functions: dict[str, dict[str, Any]], auth: str = "required") -> str:
+    """sha256 of the canonical JSON of {service, platformInterface, auth, functions: {input, output,
+    timeout, roles}}."""
     core = {
         "service": service,
         "platformInterface": PLATFORM_INTERFACE,
+        "auth": auth,
         "functions": {
-            name: {"input": fn["input"], "output": fn["output"], "timeout": fn["timeout"]}
+            name: {
+                "input": fn["input"],
+                "output": fn["output"],
+                "timeout": fn["timeout"],
+                "roles": fn.get("roles", []),
+            }
             for name, fn in functions.items()
         },
     }
     return sha256_ref(canonical_json(core))
 
 
-def build_interface(service: str, functions: dict[str, dict[str, Any]], source_hash: str) -> dict[str, Any]:
+def build_interface(
+    service: str, functions: dict[str, dict[str, Any]], source_hash: str, *, auth: str = "required"
+) -> dict[str, Any]:
     """The content of ``interface.json`` (functions sorted by name)."""
     ordered = {name: functions[name] for name in sorted(functions)}
     return {
@@ -44,8 +54,9 @@ def build_interface(service: str, functions: dict[str, dict[str, Any]], source_h
         "service": service,
         "baseRuntime": BASE_RUNTIME,
         "platformInterface": PLATFORM_INTERFACE,
+        "auth": auth,
         "functions": ordered,
-        "interfaceHash": interface_hash(service, ordered),
+        "interfaceHash": interface_hash(service, ordered, auth),
         "sourceHash": source_hash,
     }
 

@@ -1,7 +1,7 @@
 """Reading handler classes out of user modules with ``ast`` (user code is never imported).
 
-Finds the one ``@service("name")`` class and its ``@function("name", input=, output=, timeout=)``
-methods, with the schema names taken from the keyword arguments or else from the annotations of the
+Finds the one ``@service("name", auth=)`` class and its ``@function("name", input=, output=, timeout=,
+roles=)`` methods, with the schema names taken from the keyword arguments or else from the annotations of the
 request parameter and the return value (``Name`` or ``models.Name``), and the source position of each
 fact so later checks can point at it.
 """
@@ -12,8 +12,8 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dormant.app import MAX_TIMEOUT_S, MIN_TIMEOUT_S
-from dormant.decorators import is_valid_function_name, is_valid_service_name
+from dormant.app import AUTH_MODES, MAX_TIMEOUT_S, MIN_TIMEOUT_S, AuthMode
+from dormant.decorators import ROLE_RULE, is_valid_function_name, is_valid_role, is_valid_service_name
 
 from .constants import DEFAULT_TIMEOUT_S
 from .diagnostics import Diagnostic
@@ -42,6 +42,7 @@ class FunctionSource:
     path: str
     line: int
     col: int
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -55,6 +56,7 @@ class ServiceClass:
     line: int
     col: int
     functions: dict[str, FunctionSource] = field(default_factory=dict)
+    auth: AuthMode = "required"
 
 
 class _Names:
@@ -146,6 +148,9 @@ class _Reader:
                         "dashes, at most 64 characters",
                     )
                     continue
+                auth = self._auth(hit[1])
+                if auth is None:
+                    continue
                 svc = ServiceClass(
                     name=svc_name,
                     class_name=node.name,
@@ -153,10 +158,27 @@ class _Reader:
                     path=self.display,
                     line=deco.lineno,
                     col=deco.col_offset + 1,
+                    auth=auth,
                 )
                 self._functions(node, names, svc)
                 found.append(svc)
         return found
+
+    def _auth(self, call: ast.Call) -> AuthMode | None:
+        kwargs = {kw.arg: kw.value for kw in call.keywords if kw.arg is not None}
+        unknown = sorted(set(kwargs) - {"name", "auth"})
+        if unknown:
+            self.error(kwargs[unknown[0]], f"@service does not take {unknown[0]}=")
+            return None
+        node = kwargs.get("auth")
+        if node is None:
+            return "required"
+        value = node.value if isinstance(node, ast.Constant) else None
+        for mode in AUTH_MODES:
+            if value == mode:
+                return mode
+        self.error(node, f"@service auth= must be one of {', '.join(repr(m) for m in AUTH_MODES)}")
+        return None
 
     def _functions(self, cls: ast.ClassDef, names: _Names, svc: ServiceClass) -> None:
         for node in cls.body:
@@ -168,6 +190,12 @@ class _Reader:
                     continue
                 fn = self._function(node, deco, hit[1])
                 if fn is None:
+                    continue
+                if fn.roles and svc.auth == "off":
+                    self.error(
+                        deco,
+                        f'@function {fn.name!r}: roles= needs authentication; the service has auth="off"',
+                    )
                     continue
                 if fn.name in svc.functions:
                     first = svc.functions[fn.name]
@@ -195,7 +223,7 @@ class _Reader:
             self.error(node, f"@function {name!r}: {node.name}() must take (self, request, ctx)")
             ok = False
         kwargs = {kw.arg: kw.value for kw in call.keywords if kw.arg is not None}
-        unknown = sorted(set(kwargs) - {"name", "input", "output", "timeout"})
+        unknown = sorted(set(kwargs) - {"name", "input", "output", "timeout", "roles"})
         if unknown:
             self.error(kwargs[unknown[0]], f"@function does not take {unknown[0]}=")
             ok = False
@@ -204,7 +232,8 @@ class _Reader:
         )
         out_use = self._schema(name, "output", kwargs.get("output"), node.returns, node)
         timeout = self._timeout(name, kwargs.get("timeout"))
-        if not ok or in_use is None or out_use is None or timeout is None:
+        roles = self._roles(name, kwargs.get("roles"))
+        if not ok or in_use is None or out_use is None or timeout is None or roles is None:
             return None
         return FunctionSource(
             name=name,
@@ -212,6 +241,7 @@ class _Reader:
             input=in_use,
             output=out_use,
             timeout=timeout,
+            roles=roles,
             path=self.display,
             line=deco.lineno,
             col=deco.col_offset + 1,
@@ -245,6 +275,21 @@ class _Reader:
             f'annotate {where} with a model class or pass {role}="SchemaName"',
         )
         return None
+
+    def _roles(self, fn: str, node: ast.expr | None) -> tuple[str, ...] | None:
+        """A list or tuple of role-name literals, kept sorted and without repeats (what callers see)."""
+        if node is None:
+            return ()
+        items = node.elts if isinstance(node, ast.List | ast.Tuple) else None
+        names = [e.value for e in items or () if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        if items is None or len(names) != len(items):
+            self.error(node, f'@function {fn!r}: roles= must be a list of string literals, e.g. ["admin"]')
+            return None
+        bad = [name for name in names if not is_valid_role(name)]
+        if bad:
+            self.error(node, f"@function {fn!r}: invalid role {bad[0]!r}: use {ROLE_RULE}")
+            return None
+        return tuple(sorted(set(names)))
 
     def _timeout(self, fn: str, node: ast.expr | None) -> int | float | None:
         if node is None:

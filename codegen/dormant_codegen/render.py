@@ -25,6 +25,7 @@ class DispatchFunction:
     input_model: str
     output_model: str
     timeout: float
+    roles: tuple[str, ...] = ()
 
 
 def _pystr(value: str) -> str:
@@ -52,6 +53,8 @@ def render_dispatch(
     handler_class: str,
     interface_hash: str,
     functions: list[DispatchFunction],
+    *,
+    auth: str = "required",
 ) -> str:
     return (
         _environment("python")
@@ -62,6 +65,7 @@ def render_dispatch(
             handler_module=handler_module,
             handler_class=handler_class,
             interface_hash=interface_hash,
+            auth=auth,
             functions=sorted(functions, key=lambda f: f.name),
         )
     )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dormant.app import AuthMode
+
 from .diagnostics import CodegenError, Diagnostic
 from .inputs import python_sources, schema_sources
 from .pysource import FunctionSource, ServiceClass, read_module
@@ -30,6 +32,7 @@ class ServiceSource:
     functions: dict[str, FunctionSource]
     schemas: dict[str, dict[str, Any]]
     schema_set: SchemaSet
+    auth: AuthMode = "required"
 
 
 def display_root(service_dir: Path) -> str:
@@ -123,4 +126,5 @@ def read_service(service_dir: Path) -> ServiceSource:
         functions=first.functions,
         schemas=schemas.defs,
         schema_set=schemas,
+        auth=first.auth,
     )

@@ -146,7 +146,10 @@ def create_app(config: GatewayConfig) -> Starlette:
             dev_key = load_or_create_dev_key(config.state_dir) if config.dev_auth else None
             db = await open_database(config.catalog_url, max_size=DB_POOL_SIZE)
             stack.push_async_callback(db.close)
-            client = Client(config.broker_url, client_id=f"dormant-gateway-{uuid.uuid4().hex[:12]}")
+            # No token of its own: each call carries its HTTP caller's (forwarded as a header).
+            client = Client(
+                config.broker_url, client_id=f"dormant-gateway-{uuid.uuid4().hex[:12]}", authorization=""
+            )
             await client.connect()
             stack.push_async_callback(client.close)
             jwks_url = config.oidc_jwks_url

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from dormant import Client, NotFound, wire
-from dormant.errors import DormantError
+from dormant.errors import DormantError, Unauthenticated
 from dormant.transport import Message, connect_transport
 from dormant_cli.build_cmds import publish
 from dormant_cli.deploy_cmd import deploy
+
+from .identity import DevIdentity
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = [
@@ -52,6 +54,12 @@ class Mesh:
     layer_store: Path
     work_root: Path
     pods: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    identity: DevIdentity = field(init=False)
+    """Tokens the pods' runtimes verify (the dev key in ``work_root``'s sibling ``state``, which a
+    gateway started with that state directory also signs with)."""
+
+    def __post_init__(self) -> None:
+        self.identity = DevIdentity(self.work_root.parent / "state")
 
     async def publish(self, service_dir: Path, *, import_check: bool = True) -> tuple[str, int]:
         return await publish(
@@ -87,6 +95,7 @@ class Mesh:
                 DORMANT_BROKER_URL=self.broker_url,
                 DORMANT_CATALOG_URL=self.catalog_url,
                 DORMANT_LAYER_STORE=str(self.layer_store),
+                **self.identity.trust_env(),
                 **(extra_env or {}),
             ),
             stdout=log,
@@ -119,7 +128,7 @@ class Mesh:
             while loop.time() < end:
                 try:
                     await client.call(service, "dormantReadinessProbe", {}, timeout=0.5, version=version)
-                except NotFound as exc:
+                except (NotFound, Unauthenticated) as exc:
                     if not (isinstance(exc.details, dict) and exc.details.get("noSubscribers")):
                         return
                     await asyncio.sleep(0.05)
@@ -162,10 +171,25 @@ async def call_many(
 
 
 @contextlib.contextmanager
+def caller_token(token: str) -> Any:
+    """``DORMANT_TOKEN`` set for the duration: every ``Client`` made meanwhile sends it."""
+    before = os.environ.get("DORMANT_TOKEN")
+    os.environ["DORMANT_TOKEN"] = token
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DORMANT_TOKEN", None)
+        else:
+            os.environ["DORMANT_TOKEN"] = before
+
+
+@contextlib.contextmanager
 def running_mesh(broker_url: str, catalog_url: str, tmp: Path) -> Any:
     mesh = Mesh(broker_url, catalog_url, tmp / "layers", tmp / "pods")
     mesh.work_root.mkdir(parents=True, exist_ok=True)
     try:
-        yield mesh
+        with caller_token(mesh.identity.token("tester")):
+            yield mesh
     finally:
         mesh.stop()

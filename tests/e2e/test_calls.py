@@ -7,6 +7,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -62,10 +63,8 @@ async def test_the_live_version_answers_on_its_version_topic_too(client: Client)
     assert "userId" in created
 
 
-async def test_mosquitto_rr_gets_the_same_answer(client: Client, served: Mesh) -> None:
-    created = await client.call("user-service", "createUser", {"email": _email(), "name": "Rr"})
-    expected = await client.call("user-service", "getUser", {"userId": created["userId"]})
-    port = served.broker_url.rsplit(":", 1)[1]
+async def _mosquitto_rr(mesh: Mesh, topic: str, body: Any, *extra: str) -> Any:
+    port = mesh.broker_url.rsplit(":", 1)[1]
     out = await asyncio.to_thread(
         subprocess.run,
         [
@@ -75,19 +74,35 @@ async def test_mosquitto_rr_gets_the_same_answer(client: Client, served: Mesh) -
             "-p",
             port,
             "-t",
-            "service/user-service/getUser",
+            topic,
             "-e",
             f"reply/rr-{uuid.uuid4().hex[:8]}",
             "-m",
-            json.dumps({"userId": created["userId"]}),
+            json.dumps(body),
             "-W",
             "5",
+            *extra,
         ],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert json.loads(out.stdout) == expected
+    return json.loads(out.stdout)
+
+
+async def test_mosquitto_rr_gets_the_same_answer(client: Client, served: Mesh) -> None:
+    created = await client.call("user-service", "createUser", {"email": _email(), "name": "Rr"})
+    expected = await client.call("user-service", "getUser", {"userId": created["userId"]})
+    token = served.identity.token("rr-user")
+    bearer = ("-D", "PUBLISH", "user-property", "authorization", f"Bearer {token}")
+    got = await _mosquitto_rr(served, "service/user-service/getUser", {"userId": created["userId"]}, *bearer)
+    assert got == expected
+    # Without a token, or with one that is not a JWT of the trusted issuer, the runtime refuses.
+    anonymous = await _mosquitto_rr(served, "service/user-service/getUser", {"userId": created["userId"]})
+    assert anonymous["type"] == "Unauthenticated"
+    forged = ("-D", "PUBLISH", "user-property", "authorization", "Bearer not-a-jwt")
+    refused = await _mosquitto_rr(served, "service/user-service/getUser", {"userId": "x"}, *forged)
+    assert refused["type"] == "Unauthenticated"
 
 
 async def test_envelope_form_gets_an_envelope_answer(served: Mesh) -> None:
@@ -95,7 +110,11 @@ async def test_envelope_form_gets_an_envelope_answer(served: Mesh) -> None:
         inbox = f"reply/{uuid.uuid4().hex[:8]}/response"  # replies go only under reply/
         await transport.subscribe([inbox])
         payload = wire.encode_envelope_request(
-            "createUser", {"email": _email(), "name": "Env"}, call_id="env-1", reply_to=inbox
+            "createUser",
+            {"email": _email(), "name": "Env"},
+            call_id="env-1",
+            reply_to=inbox,
+            headers={"authorization": f"Bearer {served.identity.token('env-user')}"},
         )
         await transport.publish(Message(wire.envelope_topic("user-service"), payload))
         message = await asyncio.wait_for(anext(aiter(transport.messages())), 10)

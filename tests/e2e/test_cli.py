@@ -144,15 +144,16 @@ def test_dormant_dev_serves_the_example_and_leaves_no_orphans(tmp_path: Path) ->
         children = _descendants(dev.pid)
         assert len(children) >= 6  # broker, postgres, 2 sidecars, 1 serving runtime, standbys
         broker_url = _broker_url_from(tmp_path / "state")
-        result = dormant(
-            "call",
-            "user-service.createUser",
-            '{"email": "dev@example.com", "name": "Dev"}',
-            "--broker-url",
-            broker_url,
-        )
+        create = ("call", "user-service.createUser", '{"email": "dev@example.com", "name": "Dev"}')
+        anonymous = dormant(*create, "--broker-url", broker_url)
+        assert anonymous.returncode == 1 and "Unauthenticated" in anonymous.stderr
+        token_file = tmp_path / "state" / "dev-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        result = dormant(*create, "--broker-url", broker_url, "--token", token)
         assert result.returncode == 0, result.stderr
         assert "userId" in json.loads(result.stdout)
+        assert f"export DORMANT_TOKEN={token}" in (tmp_path / "state" / "env.sh").read_text()
         _check_tokens_from_the_identity_provider(tmp_path)
         controller_log = tmp_path / "state" / "controller.log"
         for _ in range(100):  # the rollout controller runs and holds the leader lock

@@ -22,7 +22,9 @@ def _probe(tmp: Path, folder: str, release: str) -> Path:
     """The probe service as ``cli-read``; ``release`` changes its code, so it publishes a new version."""
     service = copy_service(PROBE, tmp / folder)
     module = service / "probe.py"
-    text = module.read_text().replace('@service("probe-service")', f'@service("{SERVICE}")')
+    text = module.read_text().replace(
+        '@service("probe-service", auth="off")', f'@service("{SERVICE}", auth="off")'
+    )
     module.write_text(text.replace('RELEASE = "one"', f'RELEASE = "{release}"'))
     return service
 

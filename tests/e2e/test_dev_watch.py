@@ -72,6 +72,11 @@ class Dev:
         self.children: list[int] = []
 
     @property
+    def bearer(self) -> str:
+        """The developer token this dev mesh made (its file is mode 0600 in the state directory)."""
+        return "Bearer " + (self.state / "dev-token").read_text().strip()
+
+    @property
     def err(self) -> str:
         return self.err_file.read_text(errors="replace")
 
@@ -154,7 +159,7 @@ async def test_watch_serves_a_saved_edit_and_keeps_serving_through_a_bad_schema(
     dev_runs.append(dev)
     await dev.ready()
     assert len(dev.children) >= 4  # pod, its runtimes, gateway, controller
-    async with Client(fresh_broker.url) as client:
+    async with Client(fresh_broker.url, authorization=dev.bearer) as client:
         assert await _greeting(client) == "Hello, Ann!"
         await dev.wait_for_output("watching ")
 
@@ -204,7 +209,7 @@ async def test_a_restart_publishes_nothing_and_leaves_the_live_version_alone(
     await second.ready()
     assert "hello-service v1 has this code already; not publishing" in second.err
     assert "hello-service v2 already live; not redeploying" in second.err
-    async with Client(fresh_broker.url) as client:
+    async with Client(fresh_broker.url, authorization=second.bearer) as client:
         assert await _greeting(client) == "Bonjour, Ann!"
     async with await open_catalog(catalog_url) as catalog:
         assert [v.version for v in await catalog.list_versions("hello-service")] == [1, 2]

@@ -31,7 +31,9 @@ def probe_copy(tmp: Path, name: str, *, broken: bool = False) -> Path:
     """The probe service renamed; ``broken`` makes its module raise when a runtime imports it."""
     service = copy_service(PROBE, tmp / name)
     module = service / "probe.py"
-    text = module.read_text().replace('@service("probe-service")', f'@service("{name}")')
+    text = module.read_text().replace(
+        '@service("probe-service", auth="off")', f'@service("{name}", auth="off")'
+    )
     if broken:  # codegen reads the module without running it; the runtime imports it
         text = text.replace("RELEASE = ", 'raise RuntimeError("boom at import")\nRELEASE = ', 1)
     module.write_text(text)

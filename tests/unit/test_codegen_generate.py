@@ -178,8 +178,9 @@ def test_interface_document(generated: Path) -> None:
     core = {
         "service": "user-service",
         "platformInterface": "dormant/1",
+        "auth": "required",
         "functions": {
-            name: {"input": fn["input"], "output": fn["output"], "timeout": fn["timeout"]}
+            name: {"input": fn["input"], "output": fn["output"], "timeout": fn["timeout"], "roles": []}
             for name, fn in interface["functions"].items()
         },
     }

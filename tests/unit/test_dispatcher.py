@@ -67,6 +67,7 @@ SERVICE = ServiceSpec(
     name="greeter",
     handler_class=Greeter,
     interface_hash="sha256:test",
+    auth="off",
     functions={
         m: _spec(m, 0.2 if m == "hello" else 30.0)
         for m in ("hello", "refuse", "crash", "broken", "blocked", "remaining")
@@ -219,6 +220,7 @@ ROWS = ServiceSpec(
     name="rows",
     handler_class=Rows,
     interface_hash="sha256:test",
+    auth="off",
     functions={
         m: FunctionSpec(m, m, Row, Holder if m == "nested" else Row, ROW_SCHEMA, out, 30.0)
         for m, out in (
@@ -265,7 +267,11 @@ async def test_python_names_in_the_input_fill_nothing() -> None:
     # "class_" is not a property of the schema; it must not fill the field behind "class".
     schema = {**ROW_SCHEMA, "additionalProperties": True, "required": ["from"]}
     spec = ServiceSpec(
-        "rows", Rows, "sha256:t", {"echo": FunctionSpec("echo", "echo", Row, Row, schema, schema, 30)}
+        "rows",
+        Rows,
+        "sha256:t",
+        {"echo": FunctionSpec("echo", "echo", Row, Row, schema, schema, 30)},
+        auth="off",
     )
     ok, body = await Dispatcher(spec, 1).dispatch(_rows_call("echo", {"class_": "sneaky", "from": None}))
     assert not ok and body["type"] == "ValidationError"
@@ -318,7 +324,11 @@ async def test_each_format_is_checked_on_input_and_output(fmt: str) -> None:
         "required": ["value"],
     }
     spec = ServiceSpec(
-        "f", Stamps, "sha256:t", {"check": FunctionSpec("check", "check", Stamp, Stamp, schema, schema, 30)}
+        "f",
+        Stamps,
+        "sha256:t",
+        {"check": FunctionSpec("check", "check", Stamp, Stamp, schema, schema, 30)},
+        auth="off",
     )
     good, bad = FORMAT_SAMPLES[fmt]
     dispatcher = Dispatcher(spec, 1)
@@ -332,7 +342,11 @@ def test_a_format_the_runtime_cannot_check_fails_the_load() -> None:
 
     schema = {"type": "object", "properties": {"n": {"type": "string", "format": "int64"}}}
     spec = ServiceSpec(
-        "f", Stamps, "sha256:t", {"check": FunctionSpec("check", "check", Stamp, Stamp, schema, schema, 30)}
+        "f",
+        Stamps,
+        "sha256:t",
+        {"check": FunctionSpec("check", "check", Stamp, Stamp, schema, schema, 30)},
+        auth="off",
     )
     with pytest.raises(UncheckedFormat, match="int64"):
         Dispatcher(spec, 1)

@@ -37,12 +37,16 @@ EXPORTED = [
 
 PUBLIC_MODULES = {
     "app",  # ServiceSpec / FunctionSpec: what generated/dispatch.py builds
+    "authorizer",
     "callid",
     "client",
     "config",
     "context",
+    "datastore",
     "decorators",
     "errors",
+    "messaging",
+    "migrations",
     "mqtt",
     "routing",
     "testing",

@@ -26,9 +26,7 @@ class FakeClient:
         if table is not None:
             self.routes.feed("mesh/routes/svc", table)
 
-    async def route(
-        self, service: str, *, alias: str = "live", routing_key: str | None = None
-    ) -> int | None:
+    async def route(self, service: str, *, alias: str = "live", routing_key: str | None = None) -> int | None:
         self.loaded.append(service)
         return self.routes.choose(service, routing_key, alias)
 

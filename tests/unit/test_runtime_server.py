@@ -93,6 +93,7 @@ SERVICE = ServiceSpec(
     handler_class=Greeter,
     interface_hash="sha256:test",
     functions={name: FunctionSpec(name, name, In, Out, IN_SCHEMA, OUT_SCHEMA, 30.0) for name in FUNCTIONS},
+    auth="off",  # delivery is what these tests are about; identity has tests of its own
 )
 
 

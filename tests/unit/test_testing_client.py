@@ -131,6 +131,7 @@ async def test_services_whose_modules_share_names_keep_their_own(tmp_path: Path)
 
 
 async def test_the_runtime_loader_keeps_two_services_apart(tmp_path: Path) -> None:
+    from dormant.context import UserContext
     from dormant.wire import Call
     from dormant_runtime.dispatcher import Dispatcher
     from dormant_runtime.loader import load_service
@@ -146,7 +147,7 @@ async def test_the_runtime_loader_keeps_two_services_apart(tmp_path: Path) -> No
             call_id="c1",
             params={"email": "ann@example.com", "name": "Ann"},
         )
-        ok, body = await Dispatcher(spec, 1).dispatch(call)
+        ok, body = await Dispatcher(spec, 1).dispatch(call, UserContext(user_id="ann"))
         assert ok and body["userId"].startswith(f"{origin}-")
     # Loading again returns the modules of the first load.
     assert load_service(a) is specs[0]

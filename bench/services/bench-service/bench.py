@@ -9,7 +9,7 @@ from generated.models import EchoRequest, EchoResponse
 RELEASE = "a"
 
 
-@service("bench-service")
+@service("bench-service", auth="off")
 class BenchService:
     @function("echo", timeout=10)
     async def echo(self, request: EchoRequest, ctx: Context) -> EchoResponse:

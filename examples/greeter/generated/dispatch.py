@@ -17,7 +17,7 @@ from greeter import Greeter as _Handler
 
 from . import models as _models
 
-INTERFACE_HASH = "sha256:40abdcbed85752d69c5f6687c6bd7db4cb15d6f235fc7ae2349589a1970e6f05"
+INTERFACE_HASH = "sha256:9fc3c3a07b023c34e160c834d295f6e954fcea3ae94d66b26e80af6486edfee8"
 
 _INTERFACE = json.loads(Path(__file__).with_name("interface.json").read_text(encoding="utf-8"))
 if _INTERFACE.get("interfaceHash") != INTERFACE_HASH:
@@ -28,6 +28,7 @@ SERVICE = ServiceSpec(
     name="greeter",
     handler_class=_Handler,
     interface_hash=INTERFACE_HASH,
+    auth="required",
     functions={
         "greet": FunctionSpec(
             name="greet",
@@ -37,6 +38,7 @@ SERVICE = ServiceSpec(
             input_schema=_FUNCTIONS["greet"]["input"],
             output_schema=_FUNCTIONS["greet"]["output"],
             timeout=5.0,
+            roles=(),
         ),
         "httpGreet": FunctionSpec(
             name="httpGreet",
@@ -46,6 +48,7 @@ SERVICE = ServiceSpec(
             input_schema=_FUNCTIONS["httpGreet"]["input"],
             output_schema=_FUNCTIONS["httpGreet"]["output"],
             timeout=5.0,
+            roles=(),
         ),
     },
 )

@@ -17,7 +17,7 @@ from payments import Payments as _Handler
 
 from . import models as _models
 
-INTERFACE_HASH = "sha256:f95817217bea2aea3e201b84eaa62774a6c17631c1078d4316df4956d28badd5"
+INTERFACE_HASH = "sha256:63154e63c33f83b2874b6a9974125b781aa2553c94f73ef35a6c01d01ee98833"
 
 _INTERFACE = json.loads(Path(__file__).with_name("interface.json").read_text(encoding="utf-8"))
 if _INTERFACE.get("interfaceHash") != INTERFACE_HASH:
@@ -28,6 +28,7 @@ SERVICE = ServiceSpec(
     name="payments",
     handler_class=_Handler,
     interface_hash=INTERFACE_HASH,
+    auth="required",
     functions={
         "charge": FunctionSpec(
             name="charge",
@@ -37,6 +38,7 @@ SERVICE = ServiceSpec(
             input_schema=_FUNCTIONS["charge"]["input"],
             output_schema=_FUNCTIONS["charge"]["output"],
             timeout=10.0,
+            roles=(),
         ),
     },
 )

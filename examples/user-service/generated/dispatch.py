@@ -17,7 +17,7 @@ from service import UserService as _Handler
 
 from . import models as _models
 
-INTERFACE_HASH = "sha256:88e4e01ba3f1a4f6032ed5fe592d5dc502526ea40357babc9e6caa5d5d688788"
+INTERFACE_HASH = "sha256:ee4cb721118b02abff3c4aff677c45668fd62d3490a7e85d820700da578a09ec"
 
 _INTERFACE = json.loads(Path(__file__).with_name("interface.json").read_text(encoding="utf-8"))
 if _INTERFACE.get("interfaceHash") != INTERFACE_HASH:
@@ -28,6 +28,7 @@ SERVICE = ServiceSpec(
     name="user-service",
     handler_class=_Handler,
     interface_hash=INTERFACE_HASH,
+    auth="required",
     functions={
         "createUser": FunctionSpec(
             name="createUser",
@@ -37,6 +38,7 @@ SERVICE = ServiceSpec(
             input_schema=_FUNCTIONS["createUser"]["input"],
             output_schema=_FUNCTIONS["createUser"]["output"],
             timeout=10.0,
+            roles=(),
         ),
         "getUser": FunctionSpec(
             name="getUser",
@@ -46,6 +48,7 @@ SERVICE = ServiceSpec(
             input_schema=_FUNCTIONS["getUser"]["input"],
             output_schema=_FUNCTIONS["getUser"]["output"],
             timeout=30.0,
+            roles=(),
         ),
     },
 )

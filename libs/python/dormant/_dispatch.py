@@ -9,6 +9,11 @@ output into JSON and validates it, and maps every failure to a typed error. It r
 is logged with the callId and becomes a ``SystemError`` without internals for the caller (the
 exception itself stays on ``Outcome.cause`` for in-process callers such as ``dormant.testing``).
 
+Who may call is checked first, from the caller's ``UserContext`` (verified from a token by the runtime
+before it gets here): a service whose authentication is ``required`` refuses an anonymous caller
+(``Unauthenticated``); a function that lists ``roles`` refuses a caller holding none of them
+(``Forbidden``, or ``Unauthenticated`` when anonymous). The handler does not run then.
+
 The runtime (``dormant_runtime.dispatcher``) and ``dormant.testing.TestClient`` both run calls through
 this module, so a handler behaves the same in a unit test as in a pod.
 
@@ -229,12 +234,29 @@ class Dispatcher:
             return Outcome(False, failed.to_payload(), None, exc)
         return Outcome(outcome.ok, outcome.body, None, outcome.cause)
 
-    async def _run(self, function: str, params: Any, ctx: Context) -> Any:
+    def admit(self, function: str, user: UserContext) -> None:
+        """Raise ``Unauthenticated``, ``NotFound`` or ``Forbidden`` unless ``user`` may call ``function``.
+
+        Authentication comes before the function lookup, so an anonymous caller of a service that
+        requires a token learns nothing of its functions."""
+        if user.anonymous and self.service.auth == "required":
+            raise errors.Unauthenticated(f"{self.service.name} needs a bearer token on every call")
         compiled = self._functions.get(function)
         if compiled is None:
             raise errors.NotFound(
                 f"{self.service.name} has no function {function!r}", {"functions": sorted(self._functions)}
             )
+        needed = compiled.spec.roles
+        if needed and not any(role in user.roles for role in needed):
+            if user.anonymous:
+                raise errors.Unauthenticated(f"{function} needs a bearer token with one of its roles")
+            raise errors.Forbidden(
+                f"{function} needs one of the roles {', '.join(needed)}", {"roles": list(needed)}
+            )
+
+    async def _run(self, function: str, params: Any, ctx: Context) -> Any:
+        self.admit(function, ctx.user)
+        compiled = self._functions[function]
         spec = compiled.spec
         problems = schema_errors(compiled.input_validator, params)
         if problems:

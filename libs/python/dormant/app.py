@@ -8,7 +8,7 @@ the pydantic models and the JSON schemas, without reading the user's source them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_S = 30.0
 MIN_TIMEOUT_S = 1.0
 MAX_TIMEOUT_S = 900.0
+
+AuthMode = Literal["required", "optional", "off"]
+AUTH_MODES: tuple[AuthMode, ...] = ("required", "optional", "off")
+"""How a service treats callers' bearer tokens (``@service(name, auth=...)``); ``required`` by default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,8 @@ class FunctionSpec:
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
     timeout: float = DEFAULT_TIMEOUT_S
+    roles: tuple[str, ...] = ()
+    """The caller needs at least one of these roles; none listed: any caller the service admits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +45,4 @@ class ServiceSpec:
     handler_class: type[Any]
     interface_hash: str
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    auth: AuthMode = "required"

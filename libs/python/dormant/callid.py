@@ -11,9 +11,10 @@ The rule, in one place:
   over ``MAX_CALL_ID_BYTES`` is refused by the wire decoder; its text is a short digest.
 
 Derived ids are deterministic, so a retry derives the same id and de-duplication holds: ``child``
-(a handler's call made on behalf of a parent call), ``idempotent`` (the gateway's Idempotency-Key
-or CloudEvent id), ``attempt`` (one attempt of an async invocation), ``scheduled`` (one cron tick),
-``queued`` (one queue message); ``fresh`` is a random text callId with an optional prefix.
+and ``child_call_id`` (a handler's call made on behalf of a parent call), ``idempotent`` (the
+gateway's Idempotency-Key or CloudEvent id), ``attempt`` (one attempt of an async invocation),
+``scheduled`` (one cron tick), ``queued`` (one queue message); ``fresh`` is a random text callId with
+an optional prefix.
 """
 
 from __future__ import annotations
@@ -82,6 +83,18 @@ def call_id_text(data: bytes) -> str:
 
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def child_call_id(parent: str, target: str, n: int) -> str:
+    """The callId of the ``n``-th (1, 2, ...) call to ``target`` made while serving the call ``parent``.
+
+    A parent run again after a crash makes its calls in the same order, so it derives the same child
+    callIds, and the callees' de-duplication answers the repeats from their stores instead of running
+    them twice. The id is ``c-`` and 32 hex digits of a sha256 (printable, far under the callId limit).
+    """
+    if n < 1:
+        raise ValueError(f"a child call's ordinal starts at 1, got {n}")
+    return CallId.from_text(parent).child(f"{target}#{n}").text
 
 
 def fresh(prefix: str = "") -> str:

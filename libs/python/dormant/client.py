@@ -13,6 +13,9 @@ reconnecting too) with ``NotFound`` when the service, version or function does n
 ``Unavailable`` saying why nothing serves it (not deployed, starting, failed to start: the error). To
 tell which, the client reads the service's retained state (``mesh/services/{svc}``, see
 ``routing.explain_unserved``): only then, so a call that is answered costs no extra round trip.
+
+Besides calls, the connection carries one-way messages (``publish``) and subscriptions to plain
+topics (``listen``), which ``dormant.messaging`` uses for events and binary transfers.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import enum
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -32,6 +36,7 @@ from .callid import CallId
 from .config import Settings
 from .decorators import is_valid_function_name, is_valid_service_name
 from .errors import DormantError, Forbidden, TimeoutError, Unavailable, ValidationError
+from .mqtt.codec import topic_name_problem
 from .routing import LIVE_ALIAS, RouteTable, ServiceStates, explain_unserved
 from .transport import (
     NO_MATCHING_SUBSCRIBERS,
@@ -53,6 +58,16 @@ RESUBSCRIBE_GRACE_S = 3.0
 (a broker restart): for this long it is retried instead of failing fast."""
 
 Reply = tuple[bytes, tuple[tuple[str, str], ...]]
+Listener = Callable[[Message], None]
+"""Takes a message received on a ``listen``ed topic; runs in the connection's reader, so it must not block."""
+
+
+class _Default(enum.Enum):
+    CLIENT = "the client's own"
+
+
+CLIENT_AUTHORIZATION = _Default.CLIENT
+"""``Client.call(authorization=...)`` default: the client's ``authorization`` attribute."""
 
 
 class Client:
@@ -72,10 +87,15 @@ class Client:
         first_retry: float = FIRST_RETRY_S,
         max_retry_interval: float = MAX_RETRY_INTERVAL_S,
     ) -> None:
-        self.broker_url = broker_url or Settings.from_env().broker_url
+        settings = Settings.from_env(broker_url=broker_url)
+        self.broker_url = settings.broker_url
         self.client_id = client_id or f"dormant-client-{uuid.uuid4().hex[:16]}"
         self.default_timeout = timeout
-        self.authorization = authorization
+        if authorization is None and settings.token:
+            authorization = f"Bearer {settings.token}"
+        self.authorization = authorization or None
+        """Sent with every call (the ``authorization`` user property): the given value, else
+        ``Bearer $DORMANT_TOKEN`` (or the dev mesh's developer token); ``""`` sends none."""
         self.first_retry = first_retry
         self.max_retry_interval = max_retry_interval
         self.retries = 0
@@ -87,6 +107,8 @@ class Client:
         self._reconnected_at: float | None = None
         self._closing = False
         self._connection: asyncio.Task[None] | None = None
+        self._listeners: dict[str, list[Listener]] = {}
+        self._subscribed: dict[str, asyncio.Event] = {}
         self.routes = RouteTable()
         """Route tables (``mesh/routes/{svc}``) of the services called without a version."""
         self.states = ServiceStates()
@@ -139,6 +161,8 @@ class Client:
                 if self.states.watched:
                     filters = {f for s in self.states.watched for f in ServiceStates.filters_for(s)}
                     await transport.subscribe(sorted(filters), qos=1)
+                if self._listeners:
+                    await transport.subscribe(sorted(self._listeners), qos=1)
             except TransportError as exc:
                 await transport.close()
                 if not first.done():
@@ -156,6 +180,11 @@ class Client:
                 first.set_result(None)
             try:
                 async for message in transport.messages():
+                    listeners = self._listeners.get(message.topic)
+                    if listeners:
+                        for listener in list(listeners):
+                            listener(message)
+                        continue
                     if message.correlation is None:
                         if not self.routes.feed(message.topic, message.payload):
                             self.states.feed(message.topic, message.payload)
@@ -180,6 +209,7 @@ class Client:
         call_id: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
         routing_key: str | None = None,
+        authorization: str | _Default | None = CLIENT_AUTHORIZATION,
     ) -> Any:
         """Call ``service.function`` and return its JSON result, or raise the typed error.
 
@@ -188,6 +218,8 @@ class Client:
         that already ran returns its stored answer without running again. Without ``version`` the
         version is picked by the service's published route weights (``routing_key`` makes the pick
         sticky); with no route table the call goes to ``service/{svc}/{fn}`` (the live version).
+        ``authorization`` replaces the client's ``authorization`` for this call (None: send none), as a
+        handler's calls on behalf of its caller do.
         """
         if self._connection is None:
             raise RuntimeError("use `async with Client(...)` or await client.connect() first")
@@ -208,7 +240,9 @@ class Client:
         payload = wire.encode_request(request_body(params))
         deadline = time.time() + timeout
         props = wire.request_properties(
-            deadline=deadline, authorization=self.authorization, extra=tuple((headers or {}).items())
+            deadline=deadline,
+            authorization=self.authorization if authorization is CLIENT_AUTHORIZATION else authorization,
+            extra=tuple((headers or {}).items()),
         )
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
@@ -254,6 +288,111 @@ class Client:
             self._pending.pop(correlation, None)
             if not future.done():
                 future.cancel()
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        user_properties: Sequence[tuple[str, str]] = (),
+        correlation: bytes | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Publish one message with QoS 1 that nobody answers (an event, a chunk, a one-way call).
+
+        Waits up to ``timeout`` (the client's default) for the broker to confirm it, across
+        reconnects; ``Unavailable`` when it cannot. Returns the PUBACK reason code: 0, or
+        ``NO_MATCHING_SUBSCRIBERS`` when nobody subscribes to ``topic`` (yours to judge: for an event
+        that is normal). A topic that is not a plain topic name is ``ValidationError``; a publish the
+        broker refuses is ``Forbidden`` (not authorized) or the refusal's typed error.
+        """
+        if self._connection is None:
+            raise RuntimeError("use `async with Client(...)` or await client.connect() first")
+        problem = topic_name_problem(topic)
+        if problem is not None:
+            raise ValidationError(f"cannot publish to {topic[:100]!r}: the topic {problem}")
+        budget = self.default_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        message = Message(topic, payload, qos=1, correlation=correlation, user_properties=user_properties)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Unavailable(
+                    f"the broker did not take a message for {topic[:100]} within {budget:g}s",
+                    {"broker": _redact(self.broker_url)},
+                )
+            try:
+                await asyncio.wait_for(self._connected.wait(), remaining)
+            except builtins.TimeoutError:
+                continue
+            transport = self._transport
+            if transport is None:
+                await asyncio.sleep(min(RECONNECT_MIN_S, remaining))
+                continue
+            try:
+                reason = await asyncio.wait_for(transport.publish(message), remaining)
+            except builtins.TimeoutError:
+                continue
+            except TransportError as exc:
+                if exc.reason is None or exc.reason < 0x80:
+                    # The connection dropped before the broker confirmed it: send it again (QoS 1 is
+                    # at least once anyway; receivers de-duplicate by the ids in the properties).
+                    await asyncio.sleep(min(RECONNECT_MIN_S, remaining))
+                    continue
+                reason = exc.reason
+            if reason == NOT_AUTHORIZED:
+                raise Forbidden(f"the broker refused a message to {topic[:100]}")
+            if reason >= 0x80:
+                raise _refused(reason, f"a message to {topic[:100]}")
+            return reason
+
+    async def listen(self, topic: str, listener: Listener, *, timeout: float | None = None) -> None:
+        """Hand every message on ``topic`` (a plain topic name, no wildcards) to ``listener`` until
+        ``unlisten``; subscribed (and again after every reconnect) before this returns.
+        ``Unavailable`` when the broker cannot be reached within ``timeout``."""
+        if self._connection is None:
+            raise RuntimeError("use `async with Client(...)` or await client.connect() first")
+        problem = topic_name_problem(topic)
+        if problem is not None:
+            raise ValidationError(f"cannot listen to {topic[:100]!r}: the topic {problem}")
+        listeners = self._listeners.setdefault(topic, [])
+        listeners.append(listener)
+        budget = self.default_timeout if timeout is None else timeout
+        subscribed = self._subscribed.get(topic)
+        try:
+            if subscribed is None:
+                subscribed = self._subscribed[topic] = asyncio.Event()
+                try:
+                    await asyncio.wait_for(self._connected.wait(), budget)
+                    transport = self._transport
+                    if transport is not None:
+                        # A connection lost meanwhile is fine: the reconnect subscribes to every
+                        # listened topic.
+                        with contextlib.suppress(TransportError):
+                            await transport.subscribe([topic], qos=1)
+                    subscribed.set()
+                finally:
+                    if not subscribed.is_set() and self._subscribed.get(topic) is subscribed:
+                        del self._subscribed[topic]  # the next listener subscribes again
+            else:
+                await asyncio.wait_for(subscribed.wait(), budget)  # another listener's SUBACK
+        except builtins.TimeoutError:
+            await self.unlisten(topic, listener)
+            raise Unavailable(f"no broker connection to subscribe to {topic[:100]}") from None
+
+    async def unlisten(self, topic: str, listener: Listener) -> None:
+        """Stop handing ``topic``'s messages to ``listener``; unsubscribe after the last listener."""
+        listeners = self._listeners.get(topic, [])
+        if listener in listeners:
+            listeners.remove(listener)
+        if listeners or topic not in self._listeners:
+            return
+        del self._listeners[topic]
+        self._subscribed.pop(topic, None)
+        transport = self._transport
+        if transport is not None:
+            with contextlib.suppress(TransportError):
+                await transport.unsubscribe([topic])
 
     async def route(
         self, service: str, *, alias: str = LIVE_ALIAS, routing_key: str | None = None
@@ -349,13 +488,15 @@ _REFUSED_REQUESTS = {
 
 
 def _refusal(reason: int, service: str, function: str) -> DormantError:
-    """The typed error of a PUBLISH the broker (or the client, before sending) refused with ``reason``."""
-    target = f"{service[:100]}.{function[:100]}"
+    """The typed error of a call's PUBLISH the broker (or the client, before sending) refused."""
+    return _refused(reason, f"a call to {service[:100]}.{function[:100]}")
+
+
+def _refused(reason: int, what: str) -> DormantError:
+    """The typed error of a PUBLISH of ``what`` refused with ``reason``."""
     if reason in _REFUSED_REQUESTS:
-        return ValidationError(f"cannot call {target}: {_REFUSED_REQUESTS[reason]}", {"reasonCode": reason})
-    return Unavailable(
-        f"the broker refused a call to {target} (reason code 0x{reason:02x})", {"reasonCode": reason}
-    )
+        return ValidationError(f"cannot send {what}: {_REFUSED_REQUESTS[reason]}", {"reasonCode": reason})
+    return Unavailable(f"the broker refused {what} (reason code 0x{reason:02x})", {"reasonCode": reason})
 
 
 def _correlation(call_id: CallId | bytes | str | None) -> bytes:

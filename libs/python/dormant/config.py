@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -72,11 +72,24 @@ def parse_broker_url(url: str) -> BrokerAddress:
     )
 
 
+def _read_token(path: str | None) -> str | None:
+    """The token kept in the dev mesh's token file (``tokenFile`` in its record), if readable."""
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     broker_url: str = DEFAULT_BROKER_URL
     catalog_url: str = DEFAULT_CATALOG_URL
     layer_store: Path = Path()
+    token: str | None = field(default=None, repr=False)
+    """The bearer token a client sends with its calls: ``DORMANT_TOKEN``, or the dev mesh's developer
+    token when the broker is the dev mesh's; None: calls carry no token."""
 
     @classmethod
     def from_env(
@@ -90,11 +103,16 @@ class Settings:
         broker_url = broker_url or os.environ.get("DORMANT_BROKER_URL")
         catalog_url = catalog_url or os.environ.get("DORMANT_CATALOG_URL")
         layer_store = layer_store or os.environ.get("DORMANT_LAYER_STORE")
-        mesh = dev_mesh() if not (broker_url and catalog_url and layer_store) else {}
+        token = os.environ.get("DORMANT_TOKEN") or None
+        mesh = dev_mesh() if not (broker_url and catalog_url and layer_store and token) else {}
+        if token is None and mesh.get("brokerUrl") in (None, broker_url or mesh.get("brokerUrl")):
+            # Only the dev mesh's own broker gets the dev mesh's token.
+            token = _read_token(mesh.get("tokenFile"))
         return cls(
             broker_url=broker_url or mesh.get("brokerUrl") or DEFAULT_BROKER_URL,
             catalog_url=catalog_url or mesh.get("catalogUrl") or DEFAULT_CATALOG_URL,
             layer_store=Path(layer_store or mesh.get("layerStore") or default_layer_store()),
+            token=token,
         )
 
     @property

@@ -47,11 +47,14 @@ from ._dispatch import Dispatcher, Transactions
 from ._loader import LoadedApp, LoadError, find_service_dir, load_app
 from ._modeljson import request_body
 from .app import ServiceSpec
-from .context import ANONYMOUS, TransactionSource, UserContext
+from .context import TransactionSource, UserContext
 from .decorators import SERVICE_ATTR
 from .errors import SystemError, error_from_payload
 
-__all__ = ["LoadError", "TestClient"]
+__all__ = ["TEST_USER", "LoadError", "TestClient"]
+
+TEST_USER = UserContext(user_id="test-user", email="test-user@example.com")
+"""Who calls through a ``TestClient`` unless told otherwise: a verified user with no roles."""
 
 NO_DATABASE = (
     "ctx.transaction() needs a database, and this TestClient has none: pass "
@@ -66,7 +69,9 @@ class TestClient:
     handler class decorated with ``@service`` (its directory is found from its source file), a handler
     instance (used as is: inject fakes through its constructor), or a ``ServiceSpec``.
 
-    ``version`` is what handlers see as ``ctx.version``; ``user`` is ``ctx.user``; ``headers`` are sent
+    ``version`` is what handlers see as ``ctx.version``; ``user`` is ``ctx.user`` (``TEST_USER``, a
+    signed-in user with no roles, unless given; pass ``dormant.ANONYMOUS`` for a caller without a token:
+    the service's ``auth`` mode and each function's ``roles`` are enforced as in a pod); ``headers`` are sent
     with every call; ``timeout`` (seconds) sets each call's deadline (``ctx.remaining()``; default: none,
     so only the function's own timeout applies); ``transactions`` backs ``ctx.transaction()``.
 
@@ -82,14 +87,14 @@ class TestClient:
         service: ServiceSpec | str | os.PathLike[str] | type | object,
         *,
         version: int | None = 1,
-        user: UserContext = ANONYMOUS,
+        user: UserContext | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         transactions: TransactionSource | None = None,
     ) -> None:
         spec, handler, self.app = _resolve(service)
         self.spec: ServiceSpec = spec
-        self.user = user
+        self.user = TEST_USER if user is None else user
         self.headers = dict(headers or {})
         self.timeout = timeout
         self._dispatcher = Dispatcher(spec, version, _transactions(transactions), handler=handler)

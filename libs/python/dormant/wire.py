@@ -201,6 +201,82 @@ def parse_service_state_topic(topic: str) -> str | None:
     return service if service and "/" not in service else None
 
 
+# --------------------------------------------------------------------------- events and binary transfers
+#
+# ``dormant.messaging`` publishes events on ``events/{name}`` and chunked binary transfers on
+# ``binary/{name}``, QoS 1, with the sender's identity as user properties (the subject, never the
+# token: every subscriber reads them). A name is one or more ``/``-separated segments of letters,
+# digits, ``_`` and ``-`` (no dots, so a name is never mistaken for a ``service.function`` target).
+
+EVENTS_PREFIX = "events/"
+BINARY_PREFIX = "binary/"
+MAX_EVENT_NAME_CHARS = 200
+_EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:/[A-Za-z0-9][A-Za-z0-9_-]*)*")
+
+PROP_USER_ID = "user-id"
+"""The sender's subject (``UserContext.user_id``); absent when the sender served an anonymous call."""
+PROP_EVENT_ID = "event-id"
+"""Derived from the sending call's callId, so a re-run sender repeats it and receivers can de-duplicate."""
+PROP_CAUSATION_ID = "causation-id"
+"""The callId of the call that sent the event or transfer."""
+PROP_TRANSFER_ID = "transfer-id"
+PROP_CHUNK_INDEX = "chunk-index"
+PROP_CHUNK_TOTAL = "chunk-total"
+PROP_CHUNK_SHA256 = "chunk-sha256"
+PROP_TRANSFER_SHA256 = "transfer-sha256"
+PROP_TRANSFER_SIZE = "transfer-size"
+MESSAGING_PROPERTIES = frozenset(
+    {
+        PROP_USER_ID,
+        PROP_EVENT_ID,
+        PROP_CAUSATION_ID,
+        PROP_TRANSFER_ID,
+        PROP_CHUNK_INDEX,
+        PROP_CHUNK_TOTAL,
+        PROP_CHUNK_SHA256,
+        PROP_TRANSFER_SHA256,
+        PROP_TRANSFER_SIZE,
+    }
+)
+"""User properties the messaging layer sets itself; a sender's own headers may not use these names."""
+
+
+def is_valid_event_name(name: str) -> bool:
+    return len(name) <= MAX_EVENT_NAME_CHARS and _EVENT_NAME.fullmatch(name) is not None
+
+
+def _checked_name(name: str, kind: str) -> str:
+    if not is_valid_event_name(name):
+        raise ValidationError(
+            f"{name[:100]!r} is not {kind} name: /-separated segments of letters, digits, _ and -, "
+            f"at most {MAX_EVENT_NAME_CHARS} characters",
+            {"name": name[:100]},
+        )
+    return name
+
+
+def event_topic(name: str) -> str:
+    """``events/{name}``: where events of that name are published; ``ValidationError`` for a bad name."""
+    return EVENTS_PREFIX + _checked_name(name, "an event")
+
+
+def parse_event_topic(topic: str) -> str | None:
+    """The name of an ``events/{name}`` topic; None for any other topic."""
+    name = topic[len(EVENTS_PREFIX) :] if topic.startswith(EVENTS_PREFIX) else ""
+    return name if is_valid_event_name(name) else None
+
+
+def binary_topic(name: str) -> str:
+    """``binary/{name}``: where the chunks of transfers of that name are published."""
+    return BINARY_PREFIX + _checked_name(name, "a binary transfer")
+
+
+def parse_binary_topic(topic: str) -> str | None:
+    """The name of a ``binary/{name}`` topic; None for any other topic."""
+    name = topic[len(BINARY_PREFIX) :] if topic.startswith(BINARY_PREFIX) else ""
+    return name if is_valid_event_name(name) else None
+
+
 # --------------------------------------------------------------------------- requests
 
 

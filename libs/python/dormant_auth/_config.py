@@ -24,6 +24,10 @@ class IssuerConfig:
     audience: str
     discovery_url: str | None = None
     jwks_url: str | None = None
+    jwks: str | None = field(default=None, repr=False)
+    """A key set given inline (JSON text), as Istio's ``RequestAuthentication.jwks`` allows: used as is,
+    never fetched nor refreshed (for an issuer this component cannot reach, such as the gateway's dev
+    key)."""
     introspection_url: str | None = None
     introspection_client_id: str | None = None
     introspection_client_secret: str | None = field(default=None, repr=False)
@@ -46,7 +50,8 @@ class IssuerConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IssuerConfig | None:
         """``DORMANT_OIDC_ISSUER`` and ``DORMANT_OIDC_AUDIENCE`` (both needed), optionally
-        ``DORMANT_OIDC_DISCOVERY_URL``, ``DORMANT_OIDC_JWKS_URL``, ``DORMANT_OIDC_INTROSPECTION_URL``,
+        ``DORMANT_OIDC_DISCOVERY_URL``, ``DORMANT_OIDC_JWKS_URL`` (or ``DORMANT_OIDC_JWKS``, the key set
+        itself), ``DORMANT_OIDC_INTROSPECTION_URL``,
         ``DORMANT_OIDC_CLIENT_ID``/``DORMANT_OIDC_CLIENT_SECRET`` (introspection),
         ``DORMANT_OIDC_CA_FILE`` and ``DORMANT_OIDC_{USER,EMAIL,ROLES,GROUPS}_CLAIM``; None when no
         issuer is configured."""
@@ -62,6 +67,7 @@ class IssuerConfig:
             audience=audience,
             discovery_url=env.get("DORMANT_OIDC_DISCOVERY_URL") or None,
             jwks_url=env.get("DORMANT_OIDC_JWKS_URL") or None,
+            jwks=env.get("DORMANT_OIDC_JWKS") or None,
             introspection_url=env.get("DORMANT_OIDC_INTROSPECTION_URL") or None,
             introspection_client_id=env.get("DORMANT_OIDC_CLIENT_ID") or None,
             introspection_client_secret=env.get("DORMANT_OIDC_CLIENT_SECRET") or None,

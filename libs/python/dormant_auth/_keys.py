@@ -4,12 +4,14 @@ Why not a JWKS client from a JOSE library: PyJWT's caches keys forever and empti
 refresh fails; joserfc has none. The rules here: fetch on first use; refetch when a token names an
 unknown ``kid`` (key rotation needs no restart) but at most once per ``min_refresh_s``; refetch keys
 older than ``max_key_age_s``; and when a refetch fails, keep serving the keys already known (the
-issuer being down does not stop calls signed with keys we have).
+issuer being down does not stop calls signed with keys we have). A key set given inline
+(``IssuerConfig.jwks``) is the whole truth: it is loaded once and never fetched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -37,6 +39,10 @@ class KeySource:
         self._fetched_at = float("-inf")
         self._tried_at = float("-inf")
         self._lock = asyncio.Lock()
+        if config.jwks is not None:
+            self._keys = KeySet.import_key_set(json.loads(config.jwks))
+            self._kids = frozenset(key.kid for key in self._keys.keys if key.kid)
+            self._fetched_at = float("inf")
 
     @property
     def fetched_at(self) -> float:
@@ -61,6 +67,8 @@ class KeySource:
     def _current(self, kid: str | None) -> bool:
         if self._keys is None:
             return False
+        if self._config.jwks is not None:
+            return True  # inline keys: an unknown kid fails the signature check, there is nothing to fetch
         if time.monotonic() - self._fetched_at > self._config.max_key_age_s:
             return False
         return kid is None or kid in self._kids

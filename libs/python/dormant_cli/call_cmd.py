@@ -39,6 +39,11 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
     p.add_argument("--version", type=int, default=None, help="call this version instead of live")
     p.add_argument("--call-id", default=None, help="reuse a callId (idempotent retry)")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="the bearer token to send (default: $DORMANT_TOKEN, else the dev mesh's developer token)",
+    )
     add_settings_flags(p, broker=True, catalog=True)
     p.set_defaults(run=run_call)
 
@@ -46,7 +51,8 @@ def register(sub: Subparsers) -> None:
 async def _call(broker_url: str, service: str, function: str, params: Any, args: argparse.Namespace) -> Any:
     from dormant.client import Client  # lazy: start-up time
 
-    async with Client(broker_url) as client:
+    authorization = None if args.token is None else f"Bearer {args.token}"
+    async with Client(broker_url, authorization=authorization) as client:
         return await client.call(
             service, function, params, timeout=args.timeout, version=args.version, call_id=args.call_id
         )

@@ -24,12 +24,18 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from dormant.errors import DormantError, NotFound
+import httpx
+
+from dormant.errors import DormantError, NotFound, Unauthenticated
 
 from .common import Subparsers, add_command, add_settings_flags, fail
 
 PR_SET_PDEATHSIG = 1
 SERVING_TIMEOUT_S = 90.0
+DEV_USER = "developer"
+DEV_ROLE = "developer"
+DEV_TOKEN_MINUTES = 720
+"""The developer token in env.sh and the mesh's token file lives 12 hours; `dormant token` makes more."""
 
 
 def register(sub: Subparsers) -> None:
@@ -187,8 +193,22 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "DORMANT_CATALOG_URL": catalog_url,
             "DORMANT_LAYER_STORE": str(layer_store),
         }
-        if provider is not None:  # the gateway (and, later, the runtimes) trust its tokens
+        # The gateway and the runtimes trust the provider's tokens (or, without it, the gateway's dev key),
+        # and the developer's shell gets a token for the default developer user (README's commands).
+        if provider is not None:
             env.update(provider.service_env())
+            try:
+                developer_token = await provider.token(DEV_USER, (DEV_ROLE,), minutes=DEV_TOKEN_MINUTES)
+            except httpx.HTTPError as exc:
+                return fail(f"the identity provider did not issue the developer token ({type(exc).__name__})")
+        else:
+            env.update(_dev_key_trust(state))
+            developer_token = _dev_key_token(state)
+        token_file = state / "dev-token"
+        token_file.touch(mode=0o600)
+        token_file.chmod(0o600)
+        token_file.write_text(developer_token + "\n")
+        stack.callback(token_file.unlink, missing_ok=True)
         if rabbitmq_url:
             env["DORMANT_RABBITMQ_URL"] = rabbitmq_url
         # The pods start (and warm their runtimes) while the service builds.
@@ -245,6 +265,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "replicas": dev.replicas,
             "gatewayUrl": gateway_url,
             "stateDir": str(state),
+            "tokenFile": str(token_file),
         }
         if provider is not None:
             info["oidcIssuer"] = provider.issuer
@@ -260,6 +281,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             f"export DORMANT_LAYER_STORE={layer_store}\n"
             f"export DORMANT_GATEWAY_URL={gateway_url}\n"
             f"export DORMANT_STATE_DIR={state}\n"
+            f"export DORMANT_TOKEN={developer_token}\n"
             + (f"export DORMANT_RABBITMQ_URL={rabbitmq_url}\n" if rabbitmq_url else "")
         )
         stack.callback(env_file.unlink, missing_ok=True)
@@ -293,6 +315,32 @@ async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) 
         return False
     task.result()  # its exception, if any
     return True
+
+
+def _dev_key_trust(state: Path) -> dict[str, str]:
+    """Without the identity provider: runtimes trust the gateway's dev key (its key set, inline)."""
+    from dormant_gateway.auth import load_or_create_dev_key  # lazy: start-up time
+    from dormant_gateway.config import DEFAULT_AUDIENCE, DEV_ISSUER  # lazy: start-up time
+
+    return {
+        "DORMANT_OIDC_ISSUER": DEV_ISSUER,
+        "DORMANT_OIDC_AUDIENCE": DEFAULT_AUDIENCE,
+        "DORMANT_OIDC_JWKS": json.dumps(load_or_create_dev_key(state).jwks()),
+    }
+
+
+def _dev_key_token(state: Path) -> str:
+    from dormant_gateway.auth import Role, load_or_create_dev_key, mint_token  # lazy: start-up time
+    from dormant_gateway.config import DEFAULT_AUDIENCE, DEV_ISSUER  # lazy: start-up time
+
+    return mint_token(
+        load_or_create_dev_key(state),
+        sub=DEV_USER,
+        roles=[Role(DEV_ROLE)],
+        ttl_s=DEV_TOKEN_MINUTES * 60,
+        issuer=DEV_ISSUER,
+        audience=DEFAULT_AUDIENCE,
+    )
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
@@ -346,7 +394,7 @@ async def _wait_serving(broker_url: str, service: str, stop: asyncio.Event) -> b
         while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
             try:
                 await client.call(service, "dormantReadinessProbe", {}, timeout=0.5)  # no such function
-            except NotFound as exc:
+            except (NotFound, Unauthenticated) as exc:
                 # A runtime's answer, not the client's own verdict on a call nobody received.
                 if not (isinstance(exc.details, dict) and exc.details.get("noSubscribers")):
                     return True

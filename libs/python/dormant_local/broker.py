@@ -1,13 +1,24 @@
-"""A private Mosquitto broker process with Dormant's configuration, for ``dormant dev`` and the tests."""
+"""A private Mosquitto broker process with Dormant's configuration, for ``dormant dev`` and the tests.
+
+By default the broker lets anyone in (one listener, anonymous clients allowed). With a
+``SecurityPlan`` (``dormant_local.broker_security``) it runs secured: the dynamic-security plugin holds
+the accounts and their ACLs, anonymous clients are refused, and there are two listeners: ``port`` for
+callers (``use_username_as_clientid true``: a caller's client id is its user name, so it can never be
+a runtime's) and ``component_port`` for runtimes, the controller and gateways (free client ids, which
+``dormant-{svc}-v{N}-s{slot}`` needs to resume a slot's session). Caller accounts are pinned to their
+user name as client id, so the components' listener does not let a caller choose one either.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
 import pwd
 import shutil
 from importlib import resources
 from pathlib import Path
 
+from .broker_security import BrokerAccount, SecurityPlan, TlsFiles, make_tls_files
 from .ports import free_port, port_accepts, wait_until
 from .processes import ChildProcess, ServerProcess
 
@@ -38,6 +49,40 @@ def find_mosquitto() -> str:
     return found
 
 
+DYNSEC_PLUGIN_ENV = "DORMANT_MOSQUITTO_DYNSEC"
+_DYNSEC_PATTERNS = (
+    "/usr/lib/*/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/*/mosquitto_dynamic_security.so",
+    "/opt/homebrew/lib/mosquitto_dynamic_security.so",
+)
+
+
+class DynsecPluginNotFound(RuntimeError):
+    """Mosquitto's dynamic-security plugin is not on this machine (it ships with Mosquitto 2)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) was not found; it ships "
+            f"with Mosquitto 2 (`{INSTALL_HINT}`), or set {DYNSEC_PLUGIN_ENV} to its path"
+        )
+
+
+def find_dynsec_plugin() -> str:
+    """Path of ``mosquitto_dynamic_security.so``: ``$DORMANT_MOSQUITTO_DYNSEC``, then the usual lib dirs."""
+    override = os.environ.get(DYNSEC_PLUGIN_ENV)
+    if override:
+        if os.path.isfile(override):
+            return override
+        raise DynsecPluginNotFound()
+    for pattern in _DYNSEC_PATTERNS:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    raise DynsecPluginNotFound()
+
+
 def config_template() -> str:
     """Dormant's Mosquitto configuration template (placeholders for ``str.format``)."""
     return resources.files("dormant_local").joinpath("mosquitto.conf").read_text(encoding="utf-8")
@@ -57,6 +102,41 @@ def render_config(*, port: int, data_dir: Path, acl_file: Path | None = None) ->
     )
 
 
+_ANONYMOUS_LINE = "allow_anonymous true\n"
+
+
+def _tls_lines(tls: TlsFiles | None) -> str:
+    if tls is None:
+        return ""
+    return f"certfile {tls.server_cert}\nkeyfile {tls.server_key}\ntls_version tlsv1.2\n"
+
+
+def render_secured_config(
+    *, port: int, component_port: int, data_dir: Path, dynsec_file: Path, tls: TlsFiles | None = None
+) -> str:
+    """Dormant's configuration with the dynamic-security plugin, no anonymous clients, and a second
+    listener for components (see the module docstring); with ``tls``, both listeners speak TLS 1.2 or
+    later only, with that server certificate."""
+    base = render_config(port=port, data_dir=data_dir)
+    if base.count(_ANONYMOUS_LINE) != 1:
+        raise RuntimeError("the Mosquitto template no longer has one 'allow_anonymous true' line")
+    secured = (
+        "allow_anonymous false\n"
+        "# Callers' listener: the client id is the user name, so it is never a component's.\n"
+        "use_username_as_clientid true\n"
+        f"{_tls_lines(tls)}"
+        f"plugin {find_dynsec_plugin()}\n"
+        f"plugin_opt_config_file {dynsec_file}\n"
+        "\n"
+        "# Components' listener (runtimes, controller, gateways): client ids of their choosing.\n"
+        f"listener {component_port} 127.0.0.1\n"
+        "protocol mqtt\n"
+        "use_username_as_clientid false\n"
+        f"{_tls_lines(tls)}"
+    )
+    return base.replace(_ANONYMOUS_LINE, secured)
+
+
 class MosquittoProcess(ServerProcess):
     """A Mosquitto child process listening on 127.0.0.1; persistence lives in ``data_dir``."""
 
@@ -70,21 +150,45 @@ class MosquittoProcess(ServerProcess):
         data_dir: Path,
         acl_file: Path | None = None,
         log_file: Path | None = None,
+        security: SecurityPlan | None = None,
+        component_port: int | None = None,
+        tls: bool = False,
     ) -> None:
         super().__init__()
+        if security is not None and acl_file is not None:
+            raise ValueError("a secured broker takes its ACLs from the security plan, not an acl_file")
+        if tls and security is None:
+            raise ValueError("TLS is an option of the secured broker: pass a security plan too")
+        self.tls = tls
+        self.tls_files: TlsFiles | None = None
+        """The CA (``ca_cert``, for clients to trust) and server certificate, once started with TLS."""
         self._auto_port = port is None
         self.port = port if port is not None else free_port()
+        self.security = security
+        self._auto_component_port = component_port is None and security is not None
+        self._component_port = component_port or (free_port() if security is not None else 0)
         self.data_dir = Path(data_dir).absolute()
         self.acl_file = Path(acl_file).absolute() if acl_file is not None else None
         self.log_file = Path(log_file).absolute() if log_file is not None else self.data_dir / "mosquitto.log"
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     @property
     def host(self) -> str:
         return "127.0.0.1"
+
+    @property
+    def component_port(self) -> int:
+        """The components' listener when secured; the one listener otherwise."""
+        return self._component_port if self.security is not None else self.port
+
+    def url_for(self, account: BrokerAccount) -> str:
+        """The broker URL, with credentials, that ``account`` connects with: callers on ``port``,
+        components on ``component_port``."""
+        port = self.port if account.kind == "caller" else self.component_port
+        return account.url(self.host, port, tls=self.tls)
 
     @property
     def config_file(self) -> Path:
@@ -96,10 +200,9 @@ class MosquittoProcess(ServerProcess):
             return
         executable = find_mosquitto()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        attempts = 3 if self._auto_port else 1
+        attempts = 3 if self._auto_port or self._auto_component_port else 1
         for attempt in range(attempts):
-            config = render_config(port=self.port, data_dir=self.data_dir, acl_file=self.acl_file)
-            self.config_file.write_text(config, encoding="utf-8")
+            self.config_file.write_text(self._config(), encoding="utf-8")
             child = ChildProcess(
                 [executable, "-c", str(self.config_file)], name="mosquitto", log_file=self.log_file
             )
@@ -107,20 +210,40 @@ class MosquittoProcess(ServerProcess):
             self._child = child
             try:
                 await wait_until(self._accepts, within=self.start_timeout, failed=self._failed)
-                self._auto_port = False  # restarts keep the port
+                self._auto_port = self._auto_component_port = False  # restarts keep the ports
                 return
             except (RuntimeError, TimeoutError) as exc:
                 child.kill()
                 port_taken = "Address already in use" in child.log_tail()
                 if port_taken and attempt + 1 < attempts:
-                    self.port = free_port()
+                    if self._auto_port:
+                        self.port = free_port()
+                    if self._auto_component_port:
+                        self._component_port = free_port()
                     continue
                 raise RuntimeError(
                     f"mosquitto did not start on port {self.port}: {exc}\n{child.log_tail()}"
                 ) from exc
 
+    def _config(self) -> str:
+        if self.security is None:
+            return render_config(port=self.port, data_dir=self.data_dir, acl_file=self.acl_file)
+        # Written at every start: the plan is the truth. Accounts added at run time through
+        # $CONTROL/dynamic-security (Mosquitto saves them into this file) do not survive a restart
+        # unless they are added to the plan too.
+        dynsec_file, _ = self.security.write(self.data_dir)
+        if self.tls and self.tls_files is None:  # one CA per broker: restarts keep the certificates
+            self.tls_files = make_tls_files(self.data_dir / "tls")
+        return render_secured_config(
+            port=self.port,
+            component_port=self._component_port,
+            data_dir=self.data_dir,
+            dynsec_file=dynsec_file,
+            tls=self.tls_files,
+        )
+
     def _accepts(self) -> bool:
-        return port_accepts(self.port)
+        return port_accepts(self.port) and port_accepts(self.component_port)
 
     def _failed(self) -> str | None:
         child = self._child

@@ -15,6 +15,7 @@ from dormant._control import DRAINED, FAILED, READY, STANDBY, Drain, Load
 from dormant.config import Settings
 from dormant_catalog.calls import DEFAULT_LEASE_S, CallStore
 
+from .authn import CallAuthenticator
 from .control import EventChannel, read_commands
 from .dedup import Deduplicator
 from .dispatcher import Dispatcher
@@ -65,7 +66,8 @@ async def _serve(
     try:
         spec = load_service(app_dir)
         dispatcher = Dispatcher(spec, version, transactions)
-    except LoadError as exc:
+        authenticator = CallAuthenticator.from_env(spec.auth)
+    except (LoadError, ValueError) as exc:
         events.emit(FAILED, error=str(exc))
         log.error("%s", exc)
         return 1
@@ -98,6 +100,7 @@ async def _serve(
         dedup=dedup,
         max_in_flight=args.max_in_flight,
         stats=CallStats(),
+        authenticator=authenticator,
     )
     assert server.stats is not None
     stats = StatsPublisher(
@@ -123,6 +126,7 @@ async def _serve(
         await dedup.close()
     if transactions is not None:
         await transactions.close()
+    await authenticator.close()
     events.emit(DRAINED, cut_off=left)
     return 0
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from dormant._dispatch import MAX_REPORTED_ERRORS, Outcome, Transactions, UncheckedFormat, output_json
 from dormant._dispatch import Dispatcher as _InProcess
+from dormant.context import ANONYMOUS, UserContext
 from dormant.wire import Call
 
 __all__ = ["MAX_REPORTED_ERRORS", "Dispatcher", "Outcome", "Transactions", "UncheckedFormat", "output_json"]
@@ -24,13 +25,21 @@ __all__ = ["MAX_REPORTED_ERRORS", "Dispatcher", "Outcome", "Transactions", "Unch
 class Dispatcher(_InProcess):
     """Runs decoded calls against one loaded service."""
 
-    async def run(self, call: Call) -> Outcome:
-        """Run the call; a transaction the handler opened is left open on the outcome."""
+    async def run(self, call: Call, user: UserContext = ANONYMOUS) -> Outcome:
+        """Run the call for ``user`` (verified by ``dormant_runtime.authn``); a transaction the handler
+        opened is left open on the outcome."""
         return await self.run_call(
-            call.function, call.params, call_id=call.call_id, deadline=call.deadline, headers=call.headers
+            call.function,
+            call.params,
+            call_id=call.call_id,
+            deadline=call.deadline,
+            headers=call.headers,
+            user=user,
         )
 
-    async def dispatch(self, call: Call) -> tuple[bool, Any]:
+    async def dispatch(self, call: Call, user: UserContext = ANONYMOUS) -> tuple[bool, Any]:
         """Run the call and finish its transaction, if any: committed on success, rolled back on error."""
-        outcome = await self.end_call(await self.run(call), function=call.function, call_id=call.call_id)
+        outcome = await self.end_call(
+            await self.run(call, user), function=call.function, call_id=call.call_id
+        )
         return outcome.ok, outcome.body

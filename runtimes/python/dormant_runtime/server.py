@@ -21,11 +21,13 @@ from typing import Any, Literal
 import orjson
 
 from dormant import errors, wire
+from dormant.context import UserContext
 from dormant.transport import SESSION_TAKEN_OVER, Message, Transport, TransportError, new_transport
 from dormant_catalog import CatalogUnavailable
 from dormant_catalog.calls import MAX_CALL_ID_BYTES, CallState, Claim, call_id_problem, fingerprint
 from dormant_catalog.db import is_transient
 
+from .authn import CallAuthenticator
 from .dedup import STORED_ERROR_TYPES, Deduplicator
 from .dispatcher import Dispatcher, Outcome
 from .stats import CallStats, mark_start
@@ -60,8 +62,10 @@ class Server:
         dedup: Deduplicator | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         stats: CallStats | None = None,
+        authenticator: CallAuthenticator | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self.authenticator = authenticator or CallAuthenticator(dispatcher.service.auth, None)
         self.broker_url = broker_url
         self.service = dispatcher.service.name
         self.version = version
@@ -161,14 +165,23 @@ class Server:
             log.info("[%s] rejected call on %s: %s", call.call_id, message.topic, rejected.error)
             await self._answer(transport, message, call, False, orjson.dumps(rejected.error.to_payload()))
             return
+        try:
+            # Before anything is looked up or stored: an answer kept for a callId goes only to a caller
+            # who may make the call (and, through the fingerprint, only to the caller who made it).
+            user = await self.authenticator.user_of(call)
+            self.dispatcher.admit(call.function, user)
+        except errors.DormantError as refused:
+            log.info("[%s] refused call of %s: %s", call.call_id, call.function, refused)
+            await self._answer(transport, message, call, False, orjson.dumps(refused.to_payload()))
+            return
         if self.dedup is None or not call.call_id_given:
-            ok, body = await self.dispatcher.dispatch(call)
+            ok, body = await self.dispatcher.dispatch(call, user)
             await self._answer(transport, message, call, ok, orjson.dumps(body))
             return
-        await self._handle_once(transport, message, call, self.dedup)
+        await self._handle_once(transport, message, call, user, self.dedup)
 
     async def _handle_once(
-        self, transport: Transport, message: Message, call: wire.Call, dedup: Deduplicator
+        self, transport: Transport, message: Message, call: wire.Call, user: UserContext, dedup: Deduplicator
     ) -> None:
         """Run the call at most once across every runtime of the service; answer repeats from the store.
 
@@ -180,12 +193,7 @@ class Server:
             refused = errors.ValidationError(problem, {"limit": MAX_CALL_ID_BYTES})
             await self._answer(transport, message, call, False, orjson.dumps(refused.to_payload()))
             return
-        if call.function not in self.dispatcher.service.functions:
-            # NotFound runs nothing and is the same every time: nothing to de-duplicate or store.
-            ok, body = await self.dispatcher.dispatch(call)
-            await self._answer(transport, message, call, ok, orjson.dumps(body))
-            return
-        claim = Claim(call.function, call.call_id, fingerprint(call.params))
+        claim = Claim(call.function, call.call_id, fingerprint(call.params, caller=user.user_id))
         runs = 0
         while True:
             try:
@@ -199,7 +207,7 @@ class Server:
             if state.kind == "conflict":
                 reused = errors.Conflict(
                     f"callId {call.call_id!r} was already used for a {call.function} call with another"
-                    " input; use a new callId for a new call",
+                    " input or by another caller; use a new callId for a new call",
                     {"callId": call.call_id, "function": call.function},
                 )
                 await self._answer(transport, message, call, False, orjson.dumps(reused.to_payload()))
@@ -207,7 +215,7 @@ class Server:
             # The call is ours (claimed, taken over from a dead owner, or ours again after a lost commit).
             runs += 1
             try:
-                outcome = await self.dispatcher.run(call)
+                outcome = await self.dispatcher.run(call, user)
             except asyncio.CancelledError:
                 await dedup.abandon(claim.key)
                 raise

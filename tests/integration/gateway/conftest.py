@@ -22,7 +22,7 @@ from dormant_local import ExternalPostgres, LocalPostgres, MosquittoProcess, Rab
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
-from e2e.mesh import Mesh
+from e2e.mesh import Mesh, caller_token
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,8 @@ async def gw_db(pg: LocalPostgres | ExternalPostgres) -> AsyncIterator[str]:
 async def gw_mesh(broker: MosquittoProcess, gw_db: str, gw_tmp: Path) -> AsyncIterator[Mesh]:
     mesh = Mesh(broker.url, gw_db, gw_tmp / "layers", gw_tmp / "pods")
     mesh.work_root.mkdir(parents=True, exist_ok=True)
+    token = caller_token(mesh.identity.token("tester"))
+    token.__enter__()
     try:
         for service_dir in (EXAMPLE, PROBE):
             service, version = await mesh.publish(service_dir)
@@ -58,6 +60,7 @@ async def gw_mesh(broker: MosquittoProcess, gw_db: str, gw_tmp: Path) -> AsyncIt
         yield mesh
     finally:
         mesh.stop()
+        token.__exit__(None, None, None)
 
 
 @pytest_asyncio.fixture(scope="module")

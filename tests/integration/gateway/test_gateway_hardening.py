@@ -324,7 +324,9 @@ async def test_deleting_a_function_undeploys_it(gateway: GatewayProcess, gw_mesh
     name = "doomed-service"
     source = copy_service(PROBE, gw_tmp / name)
     probe = source / "probe.py"
-    probe.write_text(probe.read_text().replace('@service("probe-service")', f'@service("{name}")'))
+    probe.write_text(
+        probe.read_text().replace('@service("probe-service", auth="off")', f'@service("{name}", auth="off")')
+    )
     _, version = await gw_mesh.publish(source)
     await gw_mesh.deploy(name, version, replicas=1)
     gw_mesh.start_pod("gw-pod-doomed")

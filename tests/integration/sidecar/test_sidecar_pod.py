@@ -38,6 +38,7 @@ async def test_claim_load_ready_and_stop(
     assert len(Path(load["app_dir"]).name) == 64  # the layer digest
     slot = (await catalog.list_slots("svc"))[0]
     assert slot.pod_id == pod.pod_id and slot.lease_live
+
     # The pod reports the version serving after the runtime says it loaded it: wait for that report.
     async def running() -> bool:
         return (await catalog.deployment_status("svc")).state == "running"

@@ -1,0 +1,95 @@
+"""The broker security plan: dynsec password format, account names, roles, and secrets kept out of sight."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from dormant_local.broker_security import (
+    BrokerAccountError,
+    SecurityPlan,
+    hash_password,
+    inbox_role,
+    runtime_username,
+)
+
+
+def test_password_hash_matches_mosquitto_ctrl() -> None:
+    # Written by `mosquitto_ctrl dynsec init d.json admin secretpw` (Mosquitto 2.0.11).
+    salt = base64.b64decode("MZXFoKM39I8b+2ty")
+    assert hash_password("secretpw", salt=salt) == {
+        "password": "n1snSRTH1Pfqpd2UOh9Bl//7AjnwlA+YwpQXb9uJUDX1FUrKugNRPThIvqQTJJKHdw2XFUDAdk/"
+        "OcTICvPAQvA==",
+        "salt": "MZXFoKM39I8b+2ty",
+        "iterations": 101,
+    }
+    assert len(base64.b64decode(hash_password("x")["salt"])) == 12
+
+
+@pytest.mark.parametrize(
+    "name", ["", "dormant", "Dormant-x", "dormant.runtime.svc", "a/b", "a+b", "a#", "-a", "x" * 129, "a b"]
+)
+def test_caller_names_that_could_collide_or_break_a_topic_are_refused(name: str) -> None:
+    with pytest.raises(BrokerAccountError):
+        SecurityPlan().add_caller(name)
+
+
+def test_duplicates_and_bad_service_names_are_refused() -> None:
+    plan = SecurityPlan.for_mesh(services=["user-service"], callers=["alice"])
+    with pytest.raises(BrokerAccountError):
+        plan.add_caller("alice")
+    with pytest.raises(BrokerAccountError):
+        plan.add_runtime("user-service")
+    with pytest.raises(BrokerAccountError):
+        plan.add_runtime("Bad_Name")
+    with pytest.raises(BrokerAccountError):
+        plan.account("nobody")
+
+
+def test_dynsec_config_denies_by_default_and_binds_each_inbox() -> None:
+    plan = SecurityPlan.for_mesh(services=["svc"], callers=["alice", "bob"])
+    config = plan.dynsec_config()
+    assert config["defaultACLAccess"] == {
+        "publishClientSend": False,
+        "publishClientReceive": False,
+        "subscribe": False,
+        "unsubscribe": True,
+    }
+    clients = {client["username"]: client for client in config["clients"]}
+    roles = {role["rolename"]: role["acls"] for role in config["roles"]}
+    assert clients["alice"]["clientid"] == "alice"
+    assert "clientid" not in clients[runtime_username("svc")]
+    assert [r["rolename"] for r in clients["alice"]["roles"]] == ["caller", inbox_role("alice")]
+    assert {(a["acltype"], a["topic"]) for a in roles[inbox_role("alice")]} == {
+        ("subscribePattern", "reply/alice/#"),
+        ("publishClientReceive", "reply/alice/#"),
+        ("publishClientSend", "reply/alice/#"),
+    }
+    runtime_acls = {(a["acltype"], a["topic"]) for a in roles["runtime:svc"]}
+    assert ("subscribePattern", "$share/+/service/svc/#") in runtime_acls
+    assert ("publishClientReceive", "service/svc/#") in runtime_acls
+    assert ("publishClientSend", "mesh/stats/svc/#") in runtime_acls
+    assert not any(
+        topic.startswith("mesh/routes") for kind, topic in runtime_acls if kind == "publishClientSend"
+    )
+    assert all(acl["allow"] for acls in roles.values() for acl in acls)
+
+
+def test_secrets_stay_out_of_reprs_and_the_files_are_private(tmp_path: Path) -> None:
+    plan = SecurityPlan.for_mesh(services=["svc"], callers=["alice"])
+    alice = plan.account("alice")
+    assert alice.password not in repr(alice) and alice.password not in repr(plan)
+    assert alice.url("127.0.0.1", 1883) == f"mqtt://alice:{alice.password}@127.0.0.1:1883"
+    dynsec, credentials = plan.write(tmp_path)
+    for path in (dynsec, credentials):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert alice.password not in dynsec.read_text()
+    assert json.loads(credentials.read_text())["alice"]["password"] == alice.password
+    loaded = SecurityPlan.load(credentials)
+    assert {a.username: (a.kind, a.service) for a in loaded.accounts} == {
+        a.username: (a.kind, a.service) for a in plan.accounts
+    }
