@@ -145,8 +145,8 @@ def test_dormant_dev_serves_the_example_and_leaves_no_orphans(tmp_path: Path) ->
         assert len(children) >= 6  # broker, postgres, 2 sidecars, 1 serving runtime, standbys
         broker_url = _broker_url_from(tmp_path / "state")
         create = ("call", "user-service.createUser", '{"email": "dev@example.com", "name": "Dev"}')
-        anonymous = dormant(*create, "--broker-url", broker_url)
-        assert anonymous.returncode == 1 and "Unauthenticated" in anonymous.stderr
+        forged = dormant(*create, "--broker-url", broker_url, "--token", "not-a-jwt")
+        assert forged.returncode == 1 and "Unauthenticated" in forged.stderr
         token_file = tmp_path / "state" / "dev-token"
         assert token_file.stat().st_mode & 0o777 == 0o600
         token = token_file.read_text().strip()

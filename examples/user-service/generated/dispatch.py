@@ -17,7 +17,7 @@ from service import UserService as _Handler
 
 from . import models as _models
 
-INTERFACE_HASH = "sha256:ee4cb721118b02abff3c4aff677c45668fd62d3490a7e85d820700da578a09ec"
+INTERFACE_HASH = "sha256:bbd1d62040acb2668543f013984b80dcf1d874ea5c8e152dc6f56b3f9b535a55"
 
 _INTERFACE = json.loads(Path(__file__).with_name("interface.json").read_text(encoding="utf-8"))
 if _INTERFACE.get("interfaceHash") != INTERFACE_HASH:
@@ -28,7 +28,7 @@ SERVICE = ServiceSpec(
     name="user-service",
     handler_class=_Handler,
     interface_hash=INTERFACE_HASH,
-    auth="required",
+    auth="optional",
     functions={
         "createUser": FunctionSpec(
             name="createUser",
