@@ -8,7 +8,7 @@ from dormant import Context, function, service
 from generated.models import Greeting, GreetRequest, HttpEvent, HttpResponse
 
 
-@service("greeter", auth="optional")  # a public greeting; cron/queue/HTTP triggers carry no token yet
+@service("greeter")
 class Greeter:
     @function("greet", timeout=5)
     async def greet(self, request: GreetRequest, ctx: Context) -> Greeting:

@@ -1,6 +1,14 @@
-"""UserService: the example from the Dormant seed, kept in memory.
+"""UserService: the example from the Dormant seed, on the platform's DataStore and Messaging.
 
-``createUser`` registers a user (emails are unique); ``getUser`` looks one up by id.
+``createUser`` stores the user in the ``users`` collection and sends a ``user_created`` notification;
+``getUser`` reads it back. The DataStore keeps documents in Postgres with row-level security from the
+caller's token: a user created by one caller is found by that caller through any replica, and another
+caller gets ``NotFound`` (not ``Forbidden``: whether a document exists is itself not theirs to know)
+unless the Authorizer granted them ``read`` on ``users`` (``grantRead``, for callers with the ``admin``
+role). Emails are unique among each caller's users.
+
+The platform interfaces come in through the constructor, as in the seed (``UserService(IDataStore,
+IMessaging)``); each use acts as the caller of the call being served.
 """
 
 from __future__ import annotations
@@ -8,34 +16,55 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from dormant import BusinessLogicError, Context, NotFound, function, service
+from dormant import BusinessLogicError, Context, DataStore, Messaging, NotFound, function, service
 
-from generated.models import CreateUserRequest, CreateUserResponse, GetUserRequest, User
+from generated.models import (
+    CreateUserRequest,
+    CreateUserResponse,
+    GetUserRequest,
+    GrantReadRequest,
+    GrantReadResponse,
+    User,
+)
+
+USERS = "users"
 
 
-@service("user-service", auth="optional")  # until triggers carry an identity (see docs/security.md)
+@service("user-service")
 class UserService:
-    def __init__(self) -> None:
-        self._users: dict[str, User] = {}
+    def __init__(self, data: DataStore, messaging: Messaging) -> None:
+        self.data = data
+        self.messaging = messaging
 
     @function("createUser", timeout=10)
     async def create_user(self, request: CreateUserRequest, ctx: Context) -> CreateUserResponse:
         email = str(request.email).lower()
-        if any(str(u.email).lower() == email for u in self._users.values()):
+        if (await self.data.query(USERS, {"email": email}, page_size=1)).total:
             raise BusinessLogicError(f"a user with email {email} already exists", {"email": email})
-        user = User(
-            userId=uuid.uuid4().hex,
-            email=email,
-            name=request.name,
-            createdAt=datetime.now(UTC).isoformat(timespec="seconds"),
+        user_id = await self.data.insert(
+            USERS,
+            {
+                "id": uuid.uuid4().hex,
+                "email": email,
+                "name": request.name,
+                "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
         )
-        self._users[user.userId] = user
-        ctx.logger.info("created user %s", user.userId)
-        return CreateUserResponse(userId=user.userId)
+        await self.messaging.send("notifications", {"type": "user_created", "userId": user_id})
+        ctx.logger.info("created user %s", user_id)
+        return CreateUserResponse(userId=user_id)
 
     @function("getUser")
     async def get_user(self, request: GetUserRequest, ctx: Context) -> User:
-        user = self._users.get(request.userId)
-        if user is None:
+        found = await self.data.get_by_id(USERS, request.userId)
+        if found is None:
             raise NotFound(f"no user {request.userId}", {"userId": request.userId})
-        return user
+        return User(
+            userId=found["id"], email=found["email"], name=found["name"], createdAt=found["createdAt"]
+        )
+
+    @function("grantRead", roles=["admin"])
+    async def grant_read(self, request: GrantReadRequest, ctx: Context) -> GrantReadResponse:
+        """Let ``user`` read every user record (an ``admin`` only; the grant is audited)."""
+        granted = await ctx.authorizer.assign_permissions(request.user, ["read"], ctx.service, USERS)
+        return GrantReadResponse(granted=granted)

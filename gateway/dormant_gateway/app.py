@@ -33,6 +33,7 @@ from dormant_catalog import (
 
 from .api import deployments, functions, invocations, invoke, meta, triggers, versions
 from .auth import PrincipalVerifier, load_or_create_dev_key
+from .auth.identity import identity_from
 from .config import GatewayConfig
 from .http_errors import HttpError, conflict, error_response
 from .inputs import RefuseNul
@@ -146,7 +147,8 @@ def create_app(config: GatewayConfig) -> Starlette:
             dev_key = load_or_create_dev_key(config.state_dir) if config.dev_auth else None
             db = await open_database(config.catalog_url, max_size=DB_POOL_SIZE)
             stack.push_async_callback(db.close)
-            # No token of its own: each call carries its HTTP caller's (forwarded as a header).
+            # The client sends no token by default: a call for an HTTP caller carries that caller's token
+            # (forwarded as a header), a call the gateway makes on its own carries the gateway's.
             client = Client(
                 config.broker_url, client_id=f"dormant-gateway-{uuid.uuid4().hex[:12]}", authorization=""
             )
@@ -160,6 +162,21 @@ def create_app(config: GatewayConfig) -> Starlette:
                 IssuerConfig(issuer=config.issuer, audience=config.oidc_audience, jwks_url=jwks_url)
             )
             stack.push_async_callback(verifier.close)
+            identity = identity_from(
+                dev_key=dev_key,
+                issuer=config.issuer,
+                audience=config.oidc_audience,
+                oidc_issuer=config.oidc_issuer,
+                client_id=config.gateway_client_id,
+                client_secret=config.gateway_client_secret,
+            )
+            if identity is None:
+                log.warning(
+                    "no DORMANT_GATEWAY_CLIENT_ID: cron, queue and async calls and public HTTP triggers "
+                    "carry no token, so services with auth='required' refuse them"
+                )
+            else:
+                stack.push_async_callback(identity.close)
             limits = config.rate_limits
             gateway = GatewayState(
                 config=config,
@@ -174,6 +191,7 @@ def create_app(config: GatewayConfig) -> Starlette:
                     }
                 ),
                 dev_key=dev_key,
+                identity=identity,
             )
             app.state.gateway = gateway
             tasks: list[asyncio.Task[None]] = start_workers(gateway) if config.workers else []

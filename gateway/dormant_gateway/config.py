@@ -27,6 +27,12 @@ def _float_env(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+def _production_issuer(value: str | None) -> str | None:
+    """``DORMANT_OIDC_ISSUER``, except the dev issuer's name: that is this gateway's own dev key (the
+    environment ``dormant dev`` gives its runtimes names it, with the key set inline)."""
+    return None if not value or value == DEV_ISSUER else value
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimits:
     """Requests per minute: invoke per function, deploy and management writes per user (seed defaults)."""
@@ -91,6 +97,10 @@ class GatewayConfig:
     """Production issuer; None means the dev issuer (a key in the state dir, JWKS served here)."""
     oidc_jwks_url: str | None = None
     oidc_audience: str = DEFAULT_AUDIENCE
+    gateway_client_id: str | None = None
+    """The gateway's own OAuth 2 client at the issuer (client credentials), for the calls it makes by
+    itself: cron ticks, queue messages, async invocations (``auth/identity.py``)."""
+    gateway_client_secret: str | None = field(default=None, repr=False)
     rabbitmq_url: str | None = None
     """RabbitMQ for queue triggers; None refuses queue triggers (never a default: a machine's own
     RabbitMQ must not be used by accident)."""
@@ -110,9 +120,11 @@ class GatewayConfig:
             catalog_url=settings.catalog_url,
             layer_store=settings.layer_store,
             state_dir=default_state_dir(),
-            oidc_issuer=os.environ.get("DORMANT_OIDC_ISSUER") or None,
+            oidc_issuer=_production_issuer(os.environ.get("DORMANT_OIDC_ISSUER")),
             oidc_jwks_url=os.environ.get("DORMANT_OIDC_JWKS_URL") or None,
             oidc_audience=os.environ.get("DORMANT_OIDC_AUDIENCE") or DEFAULT_AUDIENCE,
+            gateway_client_id=os.environ.get("DORMANT_GATEWAY_CLIENT_ID") or None,
+            gateway_client_secret=os.environ.get("DORMANT_GATEWAY_CLIENT_SECRET") or None,
             rabbitmq_url=os.environ.get("DORMANT_RABBITMQ_URL") or None,
             rate_limits=RateLimits.from_env(),
             async_settings=AsyncSettings.from_env(),

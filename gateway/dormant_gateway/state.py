@@ -12,6 +12,7 @@ from dormant_catalog import versions as version_sql
 from dormant_catalog.gateway import functions as function_sql
 
 from .auth import DevKey, PrincipalVerifier
+from .auth.identity import GatewayIdentity
 from .config import GatewayConfig
 from .ratelimit import RateLimiter
 
@@ -38,6 +39,9 @@ class GatewayState:
     verifier: PrincipalVerifier
     limiter: RateLimiter
     dev_key: DevKey | None
+    identity: GatewayIdentity | None = None
+    """The gateway's own token, for the calls it makes by itself; None: no client configured, those
+    calls carry no token."""
     invocations_ready: asyncio.Event = field(default_factory=asyncio.Event)
     triggers_changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when this replica changed a trigger: wakes the cron scheduler and the queue supervisor."""
@@ -65,6 +69,11 @@ class GatewayState:
         )
         self._info[service] = (now, info)
         return info
+
+    async def own_authorization(self) -> str | None:
+        """The ``authorization`` of a call the gateway makes on its own: its own bearer token, or None
+        without an identity; ``Unavailable`` while no token can be had."""
+        return None if self.identity is None else await self.identity.authorization()
 
     def bump_triggers(self) -> None:
         self.trigger_generation += 1

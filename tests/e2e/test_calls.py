@@ -93,13 +93,19 @@ async def _mosquitto_rr(mesh: Mesh, topic: str, body: Any, *extra: str) -> Any:
 async def test_mosquitto_rr_gets_the_same_answer(client: Client, served: Mesh) -> None:
     created = await client.call("user-service", "createUser", {"email": _email(), "name": "Rr"})
     expected = await client.call("user-service", "getUser", {"userId": created["userId"]})
-    token = served.identity.token("rr-user")
+    token = served.identity.token("tester")
     bearer = ("-D", "PUBLISH", "user-property", "authorization", f"Bearer {token}")
     got = await _mosquitto_rr(served, "service/user-service/getUser", {"userId": created["userId"]}, *bearer)
     assert got == expected
-    # user-service takes anonymous callers (auth="optional"), but a token it cannot verify is refused.
+    # Without a token, or with one that is not a JWT of the trusted issuer, the runtime refuses.
     anonymous = await _mosquitto_rr(served, "service/user-service/getUser", {"userId": created["userId"]})
-    assert anonymous == expected
+    assert anonymous["type"] == "Unauthenticated"
+    # Another user's token is verified, and that user does not see the record (row-level security).
+    other = ("-D", "PUBLISH", "user-property", "authorization", f"Bearer {served.identity.token('eve')}")
+    hidden = await _mosquitto_rr(
+        served, "service/user-service/getUser", {"userId": created["userId"]}, *other
+    )
+    assert hidden["type"] == "NotFound"
     forged = ("-D", "PUBLISH", "user-property", "authorization", "Bearer not-a-jwt")
     refused = await _mosquitto_rr(served, "service/user-service/getUser", {"userId": "x"}, *forged)
     assert refused["type"] == "Unauthenticated"

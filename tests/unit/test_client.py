@@ -23,10 +23,17 @@ from dormant.errors import (
     Forbidden,
     NotFound,
     TimeoutError,
+    Unauthenticated,
     Unavailable,
     ValidationError,
 )
-from dormant.transport import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, Message, TransportError
+from dormant.transport import (
+    NO_MATCHING_SUBSCRIBERS,
+    NOT_AUTHORIZED,
+    SESSION_TAKEN_OVER,
+    Message,
+    TransportError,
+)
 
 SERVICE = "users"
 
@@ -56,9 +63,11 @@ class FakeConnection:
     async def connect(self) -> None:
         if self.broker.refuse_connects > 0:
             self.broker.refuse_connects -= 1
-            raise TransportError("connection refused")
+            raise TransportError("connection refused", self.broker.refuse_reason)
 
     async def subscribe(self, filters: Sequence[str], qos: int = 1) -> None:
+        if self.broker.refuse_subscribe is not None:
+            raise TransportError("subscribe failed: not authorized", self.broker.refuse_subscribe)
         self.filters += filters
         for topic, payload in self.broker.retained.items():  # sent right after the SUBACK
             if any(matches(f, topic) for f in filters):
@@ -115,6 +124,10 @@ class FakeBroker:
         self.requests: list[Message] = []
         self.retained: dict[str, bytes] = {}
         self.refuse_connects = 0
+        self.refuse_reason: int | None = None
+        """The CONNACK reason code the refused connects carry."""
+        self.refuse_subscribe: int | None = None
+        """When set, every SUBSCRIBE is refused with this reason code."""
         self.publish_errors: list[TransportError] = []
         self.responder: Responder = echo
 
@@ -396,7 +409,7 @@ async def test_an_unreachable_broker_is_unavailable_without_its_password(broker:
     c = Client("mqtt://ann:s3cret@broker.invalid:1883")
     with pytest.raises(Unavailable) as caught:
         await c.connect()
-    assert caught.value.details == {"broker": "mqtt://***@broker.invalid:1883"}
+    assert caught.value.details == {"broker": "mqtt://ann:***@broker.invalid:1883"}
     assert "s3cret" not in str(caught.value)
     assert broker.current.closed_end_session is False
 
@@ -440,3 +453,117 @@ async def test_closing_fails_the_calls_in_flight(broker: FakeBroker) -> None:
     with pytest.raises(Unavailable, match="closed"):
         await asyncio.wait_for(call, 10)
     assert broker.current.closed_end_session is True
+
+
+# ------------------------------------------------------------------------------- broker identities
+
+
+async def test_a_client_with_a_broker_user_answers_into_that_users_inbox(broker: FakeBroker) -> None:
+    async with Client("mqtt://al%40ice:p%3As@broker.invalid:1883", client_id="c-1") as c:
+        assert c.username == "al@ice"
+        assert await c.call(SERVICE, "f", {"n": 1}) == {"topic": "service/users/f", "params": {"n": 1}}
+    [request] = broker.requests
+    assert request.response_topic == "reply/al@ice/c-1"
+    assert broker.current.filters[0] == "reply/al@ice/c-1/#"
+
+
+async def test_an_anonymous_client_keeps_its_plain_inbox(broker: FakeBroker) -> None:
+    async with client() as c:
+        assert c.username is None
+        await c.call(SERVICE, "f", {})
+    assert broker.requests[0].response_topic == "reply/test-client"
+
+
+def test_a_user_name_that_cannot_be_a_topic_level_is_refused(broker: FakeBroker) -> None:
+    with pytest.raises(ValueError, match="broker user name 'a/b' cannot be an inbox topic level"):
+        Client("mqtt://a%2Fb:pw@broker.invalid:1883")
+
+
+@pytest.mark.parametrize("reason", [0x86, 0x87])
+async def test_a_refused_login_is_unauthenticated_at_once(broker: FakeBroker, reason: int) -> None:
+    broker.refuse_connects, broker.refuse_reason = 1, reason
+    c = Client("mqtt://ann:s3cret@broker.invalid:1883")
+    with pytest.raises(Unauthenticated, match="refused the broker user 'ann'") as caught:
+        await c.connect()
+    assert caught.value.details == {"broker": "mqtt://ann:***@broker.invalid:1883", "reasonCode": reason}
+    assert "s3cret" not in str(caught.value) and "s3cret" not in repr(caught.value)
+    assert len(broker.connections) == 1  # no retrying a login the broker refused
+
+
+async def test_an_anonymous_client_refused_by_the_broker_says_so(broker: FakeBroker) -> None:
+    broker.refuse_connects, broker.refuse_reason = 1, NOT_AUTHORIZED
+    with pytest.raises(Unauthenticated, match="refused an anonymous client"):
+        await client().connect()
+
+
+async def test_a_refused_inbox_subscription_is_forbidden(broker: FakeBroker) -> None:
+    broker.refuse_subscribe = NOT_AUTHORIZED
+    with pytest.raises(Forbidden, match="refused this client's subscriptions") as caught:
+        await Client("mqtt://ann:pw@broker.invalid:1883").connect()
+    assert caught.value.details["reasonCode"] == NOT_AUTHORIZED
+    assert broker.current.closed_end_session is False
+
+
+async def test_a_client_whose_session_is_taken_over_stops_instead_of_taking_it_back(
+    broker: FakeBroker,
+) -> None:
+    broker.responder = lambda conn, request: 0  # never answered
+    async with client() as c:
+        waiting = asyncio.create_task(c.call(SERVICE, "f", {}, timeout=60))
+        await until(lambda: bool(broker.requests))
+        broker.current.queue.put_nowait(TransportError("connection lost", SESSION_TAKEN_OVER))
+        with pytest.raises(Unavailable, match="took its broker session over") as caught:
+            await asyncio.wait_for(waiting, 10)
+        assert caught.value.details["reasonCode"] == SESSION_TAKEN_OVER
+        assert c._connection is not None
+        await asyncio.wait_for(asyncio.shield(c._connection), 10)  # the connection task has ended
+        assert len(broker.connections) == 1  # and it never reconnected
+        for later in (
+            c.call(SERVICE, "f", {}, timeout=60),
+            c.publish("events/x", b"", timeout=60),
+            c.listen("events/y", lambda message: None, timeout=60),
+        ):
+            with pytest.raises(Unavailable, match="took its broker session over"):
+                await asyncio.wait_for(later, 10)
+    assert len(broker.connections) == 1
+
+
+async def lose_connection(c: Client, times: int, reason: int | None = None) -> None:
+    """Close the client's connection ``times`` times (with ``reason``), each time once it reconnected."""
+    for _ in range(times):
+        await until(lambda: c._transport is not None)
+        await lose(c, c._transport, reason)
+
+
+async def lose(c: Client, connection: object, reason: int | None) -> None:
+    assert isinstance(connection, FakeConnection)
+    connection.queue.put_nowait(TransportError("connection lost", reason))
+    await until(lambda: c._transport is not connection)
+
+
+async def test_silent_closes_right_after_every_reconnect_are_taken_for_a_takeover(broker: FakeBroker) -> None:
+    """Brokers that close a taken-over connection without DISCONNECT 0x8E (Mosquitto before 2.0.15)."""
+    async with client() as c:
+        await lose_connection(c, client_module.TAKEOVER_LOSSES - 1)
+        await until(lambda: c._transport is not None)
+        assert c._connection is not None and not c._connection.done()
+        broker.current.queue.put_nowait(TransportError("connection lost"))
+        await asyncio.wait_for(asyncio.shield(c._connection), 10)
+        with pytest.raises(Unavailable, match=r"took its broker session over .*3 times in a row") as caught:
+            await c.call(SERVICE, "f", {}, timeout=60)
+        assert "reasonCode" not in caught.value.details
+    assert len(broker.connections) == client_module.TAKEOVER_LOSSES
+
+
+async def test_a_broker_that_is_away_between_losses_is_no_takeover(broker: FakeBroker) -> None:
+    async with client() as c:
+        await lose_connection(c, client_module.TAKEOVER_LOSSES - 2)
+        broker.refuse_connects = 1  # the next reconnect fails (the broker restarted, say): count again
+        await lose_connection(c, 1)
+        await lose_connection(c, client_module.TAKEOVER_LOSSES - 1)
+        await until(lambda: c._transport is not None)
+        assert (await c.call(SERVICE, "f", {"n": 1}))["params"] == {"n": 1}
+        # A loss with a reason code other than "taken over" is no silent close either.
+        await lose_connection(c, client_module.TAKEOVER_LOSSES, reason=0x8D)  # keep alive timeout
+        await until(lambda: c._transport is not None)
+        assert (await c.call(SERVICE, "f", {"n": 2}))["params"] == {"n": 2}

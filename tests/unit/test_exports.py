@@ -16,14 +16,18 @@ import dormant
 
 EXPORTED = [
     "ANONYMOUS",
+    "Authorizer",
     "BusinessLogicError",
     "Client",
     "Conflict",
     "Context",
+    "DataStore",
     "DormantError",
     "Forbidden",
     "FunctionSpec",
+    "Messaging",
     "NotFound",
+    "QueryResult",
     "ServiceSpec",
     "SystemError",
     "TimeoutError",

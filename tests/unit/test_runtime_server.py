@@ -305,6 +305,11 @@ class FakeConn:
     writes: list[str] = field(default_factory=list)
     closed: bool = False
     broken: bool = False
+    statements: list[str] = field(default_factory=list)
+
+    async def execute(self, query: str | bytes, params: Any = None) -> None:
+        """What the runtime itself runs on the handler's connection (leaving the caller's role)."""
+        self.statements.append(query.decode() if isinstance(query, bytes) else str(query))
 
 
 class FakeTransactions:
@@ -651,6 +656,8 @@ async def test_a_transaction_commits_with_its_stored_answer(net: FakeNet) -> Non
     assert runtime.transactions is not None and runtime.store is not None
     [(conn, commit)] = runtime.transactions.ended
     assert conn.writes == ["row1"] and commit is True
+    # The fence is written as the runtime, never as the caller the DataStore acted as.
+    assert any("set_config('role', 'none', true)" in statement for statement in conn.statements)
     assert runtime.store.rows[("write", "tx-ok")].status == "ok"
     # The repeat is answered from the store: no second transaction.
     await served(net, runtime, net.request("write", {"name": "row1"}, call_id=b"tx-ok"))

@@ -33,7 +33,7 @@ from dormant import (
 )
 from dormant import _loader as loader
 from dormant.app import FunctionSpec, ServiceSpec
-from dormant.testing import NO_DATABASE, LoadError, TestClient
+from dormant.testing import NO_DATABASE, TEST_USER, LoadError, MemoryMessaging, TestClient, TestPlatform
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_SERVICE = ROOT / "examples" / "user-service"
@@ -82,7 +82,7 @@ def _copy_user_service(tmp_path: Path, origin: str) -> Path:
         "from generated.models import",
         "from generated import models as _models\nfrom generated.models import",
     )
-    source = source.replace("userId=uuid.uuid4().hex,", 'userId=f"{_models.ORIGIN}-{uuid.uuid4().hex}",')
+    source = source.replace('"id": uuid.uuid4().hex,', '"id": f"{_models.ORIGIN}-{uuid.uuid4().hex}",')
     assert "_models.ORIGIN" in source
     service.write_text(source)
     return target
@@ -147,7 +147,8 @@ async def test_the_runtime_loader_keeps_two_services_apart(tmp_path: Path) -> No
             call_id="c1",
             params={"email": "ann@example.com", "name": "Ann"},
         )
-        ok, body = await Dispatcher(spec, 1).dispatch(call, UserContext(user_id="ann"))
+        dispatcher = Dispatcher(spec, 1, platform=TestPlatform())
+        ok, body = await dispatcher.dispatch(call, UserContext(user_id="ann"))
         assert ok and body["userId"].startswith(f"{origin}-")
     # Loading again returns the modules of the first load.
     assert load_service(a) is specs[0]
@@ -207,10 +208,19 @@ async def test_a_handler_instance_is_used_as_given() -> None:
     assert probe.app is not None
     users_module = TestClient(USER_SERVICE).app
     assert users_module is not None
-    handler = users_module.module("service").UserService()
-    async with TestClient(handler) as client:
+    # Fakes go in through the constructor, as in the seed's UserService(IDataStore, IMessaging).
+    platform = TestPlatform()
+    data = platform.memory.datastore(TEST_USER, "user-service")
+    messaging = MemoryMessaging(platform.bus, TEST_USER, "parent-call")
+    handler = users_module.module("service").UserService(data, messaging)
+    async with TestClient(handler, platform=platform) as client:
         created = await client.call("createUser", {"email": "bo@example.com", "name": "Bo"})
-        assert client.handler is handler and created["userId"] in handler._users
+        assert client.handler is handler
+        assert (await data.get_by_id("users", created["userId"]) or {}).get("name") == "Bo"
+    [event] = platform.bus.events_named("notifications")
+    assert (
+        event.body == {"type": "user_created", "userId": created["userId"]} and event.user_id == "test-user"
+    )
 
 
 def test_a_service_that_does_not_import_fails_to_load_with_the_reason(tmp_path: Path) -> None:

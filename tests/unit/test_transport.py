@@ -138,6 +138,7 @@ async def test_connecting_passes_the_url_and_session_settings(connector: Connect
         "clean_start": False,
         "session_expiry_s": 120,
         "manual_ack": True,
+        "tls": None,
     }
     assert conn.disconnected == [None]  # leaving the block keeps a persistent session
 

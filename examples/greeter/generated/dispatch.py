@@ -17,7 +17,7 @@ from greeter import Greeter as _Handler
 
 from . import models as _models
 
-INTERFACE_HASH = "sha256:2b2b4544e65c87924be87ac6144ed8eb509b424c6ddb8abdd776b00acf89270f"
+INTERFACE_HASH = "sha256:9fc3c3a07b023c34e160c834d295f6e954fcea3ae94d66b26e80af6486edfee8"
 
 _INTERFACE = json.loads(Path(__file__).with_name("interface.json").read_text(encoding="utf-8"))
 if _INTERFACE.get("interfaceHash") != INTERFACE_HASH:
@@ -28,7 +28,7 @@ SERVICE = ServiceSpec(
     name="greeter",
     handler_class=_Handler,
     interface_hash=INTERFACE_HASH,
-    auth="optional",
+    auth="required",
     functions={
         "greet": FunctionSpec(
             name="greet",

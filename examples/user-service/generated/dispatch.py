@@ -17,7 +17,7 @@ from service import UserService as _Handler
 
 from . import models as _models
 
-INTERFACE_HASH = "sha256:bbd1d62040acb2668543f013984b80dcf1d874ea5c8e152dc6f56b3f9b535a55"
+INTERFACE_HASH = "sha256:f30c989563364003bfe933be6dae7b10d5e6e2d50047dbe2dc2c41eb40702b16"
 
 _INTERFACE = json.loads(Path(__file__).with_name("interface.json").read_text(encoding="utf-8"))
 if _INTERFACE.get("interfaceHash") != INTERFACE_HASH:
@@ -28,7 +28,7 @@ SERVICE = ServiceSpec(
     name="user-service",
     handler_class=_Handler,
     interface_hash=INTERFACE_HASH,
-    auth="optional",
+    auth="required",
     functions={
         "createUser": FunctionSpec(
             name="createUser",
@@ -49,6 +49,16 @@ SERVICE = ServiceSpec(
             output_schema=_FUNCTIONS["getUser"]["output"],
             timeout=30.0,
             roles=(),
+        ),
+        "grantRead": FunctionSpec(
+            name="grantRead",
+            method="grant_read",
+            input_model=_models.GrantReadRequest,
+            output_model=_models.GrantReadResponse,
+            input_schema=_FUNCTIONS["grantRead"]["input"],
+            output_schema=_FUNCTIONS["grantRead"]["output"],
+            timeout=30.0,
+            roles=("admin",),
         ),
     },
 )

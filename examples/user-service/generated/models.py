@@ -29,6 +29,21 @@ class GetUserRequest(BaseModel):
     userId: str = Field(..., min_length=1)
 
 
+class GrantReadRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    user: str = Field(..., max_length=255, min_length=1)
+
+
+class GrantReadResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    granted: bool
+
+
 class User(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -1,4 +1,5 @@
-"""Authentication and authorization: the dev signing key, token minting, JWKS verification, roles."""
+"""Authentication and authorization: the dev signing key, token minting, JWKS verification, roles, and
+the gateway's own identity for the calls it makes by itself (``identity``, ``acting``)."""
 
 from .keys import DevKey, load_or_create_dev_key
 from .principal import Principal

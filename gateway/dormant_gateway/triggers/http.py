@@ -4,6 +4,10 @@ The request becomes an event ``{httpMethod, path, pathParameters, queryStringPar
 body, isBase64Encoded, requestContext}``; a result shaped ``{statusCode, headers, body}`` becomes the
 HTTP response (any other result is returned as JSON with 200). CORS headers and preflight answers
 follow the trigger's ``cors`` settings.
+
+Who the call runs as: with ``"auth": "jwt"`` the verified HTTP caller (their token is the call's
+``authorization``); with ``"auth": "none"`` the gateway itself (``auth/identity.py``). Either way the
+trigger's owner is named in ``x-dormant-trigger-owner`` (``auth/acting.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dormant_catalog.gateway import triggers as trigger_sql
 
 from ..api.common import authorize, read_body, state
 from ..auth import Action
+from ..auth.acting import trigger_headers
 from ..http_errors import error_response
 from ..invoke_input import split_target
 from ..targets import explain_unavailable, route
@@ -130,9 +135,10 @@ async def handle(request: Request) -> Response:
                 }
             )
         return Response(status_code=204, headers=headers)
-    if record.config.get("auth", "jwt") == "jwt":
-        await authorize(request, Action.INVOKE)
     gateway = state(request)
+    as_caller = record.config.get("auth", "jwt") == "jwt"
+    if as_caller:
+        await authorize(request, Action.INVOKE)
     service, function = split_target(f"{record.function_name}.{record.target}")
     gateway.limiter.check("invoke", f"{service}.{function}")
     raw = await read_body(request, MAX_BODY)
@@ -163,8 +169,23 @@ async def handle(request: Request) -> Response:
     info = await gateway.function_info(service)
     headers = {"X-Dormant-Call-Id": call_id, **_cors_headers(cors, origin)}
     try:
+        # With "jwt" the call runs as the verified caller: their token is the call's authorization, as
+        # on the invoke API (never in the event, whose headers leave it out). A public route calls as
+        # the gateway itself: a web caller's own header is not verified there, so it is not forwarded.
+        authorization = request.headers["authorization"] if as_caller else await gateway.own_authorization()
+    except DormantError as exc:  # the gateway has no token of its own right now (Unavailable)
+        await gateway.db.run(trigger_sql.add_metrics, record.trigger_id, fired=1, failed=1)
+        return error_response(exc, headers)
+    try:
         result = await gateway.client.call(
-            service, function, event, timeout=info.timeout_s or 30.0, version=version, call_id=call_id
+            service,
+            function,
+            event,
+            timeout=info.timeout_s or 30.0,
+            version=version,
+            call_id=call_id,
+            headers=trigger_headers(record.created_by),
+            authorization=authorization,
         )
     except DormantError as exc:
         error = await explain_unavailable(gateway, service, function, version, exc)

@@ -5,6 +5,9 @@ uses the callId ``c.n``: a worker that died mid-call leaves the attempt uncounte
 that claims it after the lease repeats the same callId, which the runtime de-duplicates. A failed
 attempt is retried with exponential backoff; a permanent error, or the last attempt failing, moves
 the invocation to the dead letters (status ``dead``).
+
+Each call carries the gateway's own token, with the subject it is for in a header (``auth/acting.py``):
+the row never holds a caller's token, and a token kept for later could expire before the call runs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dormant_catalog import CatalogError
 from dormant_catalog.gateway import InvocationRecord
 from dormant_catalog.gateway import invocations as invocation_sql
 
+from ..auth.acting import invocation_headers
 from ..state import GatewayState
 from ..targets import explain_unavailable, route
 from .backoff import backoff_s, retryable
@@ -74,6 +78,19 @@ class AsyncInvocationWorker:
         try:
             payload: dict[str, Any] = record.payload if isinstance(record.payload, dict) else {}
             call_id = callid.attempt(record.call_id, record.attempts + 1)
+            stored = payload.get("headers")
+            headers = invocation_headers(
+                stored if isinstance(stored, dict) else {},
+                created_by=record.created_by,
+                trigger_id=record.trigger_id,
+            )
+            try:
+                # The gateway's own token (no caller's token is stored, and one would have expired);
+                # whom the call is for travels in a header (auth/acting.py).
+                authorization = await gateway.own_authorization()
+            except DormantError as exc:
+                await self._failed(record, exc, settings.backoff_base_s, settings.backoff_max_s)
+                return
             try:
                 version = await route(gateway, record.app_name, alias=record.alias, version=record.version)
                 result = await gateway.client.call(
@@ -83,7 +100,8 @@ class AsyncInvocationWorker:
                     timeout=record.timeout_s,
                     version=version,
                     call_id=call_id,
-                    headers=payload.get("headers") or {},
+                    headers=headers,
+                    authorization=authorization,
                 )
             except DormantError as exc:
                 # A function or version that does not exist is NotFound: permanent, not retried.

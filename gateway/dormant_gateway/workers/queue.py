@@ -8,6 +8,7 @@ call succeeds; a failed call is retried with exponential backoff (``backoffSecon
 message is published to the dead-letter queue (with the error in headers; publisher-confirmed) and
 only then acknowledged. A replica that dies mid-batch leaves its messages unacknowledged, so RabbitMQ
 delivers them again; the callId (from the message id) lets the runtime de-duplicate the repeat.
+Each call carries the gateway's own token and names the trigger's owner in a header (``auth/acting.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dormant_catalog import CatalogError
 from dormant_catalog.gateway import TriggerRecord
 from dormant_catalog.gateway import triggers as trigger_sql
 
+from ..auth.acting import trigger_headers
 from ..state import GatewayState
 from ..targets import route
 from ..triggers.settings import validate_trigger
@@ -192,7 +194,8 @@ class QueueConsumer:
                         timeout=info.timeout_s or CALL_TIMEOUT_S,
                         version=version,
                         call_id=f"{call_id}.{attempt}",
-                        headers={"x-dormant-queue": self._queue_name},
+                        headers={"x-dormant-queue": self._queue_name, **trigger_headers(record.created_by)},
+                        authorization=await gateway.own_authorization(),
                     )
                 except DormantError as exc:
                     error = exc

@@ -3,7 +3,9 @@
 from typing import TYPE_CHECKING
 
 from .app import FunctionSpec, ServiceSpec
+from .authorizer import Authorizer
 from .context import ANONYMOUS, Context, UserContext
+from .datastore import DataStore, QueryResult
 from .decorators import function, service
 from .errors import (
     BusinessLogicError,
@@ -18,19 +20,24 @@ from .errors import (
     ValidationError,
 )
 
-if TYPE_CHECKING:  # type checkers see the real class; at run time it loads on first use (below)
+if TYPE_CHECKING:  # type checkers see the real classes; at run time they load on first use (below)
     from .client import Client
+    from .messaging import Messaging
 
 __all__ = [
     "ANONYMOUS",
+    "Authorizer",
     "BusinessLogicError",
     "Client",
     "Conflict",
     "Context",
+    "DataStore",
     "DormantError",
     "Forbidden",
     "FunctionSpec",
+    "Messaging",
     "NotFound",
+    "QueryResult",
     "ServiceSpec",
     "SystemError",
     "TimeoutError",
@@ -51,4 +58,8 @@ def __getattr__(name: str) -> object:
         from .client import Client  # lazy: start-up time
 
         return Client
+    if name == "Messaging":
+        from .messaging import Messaging  # lazy: start-up time (it needs the client)
+
+        return Messaging
     raise AttributeError(name)

@@ -39,11 +39,11 @@ from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
-from . import errors
+from . import _injection, errors
 from ._formats import CHECKED_FORMATS, format_checker, formats_used
 from ._modeljson import model_json
 from .app import FunctionSpec, ServiceSpec
-from .context import ANONYMOUS, Context, TransactionSource, UserContext
+from .context import ANONYMOUS, Context, Platform, TransactionSource, UserContext
 
 log = logging.getLogger("dormant.dispatch")
 
@@ -175,11 +175,14 @@ class Dispatcher:
         transactions: Transactions | None = None,
         *,
         handler: Any = None,
+        platform: Platform | None = None,
     ) -> None:
         self.service = service
         self.version = version
         self.transactions = transactions
-        self.handler = service.handler_class() if handler is None else handler
+        self.platform = platform
+        """Gives handlers ``ctx.data``, ``ctx.authorizer``, ``ctx.messaging`` (and injected ones)."""
+        self.handler = _injection.construct(service.handler_class) if handler is None else handler
         self._functions = {
             name: _Compiled(
                 spec,
@@ -209,6 +212,7 @@ class Dispatcher:
             user=user,
             headers=dict(headers or {}),
             _transactions=self.transactions,
+            _platform=self.platform,
         )
         try:
             return Outcome(True, await self._run(function, params, ctx), ctx._tx)
@@ -278,6 +282,7 @@ class Dispatcher:
                 raise errors.TimeoutError(f"the deadline of {function} passed before it started")
             budget = min(budget, left)
         method = getattr(self.handler, spec.method)
+        current = _injection.enter(ctx)  # what injected interfaces resolve to
         try:
             async with asyncio.timeout(budget):
                 result = await method(request, ctx)
@@ -285,6 +290,8 @@ class Dispatcher:
             raise errors.TimeoutError(
                 f"{function} did not finish within {budget:.3g}s", {"timeout": round(budget, 3)}
             ) from None
+        finally:
+            _injection.leave(current)
         return self._output(compiled, result)
 
     def _output(self, compiled: _Compiled, result: Any) -> Any:

@@ -1,21 +1,28 @@
 """``dormant.Client``: call functions over MQTT 5 and get results or typed errors back.
 
-One client holds one broker connection and one reply inbox (``reply/{clientId}/#``); concurrent
-calls are matched to their responses by Correlation Data (the callId).
+One client holds one broker connection and one reply inbox (``wire.reply_topic``:
+``reply/{username}/{clientId}/#`` when the broker URL names a user, ``reply/{clientId}/#`` when it
+connects anonymously); concurrent calls are matched to their responses by Correlation Data (the callId).
 
-Delivery: a call is published with QoS 1 and retried with the *same* callId when no answer comes
-(after 1 s, then 2 s, 4 s … within the caller's timeout); the runtime's callId de-duplication makes
-retries safe. The connection is re-established on its own after a broker restart, and the inbox is a
-persistent session, so answers published meanwhile are not lost. A publish that the broker answers
-with "not authorized" fails at once with ``Forbidden``, and one it answers with "no matching
-subscribers" fails at once (except in the first seconds after a reconnect, when the runtimes may be
-reconnecting too) with ``NotFound`` when the service, version or function does not exist, or
-``Unavailable`` saying why nothing serves it (not deployed, starting, failed to start: the error). To
-tell which, the client reads the service's retained state (``mesh/services/{svc}``, see
-``routing.explain_unserved``): only then, so a call that is answered costs no extra round trip.
+Broker identity: the URL's user name and password (percent-decoded) log in; ``mqtts://`` connects over
+TLS (``$DORMANT_BROKER_CA_FILE`` and, for mutual TLS, ``$DORMANT_BROKER_CERT_FILE`` /
+``$DORMANT_BROKER_KEY_FILE``: see ``dormant.config.parse_broker_url``). A broker that refuses the login
+(CONNACK "bad user name or password" or "not authorized", e.g. no credentials on a secured broker)
+makes ``connect`` fail at once with ``Unauthenticated``; one that cannot be reached, with ``Unavailable``.
+The password is never in an error or a log line (``dormant.config.redact_url``).
 
-Besides calls, the connection carries one-way messages (``publish``) and subscriptions to plain
-topics (``listen``), which ``dormant.messaging`` uses for events and binary transfers.
+One connection per session: a secured broker's callers' listener uses the user name as the client id,
+so a second client of the same caller account takes the first one's session over (the same happens
+anywhere two clients share a client id). The newer connection wins: the client that was taken over
+does not reconnect (two clients would take the session from each other for ever), fails its waiting
+calls and every later one with ``Unavailable``, and must be replaced by a new ``Client`` if it is
+still wanted. It knows it was taken over from the broker's DISCONNECT "session taken over" (0x8E:
+EMQX, Mosquitto 2.0.15 and later), or, from brokers that close the connection without a word
+(Mosquitto up to 2.0.14), when the broker closes it without a reason code ``TAKEOVER_LOSSES`` times
+in a row, every time but the first within ``TAKEOVER_WINDOW_S`` of connecting, and reconnecting
+succeeds at once each time (a broker that is down or restarting fails the reconnect, which resets the
+count). Run one client per caller account at a time (components use their own listener, where each
+picks its client id).
 """
 
 from __future__ import annotations
@@ -33,14 +40,15 @@ from typing import Any
 from . import wire
 from ._modeljson import request_body
 from .callid import CallId
-from .config import Settings
+from .config import Settings, redact_url
 from .decorators import is_valid_function_name, is_valid_service_name
-from .errors import DormantError, Forbidden, TimeoutError, Unavailable, ValidationError
+from .errors import DormantError, Forbidden, TimeoutError, Unauthenticated, Unavailable, ValidationError
 from .mqtt.codec import topic_name_problem
 from .routing import LIVE_ALIAS, RouteTable, ServiceStates, explain_unserved
 from .transport import (
     NO_MATCHING_SUBSCRIBERS,
     NOT_AUTHORIZED,
+    SESSION_TAKEN_OVER,
     Message,
     Transport,
     TransportError,
@@ -53,6 +61,14 @@ MAX_RETRY_INTERVAL_S = 8.0
 SESSION_EXPIRY_S = 60
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
+REFUSED_LOGIN = (0x86, 0x87)
+"""CONNACK reason codes of a refused login: bad user name or password, not authorized."""
+TAKEOVER_LOSSES = 3
+TAKEOVER_WINDOW_S = 5.0
+"""A connection closed without a reason code this soon after it was made, ``TAKEOVER_LOSSES`` times in
+a row (the first loss may come at any time), is taken to be another client taking the session over
+on a broker that does not say so: both clients would otherwise reconnect and take it back for ever.
+The client taken over first (the older one) reaches the count first and stops."""
 RESUBSCRIBE_GRACE_S = 3.0
 """After the client (re)connects, "no subscribers" may only mean that runtimes are reconnecting too
 (a broker restart): for this long it is retried instead of failing fast."""
@@ -89,6 +105,8 @@ class Client:
     ) -> None:
         settings = Settings.from_env(broker_url=broker_url)
         self.broker_url = settings.broker_url
+        self.username = settings.broker.username
+        """The broker user name the URL logs in as (None: anonymous); it names the inbox."""
         self.client_id = client_id or f"dormant-client-{uuid.uuid4().hex[:16]}"
         self.default_timeout = timeout
         if authorization is None and settings.token:
@@ -100,12 +118,14 @@ class Client:
         self.max_retry_interval = max_retry_interval
         self.retries = 0
         """Publishes repeated because an answer was late (for tests and metrics)."""
-        self._inbox = wire.reply_topic(self.client_id)
+        self._inbox = wire.reply_topic(self.client_id, self.username)
         self._pending: dict[bytes, asyncio.Future[Reply]] = {}
         self._transport: Transport | None = None
         self._connected = asyncio.Event()
         self._reconnected_at: float | None = None
         self._closing = False
+        self._ended: DormantError | None = None
+        """Why this client stopped for good (its session was taken over); every call raises it."""
         self._connection: asyncio.Task[None] | None = None
         self._listeners: dict[str, list[Listener]] = {}
         self._subscribed: dict[str, asyncio.Event] = {}
@@ -124,7 +144,9 @@ class Client:
         await self.close()
 
     async def connect(self) -> None:
-        """Connect (``Unavailable`` if the broker cannot be reached now); later it reconnects on its own."""
+        """Connect; later it reconnects on its own. ``Unavailable`` if the broker cannot be reached now,
+        ``Unauthenticated`` if it refuses the URL's credentials (or their absence), ``Forbidden`` if it
+        refuses the inbox subscription (a user name whose account may not read ``reply/{username}/#``)."""
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._connection = asyncio.create_task(self._stay_connected(first), name=f"dormant-{self.client_id}")
         await first
@@ -146,6 +168,7 @@ class Client:
 
     async def _stay_connected(self, first: asyncio.Future[None]) -> None:
         delay = RECONNECT_MIN_S
+        silent_losses = 0  # connections closed without a reason code in a row (TAKEOVER_LOSSES)
         while not self._closing:
             transport = new_transport(
                 self.broker_url,
@@ -153,9 +176,11 @@ class Client:
                 clean_start=False,
                 session_expiry_s=SESSION_EXPIRY_S,
             )
+            logged_in = False
             try:
                 await transport.connect()
-                await transport.subscribe([wire.reply_filter(self.client_id)], qos=1)
+                logged_in = True
+                await transport.subscribe([wire.reply_filter(self.client_id, self.username)], qos=1)
                 if self.routes.watched:
                     await transport.subscribe([RouteTable.filter_for(s) for s in self.routes.watched], qos=1)
                 if self.states.watched:
@@ -166,18 +191,21 @@ class Client:
             except TransportError as exc:
                 await transport.close()
                 if not first.done():
-                    first.set_exception(Unavailable(str(exc), {"broker": _redact(self.broker_url)}))
+                    first.set_exception(self._connect_error(exc, logged_in=logged_in))
                     return
+                silent_losses = 0  # the broker is not there: not a takeover, whatever closed the connection
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
             delay = RECONNECT_MIN_S
             self._transport = transport
+            connected_at = time.monotonic()
             if first.done():
-                self._reconnected_at = time.monotonic()
+                self._reconnected_at = connected_at
             self._connected.set()
             if not first.done():
                 first.set_result(None)
+            lost: TransportError | None = None
             try:
                 async for message in transport.messages():
                     listeners = self._listeners.get(message.topic)
@@ -192,11 +220,68 @@ class Client:
                     future = self._pending.get(message.correlation)
                     if future is not None and not future.done():
                         future.set_result((message.payload, tuple(message.user_properties)))
-            except TransportError:
-                pass
+            except TransportError as exc:
+                lost = exc
             self._connected.clear()
             self._transport = None
             await transport.close()
+            if lost is None:
+                continue
+            if lost.reason == SESSION_TAKEN_OVER:
+                # Reconnecting would take the session back, and the other client would do the same.
+                self._end(self._taken_over("the broker said so (reason code 0x8e)", lost.reason))
+                return
+            if lost.reason is None:
+                recent = time.monotonic() - connected_at < TAKEOVER_WINDOW_S
+                silent_losses = silent_losses + 1 if recent else 1
+                if silent_losses >= TAKEOVER_LOSSES:
+                    evidence = (
+                        f"the broker closed its connection without a reason {silent_losses} times in "
+                        f"a row, within {TAKEOVER_WINDOW_S:g} s of reconnecting"
+                    )
+                    self._end(self._taken_over(evidence, None))
+                    return
+            else:
+                silent_losses = 0
+
+    def _taken_over(self, evidence: str, reason: int | None) -> Unavailable:
+        details: dict[str, Any] = {"broker": redact_url(self.broker_url)}
+        if reason is not None:
+            details["reasonCode"] = reason
+        return Unavailable(
+            "another connection with this client's id took its broker session over (on a secured "
+            "broker's callers' listener: another client of the same account); this client no longer "
+            f"connects ({evidence})",
+            details,
+        )
+
+    def _connect_error(self, exc: TransportError, *, logged_in: bool) -> DormantError:
+        """The typed error of a first connection attempt that failed with ``exc``: a refused login is
+        ``Unauthenticated``, a refused inbox subscription ``Forbidden``, anything else ``Unavailable``."""
+        details: dict[str, Any] = {"broker": redact_url(self.broker_url)}
+        if exc.reason is not None:
+            details["reasonCode"] = exc.reason
+        if not logged_in and exc.reason in REFUSED_LOGIN:
+            who = f"the broker user {self.username!r}" if self.username else "an anonymous client"
+            return Unauthenticated(f"the broker refused {who}: {exc}", details)
+        if logged_in and exc.reason == NOT_AUTHORIZED:
+            return Forbidden(f"the broker refused this client's subscriptions: {exc}", details)
+        return Unavailable(str(exc), details)
+
+    def _end(self, error: DormantError) -> None:
+        """Stop for good: fail every waiting call with ``error``, and every later one."""
+        self._ended = error
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(_copy(error))
+        # Wakes whoever waits for the connection; they find ``_ended`` set (``_live_transport``).
+        self._connected.set()
+
+    def _live_transport(self) -> Transport | None:
+        """The current connection (None while it is down); raises why the client ended, if it did."""
+        if self._ended is not None:
+            raise _copy(self._ended)
+        return self._transport
 
     async def call(
         self,
@@ -319,13 +404,14 @@ class Client:
             if remaining <= 0:
                 raise Unavailable(
                     f"the broker did not take a message for {topic[:100]} within {budget:g}s",
-                    {"broker": _redact(self.broker_url)},
+                    {"broker": redact_url(self.broker_url)},
                 )
+            self._live_transport()
             try:
                 await asyncio.wait_for(self._connected.wait(), remaining)
             except builtins.TimeoutError:
                 continue
-            transport = self._transport
+            transport = self._live_transport()
             if transport is None:
                 await asyncio.sleep(min(RECONNECT_MIN_S, remaining))
                 continue
@@ -364,7 +450,7 @@ class Client:
                 subscribed = self._subscribed[topic] = asyncio.Event()
                 try:
                     await asyncio.wait_for(self._connected.wait(), budget)
-                    transport = self._transport
+                    transport = self._live_transport()
                     if transport is not None:
                         # A connection lost meanwhile is fine: the reconnect subscribes to every
                         # listened topic.
@@ -453,11 +539,12 @@ class Client:
         self, topic: str, payload: bytes, correlation: bytes, props: list[tuple[str, str]], remaining: float
     ) -> int | None:
         """Publish once and return the PUBACK reason code; None when the connection is down."""
+        self._live_transport()
         try:
             await asyncio.wait_for(self._connected.wait(), remaining)
         except builtins.TimeoutError:
             return None
-        transport = self._transport
+        transport = self._live_transport()
         if transport is None:
             return None
         try:
@@ -499,13 +586,12 @@ def _refused(reason: int, what: str) -> DormantError:
     return Unavailable(f"the broker refused {what} (reason code 0x{reason:02x})", {"reasonCode": reason})
 
 
+def _copy(error: DormantError) -> DormantError:
+    """A new instance of ``error`` (each raise its own traceback)."""
+    return type(error)(
+        error.message, dict(error.details) if isinstance(error.details, dict) else error.details
+    )
+
+
 def _correlation(call_id: CallId | bytes | str | None) -> bytes:
     return CallId.of(call_id).data
-
-
-def _redact(url: str) -> str:
-    """A broker URL without its password."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_CATALOG_URL = "postgresql://127.0.0.1:5432/dormant"
@@ -48,28 +49,91 @@ def default_layer_store() -> Path:
     return Path(base) / "dormant" / "layers"
 
 
+BROKER_CA_FILE_ENV = "DORMANT_BROKER_CA_FILE"
+"""PEM file of the CA(s) that signed the broker's certificate (``mqtts://`` only); unset: the system's."""
+BROKER_CERT_FILE_ENV = "DORMANT_BROKER_CERT_FILE"
+"""PEM client certificate presented to a broker that asks for one (mutual TLS, ``mqtts://`` only)."""
+BROKER_KEY_FILE_ENV = "DORMANT_BROKER_KEY_FILE"
+"""PEM private key of ``DORMANT_BROKER_CERT_FILE`` (unset: the key is in the certificate file)."""
+_TLS_FILE_ENVS = (BROKER_CA_FILE_ENV, BROKER_CERT_FILE_ENV, BROKER_KEY_FILE_ENV)
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:
+    """Where and as whom to connect: ``parse_broker_url``'s result. The password is never in its repr."""
+
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls: bool = False
+    ca_file: str | None = None
+    """``$DORMANT_BROKER_CA_FILE`` for an ``mqtts://`` URL: the CAs the broker's certificate is checked
+    against (None: the system's trust store)."""
+    cert_file: str | None = None
+    """``$DORMANT_BROKER_CERT_FILE`` for an ``mqtts://`` URL: a client certificate, for mutual TLS."""
+    key_file: str | None = None
+    """``$DORMANT_BROKER_KEY_FILE``: the client certificate's key, when not in ``cert_file``."""
 
 
-def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://[user:pass@]host[:port]`` (``mqtts://`` for TLS, default ports 1883 / 8883)."""
+def parse_broker_url(url: str, *, environ: Mapping[str, str] | None = None) -> BrokerAddress:
+    """``mqtt://[user[:password]@]host[:port]`` (``mqtts://`` for TLS, default ports 1883 / 8883).
+
+    User name and password are percent-decoded (``BrokerAccount.url`` encodes them: a password may hold
+    any character). For ``mqtts://`` the TLS files come from ``environ`` (the process environment):
+    ``DORMANT_BROKER_CA_FILE``, ``DORMANT_BROKER_CERT_FILE`` and ``DORMANT_BROKER_KEY_FILE``; with a
+    plain ``mqtt://`` URL setting any of them is a ``ValueError`` (they would be ignored). No error
+    message holds the URL's password.
+    """
+    environ = os.environ if environ is None else environ
     parts = urlsplit(url if "://" in url else f"mqtt://{url}")
     if parts.scheme not in ("mqtt", "mqtts", "tcp"):
         raise ValueError(f"unsupported broker URL scheme {parts.scheme!r} (use mqtt:// or mqtts://)")
     tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"the broker URL has no valid port: {redact_url(url)}") from None
+    tls_files = {name: environ.get(name) or None for name in _TLS_FILE_ENVS}
+    if not tls and any(tls_files.values()):
+        given = ", ".join(name for name, value in tls_files.items() if value)
+        raise ValueError(
+            f"{given} set, but the broker URL {redact_url(url)} is not TLS: use mqtts:// (or unset them)"
+        )
+    if tls_files[BROKER_KEY_FILE_ENV] and not tls_files[BROKER_CERT_FILE_ENV]:
+        raise ValueError(f"{BROKER_KEY_FILE_ENV} is set without {BROKER_CERT_FILE_ENV}")
     return BrokerAddress(
         host=parts.hostname or "127.0.0.1",
-        port=parts.port or (8883 if tls else 1883),
-        username=parts.username,
-        password=parts.password,
+        port=port or (8883 if tls else 1883),
+        username=unquote(parts.username) if parts.username is not None else None,
+        password=unquote(parts.password) if parts.password is not None else None,
         tls=tls,
+        ca_file=tls_files[BROKER_CA_FILE_ENV],
+        cert_file=tls_files[BROKER_CERT_FILE_ENV],
+        key_file=tls_files[BROKER_KEY_FILE_ENV],
     )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: what logs, errors and reprs show."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    authority_end = min(ends, default=len(rest))
+    if "@" in rest[:authority_end]:
+        userinfo, _, host = rest[:authority_end].rpartition("@")
+        tail = rest[authority_end:]
+    elif "@" in rest:
+        # Not a valid URL (an unquoted '/', '?' or '#' in the password): hide up to the last '@'.
+        userinfo, _, tail = rest.rpartition("@")
+        host = ""
+    else:
+        return url
+    if ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}{tail}"
 
 
 def _read_token(path: str | None) -> str | None:
@@ -113,6 +177,13 @@ class Settings:
             catalog_url=catalog_url or mesh.get("catalogUrl") or DEFAULT_CATALOG_URL,
             layer_store=Path(layer_store or mesh.get("layerStore") or default_layer_store()),
             token=token,
+        )
+
+    def __repr__(self) -> str:
+        # Written out (not the dataclass's): the URLs may carry passwords.
+        return (
+            f"Settings(broker_url={redact_url(self.broker_url)!r}, "
+            f"catalog_url={redact_url(self.catalog_url)!r}, layer_store={self.layer_store!r})"
         )
 
     @property

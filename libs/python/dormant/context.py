@@ -6,9 +6,14 @@ import logging
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import SystemError
+
+if TYPE_CHECKING:  # the interfaces' own modules; messaging pulls in the MQTT client
+    from .authorizer import Authorizer
+    from .datastore import DataStore
+    from .messaging import Messaging
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,17 @@ class TransactionSource(Protocol):
         ...
 
 
+class Platform(Protocol):
+    """What a runtime (or ``dormant.testing``) hands handlers: the seed's platform interfaces, each bound
+    to the current call's caller (the seed's ``CreateDataStore(UserContext)`` and so on)."""
+
+    def datastore(self, ctx: Context) -> DataStore: ...
+
+    def authorizer(self, ctx: Context) -> Authorizer: ...
+
+    def messaging(self, ctx: Context) -> Messaging: ...
+
+
 class _CallLogger(logging.LoggerAdapter[logging.Logger]):
     """Prefixes every record with the callId and adds it as ``record.call_id``."""
 
@@ -68,6 +84,8 @@ class Context:
     _logger: logging.LoggerAdapter[logging.Logger] | None = None
     _transactions: TransactionSource | None = None
     _tx: Any = None
+    _platform: Platform | None = None
+    _bound: dict[str, Any] = field(default_factory=dict)
 
     async def transaction(self) -> Any:
         """A Postgres transaction (a ``psycopg.AsyncConnection``) for this call's writes.
@@ -82,6 +100,30 @@ class Context:
                 raise SystemError("this runtime has no transactional data store (no catalog database)")
             self._tx = await self._transactions.begin()
         return self._tx
+
+    @property
+    def data(self) -> DataStore:
+        """The DataStore as this call's caller: row-level security from their token, every access
+        audited, writes committed with the call's answer (exactly once per callId)."""
+        return self._bind("datastore")  # type: ignore[no-any-return]
+
+    @property
+    def authorizer(self) -> Authorizer:
+        """Roles and permissions on this service's data, managed as this call's caller."""
+        return self._bind("authorizer")  # type: ignore[no-any-return]
+
+    @property
+    def messaging(self) -> Messaging:
+        """Calls and events to other functions, carrying this call's caller and child callIds."""
+        return self._bind("messaging")  # type: ignore[no-any-return]
+
+    def _bind(self, interface: str) -> Any:
+        bound = self._bound.get(interface)
+        if bound is None:
+            if self._platform is None:
+                raise SystemError(f"this runtime provides no {interface} to handlers")
+            bound = self._bound[interface] = getattr(self._platform, interface)(self)
+        return bound
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None without a deadline."""

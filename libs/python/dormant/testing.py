@@ -25,6 +25,14 @@ wants to finish them itself, ``async end(conn, *, commit)``; otherwise the clien
 connection's ``commit()`` or ``rollback()``): the transaction is committed when the call succeeds and
 rolled back when it fails, as in a pod.
 
+Handlers get the platform interfaces in process (``TestPlatform``): ``ctx.data`` and ``ctx.authorizer``
+(or constructor-injected ``DataStore``/``Authorizer``) are ``MemoryDataStore``/``MemoryAuthorizer`` with
+the rules row-level security enforces in a pod (each caller sees its own documents unless granted more;
+every access audited in ``client.platform.memory.audit``); ``ctx.messaging`` is ``MemoryMessaging``:
+calls go to the other ``TestClient``s sharing the platform (as the same caller, with the same child
+callIds), events land in ``client.platform.bus.events``. Give several ``TestClient``s one
+``TestPlatform`` to let their services call each other and share data, as in one mesh.
+
 Several services load side by side in one test process: each service directory is imported as a
 package of its own (``dormant._loader``), so every service keeps its own ``generated`` models.
 """
@@ -45,13 +53,25 @@ import orjson
 from . import callid
 from ._dispatch import Dispatcher, Transactions
 from ._loader import LoadedApp, LoadError, find_service_dir, load_app
+from ._memory_messaging import MemoryBus, MemoryMessaging
+from ._memory_platform import MemoryAuthorizer, MemoryDataStore, MemoryPlatform
 from ._modeljson import request_body
 from .app import ServiceSpec
-from .context import TransactionSource, UserContext
+from .context import Context, TransactionSource, UserContext
 from .decorators import SERVICE_ATTR
 from .errors import SystemError, error_from_payload
 
-__all__ = ["TEST_USER", "LoadError", "TestClient"]
+__all__ = [
+    "TEST_USER",
+    "LoadError",
+    "MemoryAuthorizer",
+    "MemoryBus",
+    "MemoryDataStore",
+    "MemoryMessaging",
+    "MemoryPlatform",
+    "TestClient",
+    "TestPlatform",
+]
 
 TEST_USER = UserContext(user_id="test-user", email="test-user@example.com")
 """Who calls through a ``TestClient`` unless told otherwise: a verified user with no roles."""
@@ -60,6 +80,26 @@ NO_DATABASE = (
     "ctx.transaction() needs a database, and this TestClient has none: pass "
     "TestClient(..., transactions=source), where source.begin() returns a connection with a transaction open"
 )
+
+
+class TestPlatform:
+    """``ctx.data``, ``ctx.authorizer`` and ``ctx.messaging`` for ``TestClient`` calls: one in-process
+    store (``memory``) and one message bus (``bus``), shared by every ``TestClient`` given this platform."""
+
+    __test__ = False
+
+    def __init__(self, memory: MemoryPlatform | None = None, bus: MemoryBus | None = None) -> None:
+        self.memory = memory or MemoryPlatform()
+        self.bus = bus or MemoryBus()
+
+    def datastore(self, ctx: Context) -> MemoryDataStore:
+        return self.memory.datastore(ctx.user, ctx.service, ctx.call_id)
+
+    def authorizer(self, ctx: Context) -> MemoryAuthorizer:
+        return self.memory.authorizer(ctx.user, ctx.service, ctx.call_id)
+
+    def messaging(self, ctx: Context) -> Any:
+        return MemoryMessaging(self.bus, ctx.user, ctx.call_id)
 
 
 class TestClient:
@@ -91,13 +131,18 @@ class TestClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         transactions: TransactionSource | None = None,
+        platform: TestPlatform | None = None,
     ) -> None:
         spec, handler, self.app = _resolve(service)
         self.spec: ServiceSpec = spec
         self.user = TEST_USER if user is None else user
         self.headers = dict(headers or {})
         self.timeout = timeout
-        self._dispatcher = Dispatcher(spec, version, _transactions(transactions), handler=handler)
+        self.platform = platform or TestPlatform()
+        self.platform.bus.services[spec.name] = self
+        self._dispatcher = Dispatcher(
+            spec, version, _transactions(transactions), handler=handler, platform=self.platform
+        )
         self._runner: asyncio.Runner | None = None
 
     @property

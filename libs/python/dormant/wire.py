@@ -80,14 +80,30 @@ def envelope_topic(service: str) -> str:
     return f"service/{service}"
 
 
-def reply_topic(client_id: str) -> str:
-    """The response topic a client puts on its calls."""
-    return f"reply/{client_id}"
+def reply_topic(client_id: str, username: str | None = None) -> str:
+    """The response topic a client puts on its calls: ``reply/{username}/{client_id}`` when it connects
+    with a broker user name (a secured broker lets an account read only ``reply/{username}/#``),
+    ``reply/{client_id}`` when it connects anonymously. ``ValueError`` for a user name or client id
+    that is not one topic level."""
+    for what, level in (("broker user name", username), ("client id", client_id)):
+        if level is not None:
+            problem = _inbox_level_problem(level)
+            if problem is not None:
+                raise ValueError(f"the {what} {level[:100]!r} cannot be an inbox topic level: {problem}")
+    return f"reply/{username}/{client_id}" if username is not None else f"reply/{client_id}"
 
 
-def reply_filter(client_id: str) -> str:
-    """What a client subscribes to for its responses (``reply/{id}`` and below)."""
-    return f"reply/{client_id}/#"
+def reply_filter(client_id: str, username: str | None = None) -> str:
+    """What a client subscribes to for its responses: its ``reply_topic`` and below."""
+    return f"{reply_topic(client_id, username)}/#"
+
+
+def _inbox_level_problem(level: str) -> str | None:
+    if not level:
+        return "it is empty"
+    if "/" in level or "+" in level or "#" in level:
+        return "it holds '/', '+' or '#'"
+    return mqtt_string_problem(level)
 
 
 def topic_mappings(service: str) -> dict[str, str]:

@@ -215,7 +215,9 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         children = [await _start_pod(env, state, index, args.lease) for index in range(args.pods)]
         stack.push_async_callback(_stop_children, children)
         gateway_url = f"http://127.0.0.1:{free_port()}"
-        children.append(await _start_gateway(env, state, gateway_url))
+        # Only the gateway gets its own client's secret (client credentials, for the calls it makes itself).
+        gateway_env = {**env, **provider.gateway_env()} if provider is not None else env
+        children.append(await _start_gateway(gateway_env, state, gateway_url))
         controller_log = (state / "controller.log").open("ab")
         stack.callback(controller_log.close)
         children.append(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ AUDIENCE = "dormant"
 CLI_CLIENT = "dormant-cli"
 SERVICE_CLIENT = "dormant-services"
 """The client the runtimes and the gateway introspect with."""
+GATEWAY_CLIENT = "dormant-gateway"
+"""The gateway's own client: its client-credentials token (subject ``dormant-gateway``, no roles) is what
+cron ticks, queue messages, async invocations and public HTTP triggers call with."""
 EMAIL_CLAIM = "attributes.email"
 """nanoidp puts a user's email under ``attributes`` in its access tokens (not as ``email``)."""
 
@@ -59,32 +62,34 @@ def find_nanoidp_python() -> str:
 
 @dataclass(frozen=True, slots=True)
 class ProviderSecrets:
-    """Made once per state directory; never printed or logged."""
+    """Made once per state directory (mode 0600); never printed or logged."""
 
-    management: str
-    cli_client: str
-    service_client: str
+    management: str = field(repr=False)
+    cli_client: str = field(repr=False)
+    service_client: str = field(repr=False)
+    gateway_client: str = field(repr=False)
 
     @classmethod
     def load_or_create(cls, path: Path) -> ProviderSecrets:
+        """The secrets in ``path``; any missing (a file written before a secret existed, or no file) is
+        made and the file rewritten, keeping the ones it had."""
+        names = [f.name for f in fields(cls)]
         try:
             data = json.loads(path.read_text())
-            return cls(data["management"], data["cli_client"], data["service_client"])
-        except (OSError, ValueError, KeyError):
-            pass
-        made = cls(secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        kept = {name: data[name] for name in names if isinstance(data.get(name), str) and data[name]}
+        if len(kept) == len(names):
+            return cls(**kept)
+        made = {name: kept.get(name) or secrets.token_urlsafe(24) for name in names}
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # a file that existed keeps its mode through os.open
         with os.fdopen(descriptor, "w") as out:
-            json.dump(
-                {
-                    "management": made.management,
-                    "cli_client": made.cli_client,
-                    "service_client": made.service_client,
-                },
-                out,
-            )
-        return made
+            json.dump(made, out)
+        return cls(**made)
 
 
 class OidcProvider(ServerProcess):
@@ -119,6 +124,14 @@ class OidcProvider(ServerProcess):
             "DORMANT_OIDC_EMAIL_CLAIM": EMAIL_CLAIM,
         }
 
+    def gateway_env(self) -> dict[str, str]:
+        """The gateway's own client (client credentials), on top of ``service_env()``: only the gateway
+        gets this secret, never a runtime."""
+        return {
+            "DORMANT_GATEWAY_CLIENT_ID": GATEWAY_CLIENT,
+            "DORMANT_GATEWAY_CLIENT_SECRET": self.secrets.gateway_client,
+        }
+
     def _saved_port(self) -> int | None:
         try:
             return int((self.state_dir / "port").read_text())
@@ -140,6 +153,7 @@ class OidcProvider(ServerProcess):
                 "clients": [
                     {"client_id": CLI_CLIENT, "client_secret": self.secrets.cli_client},
                     {"client_id": SERVICE_CLIENT, "client_secret": self.secrets.service_client},
+                    {"client_id": GATEWAY_CLIENT, "client_secret": self.secrets.gateway_client},
                 ],
             },
             "jwt": {"keys_dir": str(self.state_dir / "keys"), "max_previous_keys": 2},

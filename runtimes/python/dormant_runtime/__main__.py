@@ -20,6 +20,7 @@ from .control import EventChannel, read_commands
 from .dedup import Deduplicator
 from .dispatcher import Dispatcher
 from .loader import LoadError, load_service
+from .platform import RuntimePlatform, outgoing_client
 from .server import Server
 from .stats import CallStats, StatsPublisher
 from .transactions import TransactionPool
@@ -65,7 +66,13 @@ async def _serve(
     transactions = None if args.no_dedup else TransactionPool(settings.catalog_url)
     try:
         spec = load_service(app_dir)
-        dispatcher = Dispatcher(spec, version, transactions)
+        pod_id = os.environ.get("DORMANT_POD_ID") or uuid.uuid4().hex[:8]
+        client_id = client_id_for(spec.name, version, slot, pod_id, live=live)
+        platform = RuntimePlatform(
+            catalog_url=None if transactions is None else settings.catalog_url,
+            client=outgoing_client(settings.broker_url, client_id),
+        )
+        dispatcher = Dispatcher(spec, version, transactions, platform=platform)
         authenticator = CallAuthenticator.from_env(spec.auth)
     except (LoadError, ValueError) as exc:
         events.emit(FAILED, error=str(exc))
@@ -75,8 +82,7 @@ async def _serve(
         events.emit(FAILED, error=f"{type(exc).__name__}: {exc}")
         log.exception("could not start the service")
         return 1
-    pod_id = os.environ.get("DORMANT_POD_ID") or uuid.uuid4().hex[:8]
-    client_id = client_id_for(spec.name, version, slot, pod_id, live=live)
+    await platform.prepare()
     dedup = None
     if not args.no_dedup:
         owner = f"{client_id}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
@@ -127,6 +133,7 @@ async def _serve(
     if transactions is not None:
         await transactions.close()
     await authenticator.close()
+    await platform.close()
     events.emit(DRAINED, cut_off=left)
     return 0
 

@@ -28,6 +28,7 @@ from dormant_catalog.calls import MAX_CALL_ID_BYTES, CallState, Claim, call_id_p
 from dormant_catalog.db import is_transient
 
 from .authn import CallAuthenticator
+from .datastore import leave_caller_role
 from .dedup import STORED_ERROR_TYPES, Deduplicator
 from .dispatcher import Dispatcher, Outcome
 from .stats import CallStats, mark_start
@@ -324,6 +325,7 @@ class Server:
             return "answer"
         stored = False
         try:
+            await leave_caller_role(tx)  # the DataStore's statements ran as the caller; the fence does not
             stored = await dedup.store.complete_in(tx, claim.key, outcome.ok, response)
             await transactions.end(tx, commit=stored)
         except Exception as exc:

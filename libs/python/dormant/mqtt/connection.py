@@ -1,5 +1,6 @@
 """One MQTT 5 connection on an ``asyncio.Protocol``: connect, subscribe, publish and wait for the
-PUBACK's reason code, receive with automatic or manual acknowledgement, keep alive, disconnect.
+PUBACK's reason code, receive with automatic or manual acknowledgement, keep alive, disconnect; over
+TCP, or over TLS with the caller's ``ssl.SSLContext``.
 
 A PUBLISH whose topic name or string properties a broker would refuse (and close the connection for) is
 refused here with ``InvalidPublish``, before anything is sent."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -281,8 +283,12 @@ async def connect(
     on_message: MessageHandler | None = None,
     max_packet_size: int = DEFAULT_MAX_PACKET,
     timeout: float = 10.0,
+    tls: ssl.SSLContext | None = None,
 ) -> MqttConnection:
-    """Open a connection and complete the CONNECT / CONNACK exchange."""
+    """Open a connection and complete the CONNECT / CONNACK exchange.
+
+    With ``tls`` the connection is TLS: the handshake (within ``timeout``) checks the broker's
+    certificate as the context says, and its name against ``host``."""
     loop = asyncio.get_running_loop()
     try:
         _, conn = await asyncio.wait_for(
@@ -292,11 +298,19 @@ async def connect(
                 ),
                 host,
                 port,
+                ssl=tls,
+                server_hostname=host if tls is not None else None,
             ),
             timeout,
         )
+    except ssl.SSLCertVerificationError as exc:
+        raise ConnectionClosed(
+            f"cannot connect to {host}:{port}: the broker's TLS certificate is refused: "
+            f"{exc.verify_message or exc}"
+        ) from exc
     except (OSError, TimeoutError) as exc:
-        raise ConnectionClosed(f"cannot connect to {host}:{port}: {exc}") from exc
+        over = " over TLS" if tls is not None else ""
+        raise ConnectionClosed(f"cannot connect to {host}:{port}{over}: {exc}") from exc
     conn._write(
         codec.encode_connect(
             client_id,

@@ -2,7 +2,8 @@
 
 Chosen with ``DORMANT_MQTT_CLIENT=aiomqtt``. aiomqtt hides the PUBACK reason code (so ``publish``
 always returns 0: a call to a topic nobody serves waits for its timeout instead of failing fast) and
-acknowledges every message on receipt (no manual acks). Named so that it does not shadow the
+acknowledges every message on receipt (no manual acks). ``mqtts://`` connects over TLS with the same
+context as the native transport (``_tls.tls_context``). Named so that it does not shadow the
 ``aiomqtt`` library it wraps.
 """
 
@@ -10,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Sequence
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ..config import parse_broker_url
 from ..mqtt import Message
 from ..mqtt.connection import publish_problem
 from ._base import ConnectsOnEnter, TransportError
+from ._tls import tls_context
 
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
@@ -49,6 +53,13 @@ class AiomqttTransport(ConnectsOnEnter):
         max_queued_incoming: int = 0,
     ) -> None:
         address = parse_broker_url(broker_url)
+        # aiomqtt takes the TLS context when it is built; a file that cannot be read fails connect().
+        self._tls_problem: TransportError | None = None
+        tls: ssl.SSLContext | None = None
+        try:
+            tls = tls_context(address)
+        except TransportError as exc:
+            self._tls_problem = exc
         connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if session_expiry_s:
             connect_props.SessionExpiryInterval = session_expiry_s
@@ -64,6 +75,7 @@ class AiomqttTransport(ConnectsOnEnter):
             keepalive=keepalive,
             properties=connect_props,
             socket_options=_NODELAY,
+            tls_context=tls,
             max_queued_incoming_messages=max_queued_incoming or None,
             max_inflight_messages=1000,
             timeout=10,
@@ -71,10 +83,12 @@ class AiomqttTransport(ConnectsOnEnter):
         self._closed = False
 
     async def connect(self) -> None:
+        if self._tls_problem is not None:
+            raise self._tls_problem
         try:
             await self._client.__aenter__()
         except aiomqtt.MqttError as exc:
-            raise TransportError(f"cannot connect to the broker: {exc}") from exc
+            raise TransportError(f"cannot connect to the broker: {exc}", _reason(exc)) from exc
 
     async def close(self, *, end_session: bool = False) -> None:
         if self._closed:
@@ -128,7 +142,14 @@ class AiomqttTransport(ConnectsOnEnter):
                 yield _inbound(message)
         except aiomqtt.MqttError as exc:
             if not self._closed:
-                raise TransportError(f"connection lost: {exc}") from exc
+                raise TransportError(f"connection lost: {exc}", _reason(exc)) from exc
+
+
+def _reason(error: aiomqtt.MqttError) -> int | None:
+    """The MQTT 5 reason code of a refused CONNECT or a broker's DISCONNECT (paho's ``ReasonCode``);
+    None for paho's own error numbers, which are no reason codes."""
+    code = getattr(error, "rc", None)
+    return code.value if isinstance(code, ReasonCode) else None
 
 
 def _inbound(message: aiomqtt.Message) -> Message:

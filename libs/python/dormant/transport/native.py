@@ -2,7 +2,9 @@
 
 It reports PUBACK reason codes (0x10 "no matching subscribers" lets callers fail fast with
 ``Unavailable``) and acknowledges on demand (``manual_ack``: a runtime acks a request only after its
-answer is out), the two things the delivery guarantees need and aiomqtt hides.
+answer is out), the two things the delivery guarantees need and aiomqtt hides. ``mqtts://`` URLs
+connect over TLS (``_tls.tls_context``: the broker's certificate checked, a client certificate when
+configured).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .. import mqtt
 from ..config import parse_broker_url
 from ..mqtt import Message
 from ._base import ConnectsOnEnter, TransportError
+from ._tls import tls_context
 
 
 class NativeTransport(ConnectsOnEnter):
@@ -41,6 +44,9 @@ class NativeTransport(ConnectsOnEnter):
         self._closed = False
 
     async def connect(self) -> None:
+        """Connect (over TLS for ``mqtts://``, as the URL's user); ``TransportError`` carries the
+        CONNACK's reason code when the broker refused."""
+        tls = tls_context(self._address)
         try:
             self._conn = await mqtt.connect(
                 self._address.host,
@@ -52,6 +58,7 @@ class NativeTransport(ConnectsOnEnter):
                 clean_start=self._clean_start,
                 session_expiry_s=self._session_expiry_s,
                 manual_ack=self._manual_ack,
+                tls=tls,
             )
         except mqtt.MqttError as exc:
             raise TransportError(f"cannot connect to the broker: {exc}", exc.reason) from exc
@@ -79,7 +86,7 @@ class NativeTransport(ConnectsOnEnter):
         try:
             await self._require().subscribe(filters, qos)
         except mqtt.MqttError as exc:
-            raise TransportError(f"subscribe failed: {exc}") from exc
+            raise TransportError(f"subscribe failed: {exc}", exc.reason) from exc
 
     async def unsubscribe(self, filters: Sequence[str]) -> None:
         try:
