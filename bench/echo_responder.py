@@ -20,7 +20,7 @@ async def main(host: str, port: int, topic: str) -> None:
         print("ready", flush=True)
         async for message in client.messages:
             props = message.properties
-            reply = Properties(PacketTypes.PUBLISH)
+            reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             reply.CorrelationData = props.CorrelationData  # type: ignore[union-attr]
             await client.publish(props.ResponseTopic, message.payload, qos=1, properties=reply)  # type: ignore[union-attr]
 

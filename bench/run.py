@@ -5,8 +5,12 @@
 Starts its own Mosquitto (Dormant's config) and Postgres, then measures:
 1. warm call latency, 2,000 sequential calls: the Dormant runtime (validation and callId
    de-duplication on) vs a bare aiomqtt echo responder vs a FastStream MQTT responder, all driven by the
-   same load generator process; plus the Dormant SDK client as the caller;
-2. throughput of one responder process with 64 calls in flight;
+   same load generator process; plus the Dormant SDK client as the caller; plus a runtime serving the
+   same function with authentication on (``auth="required"``), called with the same token every time
+   and with a new RS256 token per call (``bench/issuer.py`` says whose tokens and why), and, as a
+   control, the auth-off runtime sent the same token (which it drops unread);
+2. throughput of one responder process with 64 calls in flight, for each of the above but the SDK;
+   and what one ``TokenVerifier.verify`` costs, repeat token and first-time (``bench/verify_micro.py``);
 3. deploy latency on a warm pool (catalog change -> first answer from the new version) and rollback;
 4. idle cost of a serving pod (sidecar + runtime + its standby runtime) over 60 s;
 5. codegen: `dormant build` (which generates, then packs) of a 20-function service, cold and no-op.
@@ -34,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 SERVICE = BENCH / "services" / "bench-service"
+AUTH_SERVICE = BENCH / "services" / "bench-auth-service"
 PY_ROOTS = [ROOT / p for p in ("libs/python", "codegen", "catalog", "sidecar", "runtimes/python", "gateway")]
 for _root in reversed(PY_ROOTS):
     sys.path.insert(0, str(_root))
@@ -41,6 +46,9 @@ for _root in reversed(PY_ROOTS):
 from dormant_catalog import open_catalog  # noqa: E402
 from dormant_cli.build_cmds import publish  # noqa: E402
 from dormant_local import LocalPostgres, MosquittoProcess  # noqa: E402
+
+sys.path.insert(0, str(BENCH))
+from issuer import BenchIssuer  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, PY_ROOTS))}
 
@@ -104,49 +112,83 @@ def _merge(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
+def _runtime(app_dir: Path, broker_url: str, catalog_url: str, **env: str) -> subprocess.Popen[str]:
+    return python(
+        "-m",
+        "dormant_runtime",
+        "--app-dir",
+        str(app_dir),
+        "--broker-url",
+        broker_url,
+        env={**ENV, "DORMANT_CATALOG_URL": catalog_url, "DORMANT_LOG_LEVEL": "WARNING", **env},
+    )
+
+
+def _checked(result: dict[str, Any], name: str) -> dict[str, Any]:
+    """``result``, unless some answer differed from the echo (an error answer is not a measurement)."""
+    if result.get("mismatched"):
+        raise RuntimeError(f"{name}: {result['mismatched']} answers were not the echo")
+    return result
+
+
 async def call_figures(
-    broker_url: str, catalog_url: str, n_latency: int, n_throughput: int
+    broker_url: str, catalog_url: str, issuer: BenchIssuer, key_file: Path, n_latency: int, n_throughput: int
 ) -> dict[str, Any]:
-    """All three responders run side by side; latency is measured in interleaved rounds so each one
-    sees the same machine conditions, throughput one responder at a time (the others idle)."""
+    """All responders run side by side; latency is measured in interleaved rounds so each one sees the
+    same machine conditions, throughput one at a time (the others idle). The authenticated runtime is
+    measured twice, by callers that differ only in their tokens."""
     host, port = broker_url.removeprefix("mqtt://").split(":")
-    subjects = {
-        "echo": (python(str(BENCH / "echo_responder.py"), host, port, "bench/echo"), "bench/echo"),
-        "faststream": (
-            python(str(BENCH / "faststream_responder.py"), broker_url, "bench/fs/echo"),
-            "bench/fs/echo",
-        ),
-        "dormant": (
-            python(
-                "-m",
-                "dormant_runtime",
-                "--app-dir",
-                str(SERVICE),
-                "--broker-url",
-                broker_url,
-                env={**ENV, "DORMANT_CATALOG_URL": catalog_url, "DORMANT_LOG_LEVEL": "WARNING"},
-            ),
-            "service/bench-service/echo",
-        ),
+    auth_topic = "service/bench-auth-service/echo"
+    responders = [
+        (python(str(BENCH / "echo_responder.py"), host, port, "bench/echo"), "bench/echo"),
+        (python(str(BENCH / "faststream_responder.py"), broker_url, "bench/fs/echo"), "bench/fs/echo"),
+        (_runtime(SERVICE, broker_url, catalog_url), "service/bench-service/echo"),
+        (_runtime(AUTH_SERVICE, broker_url, catalog_url, **issuer.trust_env()), auth_topic),
+    ]
+    # name -> (topic, extra load-generator arguments)
+    subjects: dict[str, tuple[str, tuple[str, ...]]] = {
+        "echo": ("bench/echo", ()),
+        "faststream": ("bench/fs/echo", ()),
+        "dormant": ("service/bench-service/echo", ()),
+        # Control: the same token sent to the runtime with authentication off, which drops it unread,
+        # so the token's transport (its ~900 bytes through broker and decoder) is told from its check.
+        "dormant_token_unread": ("service/bench-service/echo", ("--tokens", "same", "--key", str(key_file))),
+        "dormant_auth_same": (auth_topic, ("--tokens", "same", "--key", str(key_file))),
+        "dormant_auth_fresh": (auth_topic, ("--tokens", "fresh", "--key", str(key_file))),
     }
     results: dict[str, Any] = {}
     async with contextlib.AsyncExitStack() as stack:
-        for proc, topic in subjects.values():
+        for proc, topic in responders:
             await stack.enter_async_context(responder(proc, broker_url, topic))
         samples: dict[str, list[float]] = {name: [] for name in [*subjects, "dormant_sdk"]}
         per_round = max(1, n_latency // LATENCY_ROUNDS)
         for _ in range(LATENCY_ROUNDS):
-            for name, (_, topic) in subjects.items():
-                samples[name] += loadgen("latency", broker_url, topic, str(per_round))["samples_ms"]
+            for name, (topic, extra) in subjects.items():
+                measured = loadgen("latency", broker_url, topic, str(per_round), *extra)
+                samples[name] += _checked(measured, name)["samples_ms"]
             samples["dormant_sdk"] += loadgen("sdk", broker_url, "bench-service", "echo", str(per_round))[
                 "samples_ms"
             ]
         for name in samples:
             results[name] = {"latency": _merge(samples[name])}
-        for name, (_, topic) in subjects.items():
-            results[name]["throughput"] = loadgen("throughput", broker_url, topic, str(n_throughput), "64")
+        for name, (topic, extra) in subjects.items():
+            measured = loadgen("throughput", broker_url, topic, str(n_throughput), "64", *extra)
+            results[name]["throughput"] = _checked(measured, name)
             print(f"  {name}: {results[name]}", file=sys.stderr)
     return results
+
+
+def token_check_figures(key_file: Path, quick: bool) -> dict[str, Any]:
+    """``bench/verify_micro.py`` in its own process: ``TokenVerifier.verify`` alone, in microseconds."""
+    sizes = ("--repeats", "10000", "--fresh", "300", "--nanoidp", "5") if quick else ()
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "verify_micro.py"), str(key_file), *sizes],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 # --------------------------------------------------------------------------- 3 + 4: deploys, idle
@@ -238,7 +280,8 @@ async def deploy_and_idle(
         async with await open_catalog(catalog_url) as catalog:
             await _switch(catalog, requester, v1)
             await asyncio.sleep(2.0)  # the pool's standby runtime is warm again
-            deploys, backs = [], []
+            deploys: list[float] = []
+            backs: list[float] = []
             for trial in range(trials + rollbacks):
                 target = v2 if trial % 2 == 0 else v1
                 took = await _switch(catalog, requester, target)
@@ -335,6 +378,76 @@ def _versus(ours: dict[str, float], echo: dict[str, float], peer: dict[str, floa
     )
 
 
+Row = tuple[str, str, str, str, str]
+AUTH_MODES = (("dormant_auth_same", "same token"), ("dormant_auth_fresh", "new token per call"))
+
+
+def auth_rows(r: dict[str, Any]) -> list[Row]:
+    """The authenticated runtime's figures, each against the references and the same runtime with
+    authentication off (all from the same run); then ``TokenVerifier.verify`` alone. Empty for a
+    result written before these were measured."""
+    calls = r["calls"]
+    echo, fs, off = calls["echo"], calls["faststream"], calls["dormant"]
+    et, ft, ot = (calls[name]["throughput"]["calls_per_s"] for name in ("echo", "faststream", "dormant"))
+    rows: list[Row] = []
+    unread = calls.get("dormant_token_unread")
+    if unread:
+        latency, put = unread["latency"], unread["throughput"]["calls_per_s"]
+        rows.append(
+            (
+                "auth off, token sent unread: p50 / p99 (ms), calls/s",
+                f"{latency['p50_ms']:.3f} / {latency['p99_ms']:.3f}, {put:,.0f}",
+                f"{latency['p50_ms'] / off['latency']['p50_ms']:.2f}x / "
+                f"{latency['p99_ms'] / off['latency']['p99_ms']:.2f}x / {put / ot:.2f}x auth off",
+                "(control)",
+                "",
+            )
+        )
+    for name, label in AUTH_MODES:
+        if name not in calls:
+            continue
+        latency, put = calls[name]["latency"], calls[name]["throughput"]["calls_per_s"]
+        for key in ("p50_ms", "p99_ms"):
+            versus = _versus(latency, echo["latency"], fs["latency"], key)
+            rows.append(
+                (
+                    f"auth on, {label}: call {key[:3]} (ms)",
+                    f"{latency[key]:.3f}",
+                    f"{versus}; {latency[key] / off['latency'][key]:.2f}x auth off",
+                    "(informative)",
+                    "",
+                )
+            )
+        rows.append(
+            (
+                f"auth on, {label}: calls/s, 64 in flight",
+                f"{put:,.0f}",
+                f"{put / et:.2f}x echo ({et:,.0f}); {put / ft:.2f}x FastStream ({ft:,.0f}); "
+                f"{put / ot:.2f}x auth off",
+                "(informative)",
+                "",
+            )
+        )
+    check = r.get("token_check")
+    if check:
+        first = check["first_time_rs256"]
+        idp = check.get("nanoidp", {})
+        if "first_time_rs256" in idp:
+            provider = f"nanoidp's own tokens, first check: p50 {idp['first_time_rs256']['p50_us']:.0f} µs"
+        else:
+            provider = f"nanoidp's own tokens: {idp.get('skipped', 'not measured')}"
+        rows.append(
+            (
+                "TokenVerifier.verify (µs): repeat / first RS256",
+                f"{check['repeat_us']:.2f} / {first['p50_us']:.0f}",
+                f"n={check['repeats']:,} / p50 of {first['n']:,}; {provider}",
+                "(informative)",
+                "",
+            )
+        )
+    return rows
+
+
 def report(r: dict[str, Any]) -> str:
     echo, fs, dm, sdk = (
         r["calls"]["echo"],
@@ -348,7 +461,7 @@ def report(r: dict[str, Any]) -> str:
         fs["throughput"]["calls_per_s"],
         dm["throughput"]["calls_per_s"],
     )
-    rows = [
+    rows: list[Row] = [
         (
             "warm call p50 (ms)",
             f"{dl['p50_ms']:.3f}",
@@ -378,6 +491,7 @@ def report(r: dict[str, Any]) -> str:
             ">= 0.8x echo and >= 5,000",
             verdict(dt >= 0.8 * et and dt >= 5000),
         ),
+        *auth_rows(r),
     ]
     d = r.get("deploys")
     if d:
@@ -433,8 +547,9 @@ async def main(argv: Sequence[str]) -> int:
     only = set(args.only or ["calls", "deploys", "codegen"])
     n_latency, n_throughput = (300, 3000) if args.quick else (2000, 20000)
     trials, rollbacks, idle_s = (6, 4, 10.0) if args.quick else (50, 20, 60.0)
-    generate = [sys.executable, "-m", "dormant_cli", "generate", str(SERVICE)]
-    await asyncio.to_thread(subprocess.run, generate, env=ENV, check=True, capture_output=True)
+    for app_dir in (SERVICE, AUTH_SERVICE):
+        generate = [sys.executable, "-m", "dormant_cli", "generate", str(app_dir)]
+        await asyncio.to_thread(subprocess.run, generate, env=ENV, check=True, capture_output=True)
     work = Path(tempfile.mkdtemp(prefix="dormant-bench-"))
     os.chmod(work, 0o755)
     result: dict[str, Any] = {
@@ -455,7 +570,13 @@ async def main(argv: Sequence[str]) -> int:
                 pass  # migrations applied once, before anything is timed
             if "calls" in only:
                 print("calls ...", file=sys.stderr)
-                result["calls"] = await call_figures(broker.url, catalog_url, n_latency, n_throughput)
+                key_file = work / "bench-issuer.pem"
+                issuer = BenchIssuer.create(key_file)
+                result["calls"] = await call_figures(
+                    broker.url, catalog_url, issuer, key_file, n_latency, n_throughput
+                )
+                print("token check ...", file=sys.stderr)
+                result["token_check"] = await asyncio.to_thread(token_check_figures, key_file, args.quick)
             if "deploys" in only:
                 print("deploys and idle ...", file=sys.stderr)
                 result["deploys"] = await deploy_and_idle(
@@ -478,5 +599,4 @@ async def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(BENCH))
     sys.exit(asyncio.run(main(sys.argv[1:])))

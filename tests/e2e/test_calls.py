@@ -159,7 +159,7 @@ async def test_business_rule_is_a_business_logic_error(client: Client) -> None:
 async def test_unknown_function_is_not_found(client: Client) -> None:
     with pytest.raises(NotFound) as info:
         await client.call("user-service", "deleteEverything", {})
-    assert info.value.details["functions"] == ["createUser", "getUser"]
+    assert info.value.details["functions"] == ["createUser", "getUser", "grantRead"]
 
 
 async def test_handler_exception_is_a_system_error_without_traceback(client: Client, served: Mesh) -> None:

@@ -30,11 +30,6 @@ class Ledger:
     version: int = 0
 
     async def setup(self, *, replicas: int, source: Path = LEDGER) -> None:
-        async with await psycopg.AsyncConnection.connect(self.mesh.catalog_url, autocommit=True) as conn:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS ledger_effects (call_id text NOT NULL, item text, pid integer,"
-                " at timestamptz NOT NULL DEFAULT now())"
-            )
         self.runs_file.touch()
         os.chmod(self.runs_file, 0o666)
         _, self.version = await self.mesh.publish(source)
@@ -63,7 +58,10 @@ class Ledger:
 
     async def effects(self) -> collections.Counter[str]:
         async with await psycopg.AsyncConnection.connect(self.mesh.catalog_url, autocommit=True) as conn:
-            cur = await conn.execute("SELECT call_id FROM ledger_effects")
+            cur = await conn.execute(
+                "SELECT body->>'callId' FROM dormant_data.documents"
+                " WHERE service = 'ledger-service' AND collection = 'effects'"
+            )
             return collections.Counter(row[0] for row in await cur.fetchall())
 
 

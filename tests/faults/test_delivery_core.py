@@ -113,11 +113,11 @@ async def test_postgres_restarted_while_handlers_hold_transactions(
     handler = (source / "ledger.py").read_text()
     sleep_first = (
         "        if request.ms:\n            await asyncio.sleep(request.ms / 1000)\n"
-        "        tx = await ctx.transaction()\n"
+        "        await ctx.data.insert("
     )
     assert sleep_first in handler
     # The variant writes first and then holds its transaction open for ``ms``.
-    held = handler.replace(sleep_first, "        tx = await ctx.transaction()\n").replace(
+    held = handler.replace(sleep_first, "        await ctx.data.insert(").replace(
         "        return RecordResponse(",
         "        if request.ms:\n            await asyncio.sleep(request.ms / 1000)\n"
         "        return RecordResponse(",

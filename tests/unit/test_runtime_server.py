@@ -75,7 +75,7 @@ class Greeter:
 
     async def write(self, request: In, ctx: Context) -> Out:
         self.runs.append(("write", ctx.call_id))
-        tx = await ctx.transaction()
+        tx = await ctx._transaction()
         tx.writes.append(request.name)
         if request.name == "crash":
             raise RuntimeError("after writing")

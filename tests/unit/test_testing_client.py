@@ -22,6 +22,7 @@ import pytest
 from pydantic import BaseModel
 
 from dormant import (
+    ANONYMOUS,
     BusinessLogicError,
     Context,
     NotFound,
@@ -33,7 +34,7 @@ from dormant import (
 )
 from dormant import _loader as loader
 from dormant.app import FunctionSpec, ServiceSpec
-from dormant.testing import NO_DATABASE, TEST_USER, LoadError, MemoryMessaging, TestClient, TestPlatform
+from dormant.testing import TEST_USER, LoadError, MemoryMessaging, TestClient, TestPlatform
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_SERVICE = ROOT / "examples" / "user-service"
@@ -102,8 +103,7 @@ async def test_the_example_and_the_fixture_services_run_side_by_side() -> None:
         assert user["email"] == "ann@example.com" and user["name"] == "Ann"
         echoed = await probe.call("echo", {"text": "hi"})
         assert echoed["text"] == "hi" and echoed["version"] == 1
-        with pytest.raises(SystemError, match="needs a database"):
-            await ledger.call("record", {"item": "x"})
+        assert (await ledger.call("record", {"item": "x"}))["item"] == "x"  # ctx.data, in memory
 
         # Each service has its own generated models, and its handler uses those very classes.
         models = {users.models, probe.models, ledger.models}
@@ -274,21 +274,6 @@ SEEN_SCHEMA = {
 ANY_SCHEMA: dict[str, Any] = {}
 
 
-class FakeConnection:
-    def __init__(self) -> None:
-        self.statements: list[tuple[str, Any]] = []
-        self.ended: list[str] = []
-
-    async def execute(self, sql: str, params: Any = None) -> None:
-        self.statements.append((sql, params))
-
-    async def commit(self) -> None:
-        self.ended.append("commit")
-
-    async def rollback(self) -> None:
-        self.ended.append("rollback")
-
-
 class Handlers:
     async def seen(self, request: Probe, ctx: Context) -> Seen:
         return Seen(
@@ -299,13 +284,6 @@ class Handlers:
             remaining=ctx.remaining(),
             loggerCallId=str(ctx.logger.extra["call_id"] if ctx.logger.extra else ""),
         )
-
-    async def write_then_fail(self, request: Probe, ctx: Context) -> Probe:
-        tx = await ctx.transaction()
-        await tx.execute("INSERT 1", None)
-        if request.text == "fail":
-            raise BusinessLogicError("refused after writing")
-        return request
 
     async def not_json(self, request: Probe, ctx: Context) -> Any:
         return {"values": {1, 2}}
@@ -328,7 +306,6 @@ SPEC = ServiceSpec(
     "sha256:test",
     {
         "seen": _fn("seen", Seen, SEEN_SCHEMA),
-        "write_then_fail": _fn("write_then_fail"),
         "not_json": _fn("not_json", schema=ANY_SCHEMA),
         "odd_details": _fn("odd_details"),
         "forever": _fn("forever"),
@@ -408,65 +385,40 @@ async def test_error_details_that_are_not_json_are_left_out() -> None:
     assert refused.value.details is None and refused.value.message == "with details that are not JSON"
 
 
-# --------------------------------------------------------------------------- transactions
+# --------------------------------------------------------------------------- the platform in process
 
 
-async def test_without_a_database_the_transaction_says_what_is_missing() -> None:
-    async with TestClient(SPEC) as client:
-        with pytest.raises(SystemError) as missing:
-            await client.call("write_then_fail")
-    assert missing.value.message == NO_DATABASE
+def _user(name: str, *roles: str) -> UserContext:
+    return UserContext(user_id=name, email=f"{name}@example.com", roles=roles)
 
 
-class OneConnection:
-    """A transaction source as a test writes it: only ``begin``."""
+async def test_each_caller_sees_only_its_own_records_until_granted() -> None:
+    platform = TestPlatform()
+    async with TestClient(USER_SERVICE, platform=platform, user=_user("alice")) as users:
+        created = await users.call("createUser", {"email": "ann@example.com", "name": "Ann"})
+        with pytest.raises(NotFound):
+            await users.call("getUser", created, user=_user("bob"))
+        with pytest.raises(errors.Forbidden):
+            await users.call("grantRead", {"user": "bob"}, user=_user("bob"))
+        assert await users.call("grantRead", {"user": "bob"}, user=_user("root", "admin")) == {
+            "granted": True
+        }
+        assert (await users.call("getUser", created, user=_user("bob")))["name"] == "Ann"
+        with pytest.raises(errors.Unauthenticated):
+            await users.call("getUser", created, user=ANONYMOUS)
+    actions = [(record.actor, record.action) for record in platform.memory.audit]
+    assert ("bob", "get") in actions and ("alice", "insert") in actions
+    [event] = platform.bus.events_named("notifications")
+    assert event.body == {"type": "user_created", "userId": created["userId"]} and event.user_id == "alice"
 
-    def __init__(self) -> None:
-        self.connections: list[FakeConnection] = []
 
-    async def begin(self) -> FakeConnection:
-        self.connections.append(FakeConnection())
-        return self.connections[-1]
-
-
-async def test_a_transaction_commits_with_success_and_rolls_back_with_an_error() -> None:
-    source = OneConnection()
-    async with TestClient(SPEC, transactions=source) as client:
-        assert await client.call("write_then_fail", {"text": "ok"}) == {"text": "ok"}
-        with pytest.raises(BusinessLogicError):
-            await client.call("write_then_fail", {"text": "fail"})
-    assert [c.ended for c in source.connections] == [["commit"], ["rollback"]]
-    assert all(c.statements == [("INSERT 1", None)] for c in source.connections)
-
-
-async def test_a_source_that_ends_its_transactions_is_asked_to() -> None:
-    class Ending(OneConnection):
-        def __init__(self) -> None:
-            super().__init__()
-            self.ends: list[bool] = []
-
-        async def end(self, conn: Any, *, commit: bool) -> None:
-            self.ends.append(commit)
-
-    source = Ending()
-    async with TestClient(LEDGER_SERVICE, transactions=source) as client:
-        recorded = await client.call("record", {"item": "pen"}, call_id="ledger-1")
+async def test_the_ledger_writes_through_ctx_data_in_process() -> None:
+    platform = TestPlatform()
+    async with TestClient(LEDGER_SERVICE, platform=platform) as ledger:
+        recorded = await ledger.call("record", {"item": "pen"}, call_id="ledger-1")
     assert recorded["item"] == "pen"
-    assert source.ends == [True]
-    ((sql, params),) = source.connections[0].statements
-    assert "ledger_effects" in sql and params[:2] == ("ledger-1", "pen")
-    assert source.connections[0].ended == []  # the source ended it, not the client
-
-
-async def test_a_commit_that_fails_is_a_system_error() -> None:
-    class Failing(OneConnection):
-        async def end(self, conn: Any, *, commit: bool) -> None:
-            raise OSError("connection lost")
-
-    async with TestClient(SPEC, transactions=Failing()) as client:
-        with pytest.raises(errors.SystemError, match="could not commit") as failed:
-            await client.call("write_then_fail", {"text": "ok"})
-    assert isinstance(failed.value.__cause__, OSError)
+    found = await platform.memory.datastore(ANONYMOUS, "ledger-service").query("effects")
+    assert [(d["callId"], d["item"]) for d in found.items] == [("ledger-1", "pen")]
 
 
 # --------------------------------------------------------------------------- synchronous use

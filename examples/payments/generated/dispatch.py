@@ -17,7 +17,7 @@ from payments import Payments as _Handler
 
 from . import models as _models
 
-INTERFACE_HASH = "sha256:63154e63c33f83b2874b6a9974125b781aa2553c94f73ef35a6c01d01ee98833"
+INTERFACE_HASH = "sha256:1303acdc509eb9ff55a2968d02168f5d18233cb7b27f6413f5da6d0a96a1e640"
 
 _INTERFACE = json.loads(Path(__file__).with_name("interface.json").read_text(encoding="utf-8"))
 if _INTERFACE.get("interfaceHash") != INTERFACE_HASH:

@@ -18,6 +18,6 @@ class Receipt(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    chargeId: int
+    chargeId: str
     order: str
     cents: int

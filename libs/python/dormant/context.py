@@ -87,17 +87,15 @@ class Context:
     _platform: Platform | None = None
     _bound: dict[str, Any] = field(default_factory=dict)
 
-    async def transaction(self) -> Any:
-        """A Postgres transaction (a ``psycopg.AsyncConnection``) for this call's writes.
-
-        The runtime commits it together with the call's result, and only if this runtime still owns
-        the call: writes made through it happen exactly once per callId, even when a runtime dies or
-        freezes mid-call and another one runs the call again. An error answer rolls it back. Every
-        call to ``transaction()`` within one call returns the same connection.
+    async def _transaction(self) -> Any:
+        """The call's fenced transaction (a ``psycopg.AsyncConnection``), opened on first use; every use
+        in one call gets the same one. Not for handlers: ``ctx.data`` and ``ctx.authorizer`` run on it
+        as the caller (row-level security); the runtime commits it with the call's stored answer, only
+        while it still owns the call, so their writes happen exactly once per callId.
         """
         if self._tx is None:
             if self._transactions is None:
-                raise SystemError("this runtime has no transactional data store (no catalog database)")
+                raise SystemError("this runtime has no database for the DataStore")
             self._tx = await self._transactions.begin()
         return self._tx
 

@@ -20,6 +20,11 @@ Steps:
 - ``RenameColumnInCollection(collection, old, new)``: moves ``old``'s value to ``new`` in every document
   that has ``old`` (replacing a value already under ``new``); documents without ``old`` are unchanged.
 
+A service declares them on its handler class, ``migrations = [Migration(...), ...]``; the runtime reads
+them with ``declared_migrations`` and applies the pending ones when it starts (under a lock, recorded,
+so once however many pods start at once), and ``dormant.testing.TestClient`` applies them to its
+in-memory store.
+
 ``plan(migrations, applied, target)`` says what to run from what is applied: the ``up`` steps of the
 missing versions (up to ``target``), ascending, then, with an explicit ``target``, the ``down`` steps of
 the applied versions above it, descending.
@@ -42,6 +47,7 @@ __all__ = [
     "RemoveColumnFromCollection",
     "RenameColumnInCollection",
     "check_migrations",
+    "declared_migrations",
     "plan",
 ]
 
@@ -174,3 +180,16 @@ def plan(
             if m.version > target and m.version in applied
         ]
     return steps
+
+
+def declared_migrations(handler_class: type) -> list[Migration]:
+    """The migrations a handler class declares (its ``migrations`` attribute), checked; [] if none."""
+    declared = getattr(handler_class, "migrations", None)
+    if declared is None:
+        return []
+    if isinstance(declared, Migration | str | bytes) or not isinstance(declared, Iterable):
+        raise ValidationError(f"{handler_class.__name__}.migrations must be a list of Migration")
+    items = list(declared)
+    if not all(isinstance(item, Migration) for item in items):
+        raise ValidationError(f"{handler_class.__name__}.migrations must hold only Migration objects")
+    return check_migrations(items)

@@ -19,12 +19,6 @@ schema, and every failure is the typed error a ``dormant.Client`` would raise (`
 unexpected exception in the handler is a ``SystemError`` whose ``__cause__`` is that exception, so the
 test report shows the handler's traceback.
 
-``ctx.transaction()`` needs a database: without ``transactions=`` it raises ``SystemError`` saying so.
-Pass any object with ``async begin()`` returning a connection with a transaction open (and, if it
-wants to finish them itself, ``async end(conn, *, commit)``; otherwise the client calls the
-connection's ``commit()`` or ``rollback()``): the transaction is committed when the call succeeds and
-rolled back when it fails, as in a pod.
-
 Handlers get the platform interfaces in process (``TestPlatform``): ``ctx.data`` and ``ctx.authorizer``
 (or constructor-injected ``DataStore``/``Authorizer``) are ``MemoryDataStore``/``MemoryAuthorizer`` with
 the rules row-level security enforces in a pod (each caller sees its own documents unless granted more;
@@ -51,15 +45,16 @@ from typing import Any
 import orjson
 
 from . import callid
-from ._dispatch import Dispatcher, Transactions
+from ._dispatch import Dispatcher
 from ._loader import LoadedApp, LoadError, find_service_dir, load_app
 from ._memory_messaging import MemoryBus, MemoryMessaging
 from ._memory_platform import MemoryAuthorizer, MemoryDataStore, MemoryPlatform
 from ._modeljson import request_body
 from .app import ServiceSpec
-from .context import Context, TransactionSource, UserContext
+from .context import Context, UserContext
 from .decorators import SERVICE_ATTR
-from .errors import SystemError, error_from_payload
+from .errors import error_from_payload
+from .migrations import declared_migrations
 
 __all__ = [
     "TEST_USER",
@@ -76,10 +71,6 @@ __all__ = [
 TEST_USER = UserContext(user_id="test-user", email="test-user@example.com")
 """Who calls through a ``TestClient`` unless told otherwise: a verified user with no roles."""
 
-NO_DATABASE = (
-    "ctx.transaction() needs a database, and this TestClient has none: pass "
-    "TestClient(..., transactions=source), where source.begin() returns a connection with a transaction open"
-)
 
 
 class TestPlatform:
@@ -113,7 +104,8 @@ class TestClient:
     signed-in user with no roles, unless given; pass ``dormant.ANONYMOUS`` for a caller without a token:
     the service's ``auth`` mode and each function's ``roles`` are enforced as in a pod); ``headers`` are sent
     with every call; ``timeout`` (seconds) sets each call's deadline (``ctx.remaining()``; default: none,
-    so only the function's own timeout applies); ``transactions`` backs ``ctx.transaction()``.
+    so only the function's own timeout applies); ``platform`` is the ``TestPlatform`` behind ``ctx.data``,
+    ``ctx.authorizer`` and ``ctx.messaging`` (a fresh one unless given).
 
     Use it with ``async with`` and ``await client.call(...)``, or from synchronous code with ``with`` and
     ``client.call_sync(...)`` (which runs the calls on an event loop of the client's own); a handler that
@@ -130,7 +122,6 @@ class TestClient:
         user: UserContext | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
-        transactions: TransactionSource | None = None,
         platform: TestPlatform | None = None,
     ) -> None:
         spec, handler, self.app = _resolve(service)
@@ -140,9 +131,9 @@ class TestClient:
         self.timeout = timeout
         self.platform = platform or TestPlatform()
         self.platform.bus.services[spec.name] = self
-        self._dispatcher = Dispatcher(
-            spec, version, _transactions(transactions), handler=handler, platform=self.platform
-        )
+        # As a runtime does when a version starts: the service's pending collection migrations.
+        self.platform.memory.apply_migrations(spec.name, declared_migrations(spec.handler_class))
+        self._dispatcher = Dispatcher(spec, version, handler=handler, platform=self.platform)
         self._runner: asyncio.Runner | None = None
 
     @property
@@ -265,34 +256,3 @@ def _resolve(service: object) -> tuple[ServiceSpec, Any, LoadedApp | None]:
         # The class came in through another import of its module: serve the calls with it.
         spec = dataclasses.replace(spec, handler_class=cls)
     return spec, None if isinstance(service, type) else service, app
-
-
-class _NoDatabase:
-    """The transactions of a TestClient without a database: ``ctx.transaction()`` explains itself."""
-
-    async def begin(self) -> Any:
-        raise SystemError(NO_DATABASE)
-
-    async def end(self, conn: Any, *, commit: bool) -> None:  # never reached: begin never succeeds
-        raise AssertionError("no transaction was begun")
-
-
-class _ConnectionEnds:
-    """Finishes a source's transactions with the connection's own ``commit()`` / ``rollback()``."""
-
-    def __init__(self, source: TransactionSource) -> None:
-        self.source = source
-
-    async def begin(self) -> Any:
-        return await self.source.begin()
-
-    async def end(self, conn: Any, *, commit: bool) -> None:
-        await (conn.commit() if commit else conn.rollback())
-
-
-def _transactions(source: TransactionSource | None) -> Transactions:
-    if source is None:
-        return _NoDatabase()
-    if callable(getattr(source, "end", None)):
-        return source  # type: ignore[return-value]  # it has end(): a runtime-style Transactions
-    return _ConnectionEnds(source)

@@ -19,6 +19,7 @@ from . import (
     build_cmds,
     call_cmd,
     completion_cmd,
+    data_cmd,
     deploy_cmd,
     dev_cmd,
     gateway_cmd,
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="dormant 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = (init_cmd, build_cmds, deploy_cmd, rollout_cmds, pod_cmd, call_cmd, dev_cmd, gateway_cmd)
-    for module in (*commands, list_cmds, token_cmd, completion_cmd):
+    for module in (*commands, list_cmds, data_cmd, token_cmd, completion_cmd):
         module.register(sub)
     parser.set_defaults(root_parser=parser)  # for `dormant completion`
     return parser

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from dormant._control import DRAINED, FAILED, READY, STANDBY, Drain, Load
 from dormant.config import Settings
+from dormant.errors import DormantError
+from dormant.migrations import declared_migrations
 from dormant_catalog.calls import DEFAULT_LEASE_S, CallStore
 
 from .authn import CallAuthenticator
@@ -74,7 +76,8 @@ async def _serve(
         )
         dispatcher = Dispatcher(spec, version, transactions, platform=platform)
         authenticator = CallAuthenticator.from_env(spec.auth)
-    except (LoadError, ValueError) as exc:
+        migrations = declared_migrations(spec.handler_class)
+    except (LoadError, ValueError, DormantError) as exc:
         events.emit(FAILED, error=str(exc))
         log.error("%s", exc)
         return 1
@@ -82,7 +85,7 @@ async def _serve(
         events.emit(FAILED, error=f"{type(exc).__name__}: {exc}")
         log.exception("could not start the service")
         return 1
-    await platform.prepare()
+    await platform.prepare(spec.name, migrations)
     dedup = None
     if not args.no_dedup:
         owner = f"{client_id}/{os.getpid()}/{uuid.uuid4().hex[:6]}"

@@ -2,7 +2,7 @@
 the caller of the call being served (the seed's ``CreateDataStore(UserContext)`` and so on).
 
 - The DataStore and the Authorizer are ``dormant_runtime.datastore``'s, on the call's own transaction
-  (``ctx.transaction``, from the catalog's database), so their writes commit with the call's stored
+  (``Context._transaction``, from the catalog's database), so their writes commit with the call's stored
   answer, exactly once per callId, and roll back with an error answer. Their statements run as the
   ``dormant_fn`` role under row-level security from the caller's claims. The schema is made (or brought
   up to date) once when the runtime starts (``prepare``); a runtime whose database user may not do that
@@ -18,15 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
 import psycopg
 
 from dormant.client import Client
 from dormant.context import Context
-from dormant.errors import Forbidden, Unauthenticated, Unavailable
+from dormant.errors import DormantError, Forbidden, Unauthenticated, Unavailable
 from dormant.messaging import Messaging, Resiliency
+from dormant.migrations import Migration
 
-from .datastore import PostgresAuthorizer, PostgresDataStore, ensure_schema
+from .datastore import PostgresAuthorizer, PostgresDataStore, apply_migrations, ensure_schema
 
 log = logging.getLogger("dormant.runtime.platform")
 
@@ -45,9 +47,10 @@ class RuntimePlatform:
         self._datastore_problem: str | None = None if catalog_url else "this runtime has no database"
         self._connecting: asyncio.Task[None] | None = None
 
-    async def prepare(self) -> None:
-        """Start connecting the messaging client; create or update the DataStore's schema (idempotent,
-        safe from many runtimes at once)."""
+    async def prepare(self, service: str, migrations: Sequence[Migration] = ()) -> None:
+        """Start connecting the messaging client; create or update the DataStore's schema and apply the
+        service's pending collection migrations (idempotent, recorded, safe from many runtimes at once:
+        a version's migrations run once, by whichever of its runtimes starts first)."""
         self._connecting = asyncio.ensure_future(self._connect())
         await asyncio.sleep(0)  # the client's connection task exists from here on
         if self.catalog_url is None:
@@ -55,9 +58,21 @@ class RuntimePlatform:
         try:
             async with await psycopg.AsyncConnection.connect(self.catalog_url, autocommit=True) as conn:
                 await ensure_schema(conn)
+                if migrations:
+                    ran = await apply_migrations(conn, service, migrations)
+                    for step in ran:
+                        log.info(
+                            "collection migration %d (%s) %s",
+                            step.migration.version,
+                            step.migration.name,
+                            step.direction,
+                        )
         except psycopg.Error as exc:
             self._datastore_problem = f"the DataStore's schema could not be prepared ({type(exc).__name__})"
             log.warning("%s: %s", self._datastore_problem, exc)
+        except DormantError as exc:  # declared migrations that contradict the recorded ones
+            self._datastore_problem = f"the service's collection migrations were refused: {exc.message}"
+            log.error("%s", self._datastore_problem)
 
     async def close(self) -> None:
         if self._connecting is not None:
@@ -72,11 +87,11 @@ class RuntimePlatform:
 
     def datastore(self, ctx: Context) -> PostgresDataStore:
         self._check_datastore()
-        return PostgresDataStore(ctx.transaction, user=ctx.user, service=ctx.service, call_id=ctx.call_id)
+        return PostgresDataStore(ctx._transaction, user=ctx.user, service=ctx.service, call_id=ctx.call_id)
 
     def authorizer(self, ctx: Context) -> PostgresAuthorizer:
         self._check_datastore()
-        return PostgresAuthorizer(ctx.transaction, user=ctx.user, service=ctx.service, call_id=ctx.call_id)
+        return PostgresAuthorizer(ctx._transaction, user=ctx.user, service=ctx.service, call_id=ctx.call_id)
 
     def messaging(self, ctx: Context) -> Messaging:
         return Messaging(
