@@ -1,13 +1,14 @@
 """``dormant dev``: the whole mesh on one machine, in one command.
 
 Starts a local Postgres (unless a catalog URL is given) and a private Mosquitto with Dormant's broker
-config (unless a broker URL is given), uses a local OCI layout as the layer store, starts ``--pods``
-pooled pods, a gateway and the rollout controller (so ``dormant deploy --strategy ...`` rollouts run),
-brings up the service in DIR (default: the example; ``dev_service``: published and deployed on
-``--replicas`` slots, unless a restart finds it published and live already), waits until it answers,
-records the mesh in ``STATE/mesh.json`` (which the other commands read), prints how to call it and the
-line ``ready``. With ``--watch`` every saved change to a handler or schema is rebuilt, published and
-deployed. Ctrl-C stops every child.
+config (unless a broker URL is given): secured, every process on an account of its own
+(``dev_broker``), or open with ``--insecure-broker``. It uses a local OCI layout as the layer store,
+starts ``--pods`` pooled pods, a gateway and the rollout controller (so ``dormant deploy --strategy
+...`` rollouts run), brings up the service in DIR (default: the example; ``dev_service``: published
+and deployed on ``--replicas`` slots, unless a restart finds it published and live already), waits
+until it answers, records the mesh in ``STATE/mesh.json`` (which the other commands read), prints how
+to call it and the line ``ready``. With ``--watch`` every saved change to a handler or schema is
+rebuilt, published and deployed. Ctrl-C stops every child.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from typing import Any
 
 import httpx
 
+from dormant.config import parse_broker_url, redact_url
 from dormant.errors import DormantError, NotFound, Unauthenticated
 
 from .common import Subparsers, add_command, add_settings_flags, fail
+from .dev_broker import INSECURE_WARNING, BrokerUrls, dev_broker_plan, write_private
 
 PR_SET_PDEATHSIG = 1
 SERVING_TIMEOUT_S = 90.0
@@ -70,6 +73,12 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--broker-port", type=int, default=None, help="port of the private broker (default: a free one)"
+    )
+    p.add_argument(
+        "--insecure-broker",
+        action="store_true",
+        help="run the private broker open, as before it was secured: anyone on this machine may connect"
+        " anonymously, read every reply and publish route tables (a warning says so)",
     )
     p.add_argument("--state-dir", type=Path, default=Path(".dormant/dev"), help="data of the local mesh")
     p.add_argument("--lease", type=float, default=5.0, help="slot lease length in seconds")
@@ -121,7 +130,11 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
     from dormant_catalog import CatalogError, open_catalog  # lazy: start-up time
     from dormant_codegen import CodegenError  # lazy: start-up time
     from dormant_local import free_port  # lazy: start-up time
-    from dormant_local.broker import MosquittoNotInstalled, MosquittoProcess  # lazy: start-up time
+    from dormant_local.broker import (  # lazy: start-up time
+        DynsecPluginNotFound,
+        MosquittoNotInstalled,
+        MosquittoProcess,
+    )
     from dormant_local.oidc import OidcProvider, OidcProviderNotInstalled  # lazy: start-up time
 
     from .dev_service import DevService, step, watch_changes  # lazy: start-up time
@@ -145,17 +158,27 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             stack.push_async_callback(pg.stop)
             catalog_url = await pg.create_database("dormant")
         broker_url = args.broker_url or os.environ.get("DORMANT_BROKER_URL")
-        if not broker_url:
+        urls = BrokerUrls.same(broker_url) if broker_url else None
+        if urls is None:
+            security = None if args.insecure_broker else dev_broker_plan(state / "mosquitto")
+            if security is None:
+                print(INSECURE_WARNING, file=sys.stderr)
             try:
                 broker = MosquittoProcess(
-                    port=args.broker_port, data_dir=state / "mosquitto", log_file=state / "mosquitto.log"
+                    port=args.broker_port,
+                    data_dir=state / "mosquitto",
+                    log_file=state / "mosquitto.log",
+                    security=security,
                 )
             except MosquittoNotInstalled as exc:
                 return fail(str(exc))
-            async with step("starting Mosquitto"):
-                await broker.start()
+            try:
+                async with step("starting Mosquitto"):
+                    await broker.start()
+            except (DynsecPluginNotFound, RuntimeError) as exc:
+                return fail(str(exc).splitlines()[0])
             stack.push_async_callback(broker.stop)
-            broker_url = broker.url
+            urls = BrokerUrls.of(broker)
         layer_store = Path(args.layer_store or os.environ.get("DORMANT_LAYER_STORE") or state / "layers")
         provider: OidcProvider | None = None
         try:
@@ -189,7 +212,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
 
         env = {
             **os.environ,
-            "DORMANT_BROKER_URL": broker_url,
+            "DORMANT_BROKER_URL": urls.runtime,
             "DORMANT_CATALOG_URL": catalog_url,
             "DORMANT_LAYER_STORE": str(layer_store),
         }
@@ -216,7 +239,8 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         stack.push_async_callback(_stop_children, children)
         gateway_url = f"http://127.0.0.1:{free_port()}"
         # Only the gateway gets its own client's secret (client credentials, for the calls it makes itself).
-        gateway_env = {**env, **provider.gateway_env()} if provider is not None else env
+        gateway_env = {**env, **provider.gateway_env()} if provider is not None else dict(env)
+        gateway_env["DORMANT_BROKER_URL"] = urls.gateway
         children.append(await _start_gateway(gateway_env, state, gateway_url))
         controller_log = (state / "controller.log").open("ab")
         stack.callback(controller_log.close)
@@ -226,7 +250,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
                 "-m",
                 "dormant_cli",
                 "controller",
-                env=env,
+                env={**env, "DORMANT_BROKER_URL": urls.controller},
                 stdout=controller_log,
                 stderr=asyncio.subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
@@ -252,13 +276,13 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             )
 
         async with step(f"waiting for {dev.service} to answer"):
-            serving = await _wait_serving(broker_url, dev.service, stop)
+            serving = await _wait_serving(urls.gateway, dev.service, stop)
         if not serving:
             if stop.is_set():
                 return 0
             return fail(f"{dev.service} did not start serving within {SERVING_TIMEOUT_S:g}s")
         info: dict[str, Any] = {
-            "brokerUrl": broker_url,
+            "brokerUrl": urls.developer,
             "catalogUrl": catalog_url,
             "layerStore": str(layer_store),
             "service": dev.service,
@@ -269,6 +293,8 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "stateDir": str(state),
             "tokenFile": str(token_file),
         }
+        if urls.admin != urls.developer:
+            info["adminBrokerUrl"] = urls.admin  # `dormant status` reads mesh/stats as the admin
         if provider is not None:
             info["oidcIssuer"] = provider.issuer
         if rabbitmq_url:
@@ -277,14 +303,16 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         _write_json(mesh_file, info)
         stack.callback(mesh_file.unlink, missing_ok=True)
         env_file = state / "env.sh"
-        env_file.write_text(
-            f"export DORMANT_BROKER_URL={broker_url}\n"
-            f"export DORMANT_CATALOG_URL={catalog_url}\n"
+        write_private(
+            env_file,
+            f"export DORMANT_BROKER_URL={urls.developer}\n"
+            + urls.credential_exports()
+            + f"export DORMANT_CATALOG_URL={catalog_url}\n"
             f"export DORMANT_LAYER_STORE={layer_store}\n"
             f"export DORMANT_GATEWAY_URL={gateway_url}\n"
             f"export DORMANT_STATE_DIR={state}\n"
             f"export DORMANT_TOKEN={developer_token}\n"
-            + (f"export DORMANT_RABBITMQ_URL={rabbitmq_url}\n" if rabbitmq_url else "")
+            + (f"export DORMANT_RABBITMQ_URL={rabbitmq_url}\n" if rabbitmq_url else ""),
         )
         stack.callback(env_file.unlink, missing_ok=True)
         _print_banner(info, _example_call(service_dir), env_file, state / "controller.log", args.watch)
@@ -346,8 +374,9 @@ def _dev_key_token(state: Path) -> str:
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Written 0600 (it holds the developer's and the admin's broker passwords), then moved in place."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    write_private(tmp, json.dumps(value, indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -459,24 +488,32 @@ def _print_banner(
     info: dict[str, Any], example: tuple[str, str], env_file: Path, controller_log: Path, watching: bool
 ) -> None:
     service, version = info["service"], info["version"]
-    port = str(info["brokerUrl"]).rsplit(":", 1)[-1]
+    broker = parse_broker_url(str(info["brokerUrl"]), environ={})
     function, params = example
     watch = (
         "Watching: a saved change to a *.py module or schemas/*.json is rebuilt, published and deployed.\n"
         if watching
         else ""
     )
+    if broker.username is not None:
+        # The password stays in env.sh and mesh.json (both 0600): never on a terminal or in a log.
+        login = '-u "$DORMANT_BROKER_USER" -P "$DORMANT_BROKER_PASSWORD" '
+        inbox = f"reply/{broker.username}/rr"
+        access = f"you are {broker.username!r}, password in {env_file}"
+    else:
+        login, inbox, access = "", "reply/me", "open: no accounts"
     print(
         f"""
 Dormant dev mesh
-  broker   {info["brokerUrl"]}
+  broker   {redact_url(str(info["brokerUrl"]))}  ({access})
   catalog  {info["catalogUrl"]}
   gateway  {info["gatewayUrl"]}  (token: dormant token --role developer)
   service  {service} v{version} on {info["replicas"]} of {info["pods"]} pooled pod(s)
 
 Call it (in another shell, from this directory, or anywhere after `source {env_file}`):
   dormant call {service}.{function} '{params}'
-  mosquitto_rr -V 5 -p {port} -t service/{service}/{function} -e reply/me -m '{params}'
+  source {env_file} && mosquitto_rr -V 5 -p {broker.port} {login}-t service/{service}/{function} \\
+      -e {inbox} -D publish user-property authorization "Bearer $DORMANT_TOKEN" -m '{params}'
 {watch}Roll out a new version (the controller runs; its log: {controller_log}):
   dormant publish DIR  (prints the new version N), then dormant approve {service} N
   dormant deploy {service} --version N --strategy canary --steps 10,50,100 --interval 30s

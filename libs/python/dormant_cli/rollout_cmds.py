@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from dormant import wire
+from dormant.config import dev_mesh, read_mesh_record
 
 from .common import (
     CommandError,
@@ -172,6 +175,17 @@ def run_alias_set(args: argparse.Namespace) -> int:
     return _catalog_call(args, work)
 
 
+def stats_broker_url(broker_url: str) -> str:
+    """Where ``dormant status`` reads ``mesh/stats``: on the dev mesh's broker, as its admin account
+    (``adminBrokerUrl`` in ``mesh.json``; callers may not read other runtimes' windows), found from
+    the current directory or ``$DORMANT_STATE_DIR``; elsewhere with ``broker_url`` itself."""
+    record = dev_mesh()
+    if not record and os.environ.get("DORMANT_STATE_DIR"):
+        record = read_mesh_record(Path(os.environ["DORMANT_STATE_DIR"]) / "mesh.json")
+    admin = record.get("adminBrokerUrl")
+    return admin if admin and record.get("brokerUrl") == broker_url else broker_url
+
+
 async def read_stats(broker_url: str, service: str, seconds: float) -> dict[int, dict[str, Any]]:
     """Listen to ``mesh/stats/{service}/+/+`` for ``seconds``; numbers per version."""
     from dormant.transport import TransportError, new_transport  # lazy: start-up time
@@ -213,7 +227,7 @@ def run_status(args: argparse.Namespace) -> int:
         stats: dict[int, dict[str, Any]] = {}
         if args.listen > 0:
             with progress(f"reading {args.service}'s live stats for {args.listen:g} s"):
-                stats = await read_stats(settings.broker_url, args.service, args.listen)
+                stats = await read_stats(stats_broker_url(settings.broker_url), args.service, args.listen)
         return {
             "service": args.service,
             "deployment": None

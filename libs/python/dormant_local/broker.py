@@ -1,6 +1,8 @@
 """A private Mosquitto broker process with Dormant's configuration, for ``dormant dev`` and the tests.
 
-By default the broker lets anyone in (one listener, anonymous clients allowed). With a
+The configuration template (``mosquitto.conf``, the same as ``deploy/mosquitto/dormant.conf.tmpl``) is
+the secured form. ``MosquittoProcess`` without a security plan renders it open instead, for tests and
+``dormant dev --insecure-broker``: one listener, anonymous clients allowed. With a
 ``SecurityPlan`` (``dormant_local.broker_security``) it runs secured: the dynamic-security plugin holds
 the accounts and their ACLs, anonymous clients are refused, and there are two listeners: ``port`` for
 callers (``use_username_as_clientid true``: a caller's client id is its user name, so it can never be
@@ -14,6 +16,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -88,53 +91,54 @@ def config_template() -> str:
     return resources.files("dormant_local").joinpath("mosquitto.conf").read_text(encoding="utf-8")
 
 
-def render_config(*, port: int, data_dir: Path, acl_file: Path | None = None) -> str:
-    """Dormant's Mosquitto configuration for one local broker; logs go to stderr."""
-    acl_line = "# acl_file: none, every client may use any topic"
-    if acl_file is not None:
-        acl_line = f"acl_file {acl_file}"
-    return config_template().format(
+_ACCESS_BLOCK = re.compile(r"^# >>> access.*?^# <<< access\n", re.MULTILINE | re.DOTALL)
+
+
+def _fill(template: str, *, port: int, data_dir: Path, **values: object) -> str:
+    return template.format(
         port=port,
         data_dir=data_dir,
         user=pwd.getpwuid(os.geteuid()).pw_name,
         log_dest="stderr",
-        acl_file_line=acl_line,
+        **values,
     )
 
 
-_ANONYMOUS_LINE = "allow_anonymous true\n"
+def render_config(*, port: int, data_dir: Path, acl_file: Path | None = None) -> str:
+    """An open broker (tests, ``dormant dev --insecure-broker``): the template with its access block
+    (dynamic security, the components' listener) replaced by one listener that lets anyone in, each
+    client limited by ``acl_file`` if given. Logs go to stderr."""
+    acl_line = (
+        f"acl_file {acl_file}" if acl_file is not None else "# acl_file: none, every client may use any topic"
+    )
+    template, count = _ACCESS_BLOCK.subn(lambda _: f"allow_anonymous true\n{acl_line}\n", config_template())
+    if count != 1:
+        raise RuntimeError("the Mosquitto template no longer has one '# >>> access' block")
+    opened = "# OPEN: this rendering lets anonymous clients in (a test broker or --insecure-broker).\n"
+    return opened + _fill(template, port=port, data_dir=data_dir)
 
 
 def _tls_lines(tls: TlsFiles | None) -> str:
     if tls is None:
-        return ""
-    return f"certfile {tls.server_cert}\nkeyfile {tls.server_key}\ntls_version tlsv1.2\n"
+        return "# no TLS"
+    return f"certfile {tls.server_cert}\nkeyfile {tls.server_key}\ntls_version tlsv1.2"
 
 
 def render_secured_config(
     *, port: int, component_port: int, data_dir: Path, dynsec_file: Path, tls: TlsFiles | None = None
 ) -> str:
-    """Dormant's configuration with the dynamic-security plugin, no anonymous clients, and a second
-    listener for components (see the module docstring); with ``tls``, both listeners speak TLS 1.2 or
-    later only, with that server certificate."""
-    base = render_config(port=port, data_dir=data_dir)
-    if base.count(_ANONYMOUS_LINE) != 1:
-        raise RuntimeError("the Mosquitto template no longer has one 'allow_anonymous true' line")
-    secured = (
-        "allow_anonymous false\n"
-        "# Callers' listener: the client id is the user name, so it is never a component's.\n"
-        "use_username_as_clientid true\n"
-        f"{_tls_lines(tls)}"
-        f"plugin {find_dynsec_plugin()}\n"
-        f"plugin_opt_config_file {dynsec_file}\n"
-        "\n"
-        "# Components' listener (runtimes, controller, gateways): client ids of their choosing.\n"
-        f"listener {component_port} 127.0.0.1\n"
-        "protocol mqtt\n"
-        "use_username_as_clientid false\n"
-        f"{_tls_lines(tls)}"
+    """Dormant's configuration as shipped: the dynamic-security plugin, no anonymous clients, and a
+    second listener for components (see the module docstring); with ``tls``, both listeners speak
+    TLS 1.2 or later only, with that server certificate."""
+    return _fill(
+        config_template(),
+        port=port,
+        data_dir=data_dir,
+        component_port=component_port,
+        dynsec_plugin=find_dynsec_plugin(),
+        dynsec_file=dynsec_file,
+        tls_lines=_tls_lines(tls),
     )
-    return base.replace(_ANONYMOUS_LINE, secured)
 
 
 class MosquittoProcess(ServerProcess):

@@ -14,7 +14,11 @@ Kinds of account:
   caller name may have).
 * ``runtime`` (one account per service): subscribes to that service's shared topics only
   (``$share/{group}/service/{svc}/#``), answers on ``reply/#``, publishes its own ``mesh/stats/{svc}/#``,
-  and may call other services as a caller does (its inbox is ``reply/{its username}/#``).
+  sends and receives events and binary transfers (``events/#``, ``binary/#``: only runtimes publish
+  there, so the subject an event carries is a runtime's word), and may call other services as a caller
+  does (its inbox is ``reply/{its username}/#``). A dev mesh, whose pods serve whatever is deployed
+  next, has one runtime account for every service instead (``SecurityPlan.add_all_services_runtime``:
+  ``{svc}`` is ``+``).
 * ``controller``: alone publishes ``mesh/routes/#``, ``mesh/services/#`` and ``mesh/events/#``; reads
   ``mesh/stats/#``; a caller besides.
 * ``gateway``: a caller with an account of its own (on the components' listener, so several gateway
@@ -109,6 +113,10 @@ RULES: tuple[TopicRule, ...] = (
     ),
     TopicRule("runtime", "publish", "reply/#", "answers into any caller's inbox"),
     TopicRule("runtime", "publish", "mesh/stats/{service}/#", "its own service's one-second windows"),
+    TopicRule("runtime", "publish", "events/#", "events its handlers send (ctx.messaging)"),
+    TopicRule("runtime", "subscribe", "events/#", "events its handlers receive"),
+    TopicRule("runtime", "publish", "binary/#", "binary transfers' chunks its handlers send"),
+    TopicRule("runtime", "subscribe", "binary/#", "binary transfers its handlers receive"),
     TopicRule("controller", "publish", "mesh/routes/#", "route tables, retained"),
     TopicRule("controller", "publish", "mesh/services/#", "service states and the marker, retained"),
     TopicRule("controller", "publish", "mesh/events/#", "deployment events"),
@@ -177,6 +185,12 @@ class BrokerAccount:
 
 def runtime_username(service: str) -> str:
     return f"{COMPONENT_PREFIX}runtime.{service}"
+
+
+ALL_SERVICES = "+"
+"""The ``service`` of a runtime account that may serve every service (a dev mesh's)."""
+ALL_SERVICES_RUNTIME = f"{COMPONENT_PREFIX}runtimes"
+"""The user name of that account (no service's runtime account can have it: those end ``.{svc}``)."""
 
 
 def check_caller_name(username: str) -> None:
@@ -310,6 +324,15 @@ class SecurityPlan:
         check_service_name(service)
         return self._add(
             BrokerAccount(runtime_username(service), password or new_password(), "runtime", service)
+        )
+
+    def add_all_services_runtime(self, password: str | None = None) -> BrokerAccount:
+        """One runtime account (``dormant.runtimes``) with a runtime's rights for every service: its
+        rules name ``+`` where a service's account names the service. For a dev mesh, whose pods load
+        whatever service is deployed next and get their broker URL before they know which; a
+        production mesh gives each service its own account (``add_runtime``)."""
+        return self._add(
+            BrokerAccount(ALL_SERVICES_RUNTIME, password or new_password(), "runtime", ALL_SERVICES)
         )
 
     def add_controller(self, password: str | None = None) -> BrokerAccount:

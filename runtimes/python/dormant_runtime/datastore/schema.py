@@ -23,6 +23,7 @@ role is cluster-wide, so its creation also tolerates another database creating i
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import psycopg
@@ -280,12 +281,35 @@ GRANT EXECUTE ON FUNCTION {SCHEMA}.claims(), {SCHEMA}.claim_sub(), {SCHEMA}.curr
 """
 
 
+SCHEMA_VERSION = hashlib.sha256(SCHEMA_SQL.encode()).hexdigest()[:16]
+"""Which ``SCHEMA_SQL`` a database holds (``{SCHEMA}.schema_version``): equal, nothing is run."""
+
+
+async def _current_version(conn: psycopg.AsyncConnection[Any]) -> str | None:
+    cursor = await conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.schema_version",))
+    row = await cursor.fetchone()
+    if row is None or row[0] is None:
+        return None
+    cursor = await conn.execute(f"SELECT version FROM {SCHEMA}.schema_version")
+    found = await cursor.fetchone()
+    return None if found is None else str(found[0])
+
+
 async def ensure_schema(conn: psycopg.AsyncConnection[Any]) -> None:
     """Create or update the schema, the caller role and their privileges; safe to run concurrently.
 
-    Runs in its own transaction on ``conn`` (which must not be inside one, or it becomes a savepoint
-    and the lock is held until the outer transaction ends).
+    A database already at ``SCHEMA_VERSION`` is left alone (two reads, no lock): a runtime starting
+    beside serving ones must not run DDL, whose table locks would deadlock with their calls' statements.
+    Otherwise runs in its own transaction on ``conn`` (which must not be inside one, or it becomes a
+    savepoint and the lock is held until the outer transaction ends), serialized by an advisory lock.
     """
+    if await _current_version(conn) == SCHEMA_VERSION:
+        return
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        if await _current_version(conn) == SCHEMA_VERSION:
+            return  # another runtime brought it up to date while this one waited for the lock
         await conn.execute(SCHEMA_SQL.encode())
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_version (version text NOT NULL)")
+        await conn.execute(f"DELETE FROM {SCHEMA}.schema_version")
+        await conn.execute(f"INSERT INTO {SCHEMA}.schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
