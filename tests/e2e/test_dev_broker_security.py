@@ -273,8 +273,7 @@ async def test_a_runtimes_client_id_cannot_be_taken(dev: DevMesh) -> None:
 
 def run_rr(dev: DevMesh, *login: str) -> subprocess.CompletedProcess[str]:
     found = shutil.which("mosquitto_rr")
-    if found is None:
-        pytest.skip("mosquitto_rr is not installed (apt-get install mosquitto-clients)")
+    assert found is not None, "mosquitto_rr is missing: deploy/bootstrap.sh installs mosquitto-clients"
     email = f"rr-{uuid.uuid4().hex[:8]}@example.com"
     return subprocess.run(
         [

@@ -379,8 +379,7 @@ async def test_a_caller_cannot_take_a_runtimes_client_id(
 @pytest.fixture
 def mosquitto_rr() -> Iterator[str]:
     found = shutil.which("mosquitto_rr")
-    if found is None:
-        pytest.skip("mosquitto_rr is not installed (apt-get install mosquitto-clients)")
+    assert found is not None, "mosquitto_rr is missing: deploy/bootstrap.sh installs mosquitto-clients"
     yield found
 
 

@@ -61,7 +61,7 @@ class MemoryBus:
     services: dict[str, _InProcessService] = field(default_factory=dict)
     events: list[SentEvent] = field(default_factory=list)
     subscribers: dict[str, list[EventHandler]] = field(default_factory=lambda: defaultdict(list))
-    transfers: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    transfers: dict[str, list[list[bytes]]] = field(default_factory=lambda: defaultdict(list))
 
     def events_named(self, name: str) -> list[SentEvent]:
         return [event for event in self.events if event.name == name]
@@ -143,11 +143,19 @@ class MemoryMessaging:
             unsubscribe()
 
     async def send_binary(self, name: str, data: bytes, *, chunk_size: int = 65536) -> str:
+        """Kept as the chunks a broker would carry; ``receive_binary`` joins them in order."""
+        if chunk_size < 1:
+            raise ValidationError("chunk_size must be at least 1 byte")
         transfer_id = hashlib.sha256(self.next_call_id(f"binary:{name}").encode()).hexdigest()[:32]
-        self.bus.transfers[name].append(bytes(data))
+        chunks = [bytes(data[i : i + chunk_size]) for i in range(0, len(data), chunk_size)] or [b""]
+        self.bus.transfers[name].append(chunks)
         return transfer_id
 
     async def receive_binary(self, name: str, timeout: float = 0.0) -> bytes:
-        if not self.bus.transfers.get(name):
-            raise TimeoutError(f"no binary transfer {name!r} was sent")
-        return self.bus.transfers[name].pop(0)
+        """The oldest transfer named ``name``, waiting up to ``timeout`` seconds for one to be sent."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.bus.transfers.get(name):
+            if asyncio.get_running_loop().time() >= deadline:
+                raise TimeoutError(f"no binary transfer {name!r} within {timeout:g}s")
+            await asyncio.sleep(0.01)
+        return b"".join(self.bus.transfers[name].pop(0))

@@ -272,6 +272,23 @@ HookKind = Literal["before_send", "after_receive"]
 HOOK_KINDS: tuple[HookKind, ...] = ("before_send", "after_receive")
 
 
+
+def declared_resiliency(handler_class: type) -> Resiliency:
+    """The runtime's ``Resiliency`` from what a handler class declares: ``resiliency = {"payments":
+    ResiliencyPolicy(max_retries=5), "payments.refund": ResiliencyPolicy(max_retries=0)}`` (a key
+    ``"*"`` is the default for every other target); no declaration: the defaults."""
+    declared = getattr(handler_class, "resiliency", None)
+    if declared is None:
+        return Resiliency()
+    if not isinstance(declared, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, ResiliencyPolicy) for key, value in declared.items()
+    ):
+        raise ValidationError(
+            f"{handler_class.__name__}.resiliency must map targets to ResiliencyPolicy objects"
+        )
+    policies = {key: value for key, value in declared.items() if key != "*"}
+    return Resiliency(policies, default=declared.get("*"))
+
 @dataclass(slots=True)
 class HookMessage:
     """What a hook sees. ``kind``: ``call`` (a request, before it is sent), ``send`` (a one-way call),

@@ -14,6 +14,7 @@ from pathlib import Path
 from dormant._control import DRAINED, FAILED, READY, STANDBY, Drain, Load
 from dormant.config import Settings
 from dormant.errors import DormantError
+from dormant.messaging import declared_resiliency
 from dormant.migrations import declared_migrations
 from dormant_catalog.calls import DEFAULT_LEASE_S, CallStore
 
@@ -73,6 +74,7 @@ async def _serve(
         platform = RuntimePlatform(
             catalog_url=None if transactions is None else settings.catalog_url,
             client=outgoing_client(settings.broker_url, client_id),
+            resiliency=declared_resiliency(spec.handler_class),
         )
         dispatcher = Dispatcher(spec, version, transactions, platform=platform)
         authenticator = CallAuthenticator.from_env(spec.auth)
