@@ -31,6 +31,7 @@ from dormant.transport import (
     NO_MATCHING_SUBSCRIBERS,
     NOT_AUTHORIZED,
     SESSION_TAKEN_OVER,
+    TAKEOVER_LOSSES,
     Message,
     TransportError,
 )
@@ -544,7 +545,7 @@ async def lose(c: Client, connection: object, reason: int | None) -> None:
 async def test_silent_closes_right_after_every_reconnect_are_taken_for_a_takeover(broker: FakeBroker) -> None:
     """Brokers that close a taken-over connection without DISCONNECT 0x8E (Mosquitto before 2.0.15)."""
     async with client() as c:
-        await lose_connection(c, client_module.TAKEOVER_LOSSES - 1)
+        await lose_connection(c, TAKEOVER_LOSSES - 1)
         await until(lambda: c._transport is not None)
         assert c._connection is not None and not c._connection.done()
         broker.current.queue.put_nowait(TransportError("connection lost"))
@@ -552,18 +553,18 @@ async def test_silent_closes_right_after_every_reconnect_are_taken_for_a_takeove
         with pytest.raises(Unavailable, match=r"took its broker session over .*3 times in a row") as caught:
             await c.call(SERVICE, "f", {}, timeout=60)
         assert "reasonCode" not in caught.value.details
-    assert len(broker.connections) == client_module.TAKEOVER_LOSSES
+    assert len(broker.connections) == TAKEOVER_LOSSES
 
 
 async def test_a_broker_that_is_away_between_losses_is_no_takeover(broker: FakeBroker) -> None:
     async with client() as c:
-        await lose_connection(c, client_module.TAKEOVER_LOSSES - 2)
+        await lose_connection(c, TAKEOVER_LOSSES - 2)
         broker.refuse_connects = 1  # the next reconnect fails (the broker restarted, say): count again
         await lose_connection(c, 1)
-        await lose_connection(c, client_module.TAKEOVER_LOSSES - 1)
+        await lose_connection(c, TAKEOVER_LOSSES - 1)
         await until(lambda: c._transport is not None)
         assert (await c.call(SERVICE, "f", {"n": 1}))["params"] == {"n": 1}
         # A loss with a reason code other than "taken over" is no silent close either.
-        await lose_connection(c, client_module.TAKEOVER_LOSSES, reason=0x8D)  # keep alive timeout
+        await lose_connection(c, TAKEOVER_LOSSES, reason=0x8D)  # keep alive timeout
         await until(lambda: c._transport is not None)
         assert (await c.call(SERVICE, "f", {"n": 2}))["params"] == {"n": 2}

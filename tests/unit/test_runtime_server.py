@@ -773,6 +773,22 @@ async def test_a_runtime_whose_session_was_taken_over_waits_to_be_drained(net: F
     assert transport.closed_end_session is False  # and so does the session
 
 
+async def test_a_runtime_closed_silently_each_time_it_reconnects_stops_fighting_for_its_session(
+    net: FakeNet,
+) -> None:
+    # Mosquitto before 2.0.15 closes a taken-over connection without a reason code: three silent
+    # losses in a row, each soon after connecting, are the other connection taking the session back.
+    runtime = await start()
+    for count in range(1, 4):
+        await until(lambda count=count: len(net.transports) == count and bool(net.current.subscribed))
+        net.current.inbox.put_nowait(TransportError("connection lost"))
+    await until(lambda: runtime.server.replaced)
+    await asyncio.sleep(0.05)
+    assert len(net.transports) == 3  # two reconnects, then no more: a third would take the session back
+    await stop(runtime)
+    assert net.current.closed_end_session is False  # the session belongs to the other runtime
+
+
 async def test_draining_while_the_broker_is_unreachable_ends_the_server(net: FakeNet) -> None:
     net.refuse_connects = 10**6
     runtime = await start(wait_ready=False)

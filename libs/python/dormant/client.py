@@ -16,12 +16,10 @@ so a second client of the same caller account takes the first one's session over
 anywhere two clients share a client id). The newer connection wins: the client that was taken over
 does not reconnect (two clients would take the session from each other for ever), fails its waiting
 calls and every later one with ``Unavailable``, and must be replaced by a new ``Client`` if it is
-still wanted. It knows it was taken over from the broker's DISCONNECT "session taken over" (0x8E:
-EMQX, Mosquitto 2.0.15 and later), or, from brokers that close the connection without a word
-(Mosquitto up to 2.0.14), when the broker closes it without a reason code ``TAKEOVER_LOSSES`` times
-in a row, every time but the first within ``TAKEOVER_WINDOW_S`` of connecting, and reconnecting
-succeeds at once each time (a broker that is down or restarting fails the reconnect, which resets the
-count). Run one client per caller account at a time (components use their own listener, where each
+still wanted. It knows it was taken over from the broker's DISCONNECT "session taken over" or, from
+brokers that close the connection without a word, from the pattern of its losses
+(``dormant.transport.TakeoverWatch``).
+Run one client per caller account at a time (components use their own listener, where each
 picks its client id).
 """
 
@@ -48,8 +46,8 @@ from .routing import LIVE_ALIAS, RouteTable, ServiceStates, explain_unserved
 from .transport import (
     NO_MATCHING_SUBSCRIBERS,
     NOT_AUTHORIZED,
-    SESSION_TAKEN_OVER,
     Message,
+    TakeoverWatch,
     Transport,
     TransportError,
     new_transport,
@@ -63,12 +61,6 @@ RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 REFUSED_LOGIN = (0x86, 0x87)
 """CONNACK reason codes of a refused login: bad user name or password, not authorized."""
-TAKEOVER_LOSSES = 3
-TAKEOVER_WINDOW_S = 5.0
-"""A connection closed without a reason code this soon after it was made, ``TAKEOVER_LOSSES`` times in
-a row (the first loss may come at any time), is taken to be another client taking the session over
-on a broker that does not say so: both clients would otherwise reconnect and take it back for ever.
-The client taken over first (the older one) reaches the count first and stops."""
 RESUBSCRIBE_GRACE_S = 3.0
 """After the client (re)connects, "no subscribers" may only mean that runtimes are reconnecting too
 (a broker restart): for this long it is retried instead of failing fast."""
@@ -168,7 +160,7 @@ class Client:
 
     async def _stay_connected(self, first: asyncio.Future[None]) -> None:
         delay = RECONNECT_MIN_S
-        silent_losses = 0  # connections closed without a reason code in a row (TAKEOVER_LOSSES)
+        takeover = TakeoverWatch()
         while not self._closing:
             transport = new_transport(
                 self.broker_url,
@@ -193,15 +185,15 @@ class Client:
                 if not first.done():
                     first.set_exception(self._connect_error(exc, logged_in=logged_in))
                     return
-                silent_losses = 0  # the broker is not there: not a takeover, whatever closed the connection
+                takeover.unreachable()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
             delay = RECONNECT_MIN_S
             self._transport = transport
-            connected_at = time.monotonic()
+            takeover.connected()
             if first.done():
-                self._reconnected_at = connected_at
+                self._reconnected_at = time.monotonic()
             self._connected.set()
             if not first.done():
                 first.set_result(None)
@@ -227,22 +219,11 @@ class Client:
             await transport.close()
             if lost is None:
                 continue
-            if lost.reason == SESSION_TAKEN_OVER:
+            evidence = takeover.lost(lost.reason)
+            if evidence is not None:
                 # Reconnecting would take the session back, and the other client would do the same.
-                self._end(self._taken_over("the broker said so (reason code 0x8e)", lost.reason))
+                self._end(self._taken_over(evidence, lost.reason))
                 return
-            if lost.reason is None:
-                recent = time.monotonic() - connected_at < TAKEOVER_WINDOW_S
-                silent_losses = silent_losses + 1 if recent else 1
-                if silent_losses >= TAKEOVER_LOSSES:
-                    evidence = (
-                        f"the broker closed its connection without a reason {silent_losses} times in "
-                        f"a row, within {TAKEOVER_WINDOW_S:g} s of reconnecting"
-                    )
-                    self._end(self._taken_over(evidence, None))
-                    return
-            else:
-                silent_losses = 0
 
     def _taken_over(self, evidence: str, reason: int | None) -> Unavailable:
         details: dict[str, Any] = {"broker": redact_url(self.broker_url)}

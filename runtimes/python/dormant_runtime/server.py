@@ -22,7 +22,7 @@ import orjson
 
 from dormant import errors, wire
 from dormant.context import UserContext
-from dormant.transport import SESSION_TAKEN_OVER, Message, Transport, TransportError, new_transport
+from dormant.transport import Message, TakeoverWatch, Transport, TransportError, new_transport
 from dormant_catalog import CatalogUnavailable
 from dormant_catalog.calls import MAX_CALL_ID_BYTES, CallState, Claim, call_id_problem, fingerprint
 from dormant_catalog.db import is_transient
@@ -93,6 +93,7 @@ class Server:
     async def run(self) -> None:
         """Serve until drained."""
         delay = RECONNECT_MIN_S
+        takeover = TakeoverWatch()
         while not self._draining:
             transport = new_transport(
                 self.broker_url,
@@ -107,14 +108,16 @@ class Server:
             except TransportError as exc:
                 log.warning("broker unreachable (%s); retrying in %.2fs", exc, delay)
                 await transport.close()
+                takeover.unreachable()
                 await self._sleep_unless_draining(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
             delay = RECONNECT_MIN_S
             self._transport = transport
+            takeover.connected()
             self._ready.set()
             log.info("serving %s v%d on %s", self.service, self.version, ", ".join(self.filters))
-            self._reader = asyncio.create_task(self._read(transport))
+            self._reader = asyncio.create_task(self._read(transport, takeover))
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             if self.replaced:
@@ -126,7 +129,7 @@ class Server:
                 self._transport = None
         self._stopped.set()
 
-    async def _read(self, transport: Transport) -> None:
+    async def _read(self, transport: Transport, takeover: TakeoverWatch) -> None:
         try:
             async for message in transport.messages():
                 await self._slots.acquire()
@@ -134,8 +137,11 @@ class Server:
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
         except TransportError as exc:
-            if exc.reason == SESSION_TAKEN_OVER:
+            evidence = takeover.lost(exc.reason)
+            if evidence is not None:
+                # Reconnecting would take the session back from the runtime that has it, for ever.
                 self.replaced = True
+                log.warning("another connection took this runtime's session over: %s", evidence)
             log.warning("%s", exc)
 
     def _done(self, task: asyncio.Task[None]) -> None:

@@ -27,6 +27,7 @@ from ._base import (
     Transport,
     TransportError,
 )
+from ._takeover import TAKEOVER_LOSSES, TAKEOVER_WINDOW_S, TakeoverWatch
 from .native import NativeTransport
 
 if TYPE_CHECKING:
@@ -37,9 +38,12 @@ __all__ = [
     "NOT_AUTHORIZED",
     "NO_MATCHING_SUBSCRIBERS",
     "SESSION_TAKEN_OVER",
+    "TAKEOVER_LOSSES",
+    "TAKEOVER_WINDOW_S",
     "AiomqttTransport",
     "Message",
     "NativeTransport",
+    "TakeoverWatch",
     "Transport",
     "TransportError",
     "connect_transport",
