@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ from .api import deployments, functions, invocations, invoke, meta, triggers, ve
 from .auth import PrincipalVerifier, load_or_create_dev_key
 from .auth.identity import identity_from
 from .config import GatewayConfig
+from .hsts import StrictTransportSecurity
 from .http_errors import HttpError, conflict, error_response
 from .inputs import RefuseNul
 from .ratelimit import RateLimiter
@@ -154,12 +156,16 @@ def create_app(config: GatewayConfig) -> Starlette:
             )
             await client.connect()
             stack.push_async_callback(client.close)
-            jwks_url = config.oidc_jwks_url
-            if jwks_url is None and config.dev_auth:
-                jwks_url = f"http://{_local_host(config.host)}:{config.port}/.well-known/jwks.json"
-            # Without a JWKS URL, the issuer's OpenID configuration names it.
+            # The dev key's public half is given inline, not fetched from this gateway's own URL (which
+            # may be HTTPS with a certificate for another name). Without a JWKS URL, the issuer's
+            # OpenID configuration names it.
             verifier = PrincipalVerifier(
-                IssuerConfig(issuer=config.issuer, audience=config.oidc_audience, jwks_url=jwks_url)
+                IssuerConfig(
+                    issuer=config.issuer,
+                    audience=config.oidc_audience,
+                    jwks_url=config.oidc_jwks_url,
+                    jwks=None if dev_key is None else json.dumps(dev_key.jwks()),
+                )
             )
             stack.push_async_callback(verifier.close)
             identity = identity_from(
@@ -202,10 +208,14 @@ def create_app(config: GatewayConfig) -> Starlette:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
+    middleware = [Middleware(RefuseNul)]
+    if config.tls and config.hsts_max_age_s > 0:
+        # First: outside RefuseNul, so its 400s carry the header too.
+        middleware.insert(0, Middleware(StrictTransportSecurity, max_age_s=config.hsts_max_age_s))
     return Starlette(
         routes=routes(),
         lifespan=lifespan,
-        middleware=[Middleware(RefuseNul)],
+        middleware=middleware,
         exception_handlers={
             ClientDisconnect: _client_gone,
             DormantError: _dormant_error,
@@ -215,7 +225,3 @@ def create_app(config: GatewayConfig) -> Starlette:
             Exception: _unexpected,
         },
     )
-
-
-def _local_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host

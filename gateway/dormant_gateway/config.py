@@ -1,8 +1,12 @@
-"""Gateway settings: flags win over ``DORMANT_*`` environment variables, which win over the defaults."""
+"""Gateway settings: flags win over ``DORMANT_*`` environment variables, which win over the defaults.
+
+Settings the server could not use (TLS files it cannot load, HSTS without HTTPS) are refused here, at
+start, with a ValueError that names the setting."""
 
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -11,6 +15,12 @@ from dormant.config import DEFAULT_BROKER_URL, DEFAULT_CATALOG_URL, Settings
 DEV_ISSUER = "urn:dormant:dev"
 DEFAULT_AUDIENCE = "dormant"
 DEFAULT_PORT = 8080
+DEFAULT_HSTS_MAX_AGE_S = 31_536_000
+"""One year: the ``max-age`` of ``Strict-Transport-Security`` when the gateway serves HTTPS."""
+
+TLS_CERT_SETTING = "--tls-cert (DORMANT_GATEWAY_TLS_CERT)"
+TLS_KEY_SETTING = "--tls-key (DORMANT_GATEWAY_TLS_KEY)"
+HSTS_SETTING = "DORMANT_GATEWAY_HSTS_MAX_AGE"
 
 
 def default_state_dir() -> Path:
@@ -31,6 +41,66 @@ def _production_issuer(value: str | None) -> str | None:
     """``DORMANT_OIDC_ISSUER``, except the dev issuer's name: that is this gateway's own dev key (the
     environment ``dormant dev`` gives its runtimes names it, with the key set inline)."""
     return None if not value or value == DEV_ISSUER else value
+
+
+def _path_env(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def _hsts_env() -> int | None:
+    """``DORMANT_GATEWAY_HSTS_MAX_AGE`` in seconds (ASCII digits only), or None when it is not set."""
+    value = os.environ.get(HSTS_SETTING)
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"{HSTS_SETTING} must be a whole number of seconds (0: no header), not {value!r}")
+    return int(value)
+
+
+class _EncryptedKey(Exception):
+    """Raised by the password callback: the key is encrypted (OpenSSL would otherwise prompt on a tty)."""
+
+
+def _no_password() -> str:
+    raise _EncryptedKey
+
+
+def check_tls_files(cert: Path | None, key: Path | None) -> None:
+    """Refuse, with a ValueError naming the setting, TLS files the server could not load: a key without
+    a certificate, a file that cannot be read, a certificate without its key (in ``key`` or in the
+    certificate file itself), a key that does not match, an encrypted key. The same load uvicorn does."""
+    if cert is None:
+        if key is not None:
+            raise ValueError(f"{TLS_KEY_SETTING} is set without {TLS_CERT_SETTING}: give the certificate too")
+        return
+    for path, setting in ((cert, TLS_CERT_SETTING), (key, TLS_KEY_SETTING)):
+        if path is None:
+            continue
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=_no_password)
+    except _EncryptedKey:
+        raise ValueError(
+            f"{TLS_KEY_SETTING}: the private key in {key or cert} is encrypted; give an unencrypted key "
+            "file that only the gateway's user can read"
+        ) from None
+    except ssl.SSLError as exc:
+        detail = f" ({exc.reason.lower().replace('_', ' ')})" if exc.reason else ""
+        if key is None:
+            raise ValueError(
+                f"{TLS_CERT_SETTING}: {cert} does not hold a PEM certificate and its private key{detail}; "
+                f"give the key with {TLS_KEY_SETTING} unless the certificate file holds it"
+            ) from None
+        raise ValueError(
+            f"{TLS_CERT_SETTING} and {TLS_KEY_SETTING}: {cert} and {key} are not a PEM certificate and "
+            f"its private key{detail}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +180,19 @@ class GatewayConfig:
     replica_id: str = ""
     workers: bool = True
     """Run the async-invocation worker, the cron scheduler and the queue consumers in this process."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) to serve HTTPS with; None serves plain HTTP."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``; None when the certificate file holds the key too."""
+    hsts_max_age_s: int = DEFAULT_HSTS_MAX_AGE_S
+    """``Strict-Transport-Security: max-age`` on HTTPS responses (``hsts.py``); 0 sends no header."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> GatewayConfig:
+        """Raises ValueError, naming the setting, for TLS files the server cannot use or an HSTS value
+        that is not a whole number of seconds or that could not take effect (no HTTPS)."""
         settings = Settings.from_env()
+        hsts = _hsts_env()
         config = cls(
             port=int(os.environ.get("DORMANT_GATEWAY_PORT") or DEFAULT_PORT),
             broker_url=settings.broker_url,
@@ -129,9 +208,24 @@ class GatewayConfig:
             rate_limits=RateLimits.from_env(),
             async_settings=AsyncSettings.from_env(),
             server=ServerLimits.from_env(),
+            tls_cert=_path_env("DORMANT_GATEWAY_TLS_CERT"),
+            tls_key=_path_env("DORMANT_GATEWAY_TLS_KEY"),
+            hsts_max_age_s=DEFAULT_HSTS_MAX_AGE_S if hsts is None else hsts,
         )
         given = {k: v for k, v in overrides.items() if v is not None}
-        return replace(config, **given)  # type: ignore[arg-type]
+        config = replace(config, **given)  # type: ignore[arg-type]
+        check_tls_files(config.tls_cert, config.tls_key)
+        if config.hsts_max_age_s < 0:
+            raise ValueError(f"{HSTS_SETTING} must be 0 or more seconds, not {config.hsts_max_age_s}")
+        if not config.tls and config.hsts_max_age_s > 0 and (hsts is not None or "hsts_max_age_s" in given):
+            # Accepting it would do nothing: the header is sent over HTTPS only (RFC 6797 section 7.2).
+            raise ValueError(f"{HSTS_SETTING} is set, but HSTS needs HTTPS: give {TLS_CERT_SETTING} too")
+        return config
+
+    @property
+    def tls(self) -> bool:
+        """True when the gateway serves HTTPS."""
+        return self.tls_cert is not None
 
     @property
     def issuer(self) -> str:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
+
+    import uvicorn
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rabbitmq-url", help="RabbitMQ for queue triggers (env DORMANT_RABBITMQ_URL)")
     parser.add_argument("--replica-id", default=None, help="name of this replica in worker leases")
     parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate (chain) (env DORMANT_GATEWAY_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        metavar="FILE",
+        help="its PEM private key, unless the certificate file holds it (env DORMANT_GATEWAY_TLS_KEY)",
+    )
+    parser.add_argument(
         "--no-workers", action="store_true", help="serve HTTP only: no async, cron or queue workers here"
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -35,23 +53,30 @@ def run(args: argparse.Namespace) -> int:
     from .config import GatewayConfig  # lazy: start-up time
     from .server import guarded_h11  # lazy: start-up time
 
-    config = GatewayConfig.from_env(
-        host=args.host,
-        port=args.port,
-        broker_url=args.broker_url,
-        catalog_url=args.catalog_url,
-        layer_store=args.layer_store,
-        state_dir=args.state_dir,
-        rabbitmq_url=args.rabbitmq_url,
-        replica_id=args.replica_id,
-        workers=False if args.no_workers else None,
-    )
+    try:
+        config = GatewayConfig.from_env(
+            host=args.host,
+            port=args.port,
+            broker_url=args.broker_url,
+            catalog_url=args.catalog_url,
+            layer_store=args.layer_store,
+            state_dir=args.state_dir,
+            rabbitmq_url=args.rabbitmq_url,
+            replica_id=args.replica_id,
+            workers=False if args.no_workers else None,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    except ValueError as exc:  # a setting the server cannot use: say which, before anything starts
+        print(f"dormant gateway: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    print(f"dormant gateway on http://{config.host}:{config.port}", file=sys.stderr, flush=True)
+    scheme = "https" if config.tls else "http"
+    print(f"dormant gateway on {scheme}://{config.host}:{config.port}", file=sys.stderr, flush=True)
     limits = config.server
     uvicorn.run(
         create_app(config),
@@ -66,8 +91,22 @@ def run(args: argparse.Namespace) -> int:
         timeout_keep_alive=max(1, round(limits.keep_alive_s)),
         limit_concurrency=limits.max_connections + 1,  # in-flight requests; connections: the cap above
         h11_max_incomplete_event_size=32 * 1024,  # request line and headers
+        # HTTPS: config.check_tls_files made this same load at start, so unusable files were refused there.
+        ssl_certfile=config.tls_cert,
+        ssl_keyfile=config.tls_key,
+        ssl_context_factory=tls_context if config.tls else None,
     )
     return 0
+
+
+def tls_context(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's server context (certificate, key, ALPN) with TLS 1.2 as the lowest version, set here
+    rather than left to the defaults of the Python build and the OpenSSL configuration."""
+    import ssl  # stdlib, here: the CLI imports this module at start and only HTTPS needs ssl
+
+    context = default()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,25 +11,20 @@ answer and without them is refused. The files holding passwords are 0600 and the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import signal
 import stat
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from dormant.config import parse_broker_url
 from dormant.mqtt import Message, MqttError, ReasonCode, connect
 from dormant_local.broker_security import CREDENTIALS_FILE
 
-from .mesh import child_env
+from .dev_mesh import DevMesh, dormant, running_dev
 
 pytestmark = pytest.mark.slow
 
@@ -40,98 +35,10 @@ RUNTIME_CLIENT_ID = f"dormant-{SERVICE}-v1-s0"  # the serving runtime's (slot 0 
 CREATE = ("call", f"{SERVICE}.createUser")
 
 
-@dataclass(frozen=True)
-class DevMesh:
-    state: Path
-    output: str
-    env_sh: dict[str, str]
-    """What ``source STATE/env.sh`` exports."""
-    mesh: dict[str, str]
-
-    @property
-    def host(self) -> str:
-        return parse_broker_url(self.mesh["brokerUrl"], environ={}).host
-
-    @property
-    def callers_port(self) -> int:
-        return parse_broker_url(self.mesh["brokerUrl"], environ={}).port
-
-    @property
-    def components_port(self) -> int:
-        return parse_broker_url(self.mesh["adminBrokerUrl"], environ={}).port
-
-    @property
-    def user(self) -> str:
-        return self.env_sh["DORMANT_BROKER_USER"]
-
-    @property
-    def password(self) -> str:
-        return self.env_sh["DORMANT_BROKER_PASSWORD"]
-
-    def cli_env(self) -> dict[str, str]:
-        """A shell that sourced ``env.sh`` (not the checkout's own ``.dormant/dev``)."""
-        return child_env(**self.env_sh)
-
-
-def _sourced(env_file: Path) -> dict[str, str]:
-    names = [
-        line.split("=", 1)[0].removeprefix("export ")
-        for line in env_file.read_text().splitlines()
-        if line.startswith("export ")
-    ]
-    script = f"source {env_file} && " + " && ".join(f'printf "%s\\0" "${name}"' for name in names)
-    done = subprocess.run(["bash", "-c", script], capture_output=True, check=True, timeout=10)
-    return dict(zip(names, done.stdout.decode().split("\0")[:-1], strict=True))
-
-
-@contextlib.contextmanager
-def running_dev(tmp: Path, *extra: str) -> Iterator[DevMesh]:
-    """``dormant dev --pods 2 [extra]`` on a state directory in ``tmp``, until ``ready``; SIGINT after."""
-    state = tmp / "state"
-    env = child_env()
-    for key in list(env):
-        if key.startswith("DORMANT_") and key != "DORMANT_MOSQUITTO":
-            env.pop(key)
-    log = tmp / "dev.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dormant_cli", "dev", "--pods", "2", "--state-dir", str(state), *extra],
-        env=env,
-        cwd=tmp,
-        stdout=subprocess.PIPE,
-        stderr=log.open("w"),
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.strip() == "ready", log.read_text()[-4000:]
-        yield DevMesh(
-            state=state,
-            output=log.read_text(),
-            env_sh=_sourced(state / "env.sh"),
-            mesh=json.loads((state / "mesh.json").read_text()),
-        )
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(60)
-
-
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevMesh]:
     with running_dev(tmp_path_factory.mktemp("dev-broker-security")) as mesh:
         yield mesh
-
-
-def dormant(mesh: DevMesh, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dormant_cli", *args],
-        capture_output=True,
-        text=True,
-        env=env or mesh.cli_env(),
-        timeout=60,
-        cwd=mesh.state,
-        check=False,
-    )
 
 
 def create_user(mesh: DevMesh) -> None:

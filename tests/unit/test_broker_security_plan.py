@@ -93,3 +93,37 @@ def test_secrets_stay_out_of_reprs_and_the_files_are_private(tmp_path: Path) -> 
     assert {a.username: (a.kind, a.service) for a in loaded.accounts} == {
         a.username: (a.kind, a.service) for a in plan.accounts
     }
+
+
+def test_mutual_tls_asks_components_only_for_a_certificate_the_mesh_ca_signed(tmp_path: Path) -> None:
+    import ssl
+
+    from cryptography import x509
+
+    from dormant_local.broker import render_secured_config
+    from dormant_local.broker_security import issue_client_certificate, make_tls_files
+
+    files = make_tls_files(tmp_path / "tls", keep_ca_key=True)
+    assert files.ca_key is not None and stat.S_IMODE(files.ca_key.stat().st_mode) == 0o600
+    config = render_secured_config(
+        port=1,
+        component_port=2,
+        data_dir=tmp_path,
+        dynsec_file=tmp_path / "d.json",
+        tls=files,
+        mutual_tls=True,
+    )
+    callers, components = config.split("listener 2 127.0.0.1")
+    assert "require_certificate" not in callers and f"certfile {files.server_cert}" in callers
+    assert f"cafile {files.ca_cert}\nrequire_certificate true" in components
+    cert_file, key_file = issue_client_certificate(files, "dormant.gateway")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    assert cert.subject.rfc4514_string() == "CN=dormant.gateway"
+    # It loads as a client certificate, and the mesh CA verified it (the issuer's key signed it).
+    ssl.create_default_context(ssl.Purpose.SERVER_AUTH).load_cert_chain(cert_file, key_file)
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    # A CA made without keeping its key signs nothing more.
+    with pytest.raises(ValueError, match="key was not kept"):
+        issue_client_certificate(make_tls_files(tmp_path / "plain"), "dormant.gateway")

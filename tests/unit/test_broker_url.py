@@ -18,6 +18,7 @@ from dormant.config import (
     Settings,
     parse_broker_url,
     redact_url,
+    with_tls_files,
 )
 from dormant.transport import TransportError
 from dormant.transport._tls import tls_context
@@ -74,10 +75,43 @@ def test_tls_files_come_from_the_environment_for_mqtts_only() -> None:
     with pytest.raises(ValueError, match="is not TLS: use mqtts://") as caught:
         parse_broker_url("mqtt://ann:s3cret@h", environ={BROKER_CA_FILE_ENV: "/ca.pem"})
     assert BROKER_CA_FILE_ENV in str(caught.value) and "s3cret" not in str(caught.value)
-    with pytest.raises(ValueError, match=f"{BROKER_KEY_FILE_ENV} is set without {BROKER_CERT_FILE_ENV}"):
+    without_cert = f"{BROKER_KEY_FILE_ENV} \\(keyfile\\) is set without {BROKER_CERT_FILE_ENV}"
+    with pytest.raises(ValueError, match=without_cert):
         parse_broker_url("mqtts://h", environ={BROKER_KEY_FILE_ENV: "/me.key"})
     empty = {BROKER_CA_FILE_ENV: "", BROKER_CERT_FILE_ENV: ""}  # set but empty: unset
     assert parse_broker_url("mqtt://h", environ=empty) == BrokerAddress("h", 1883)
+
+
+def test_tls_files_in_the_urls_query_make_it_self_contained_and_win_over_the_environment() -> None:
+    url = with_tls_files(
+        "mqtts://ann:s3cret@h:8883", ca_file="/m/ca.pem", cert_file="/m/c.pem", key_file="/k"
+    )
+    assert url == "mqtts://ann:s3cret@h:8883?cafile=/m/ca.pem&certfile=/m/c.pem&keyfile=/k"
+    address = parse_broker_url(url, environ={BROKER_CA_FILE_ENV: "/env.pem"})
+    assert (address.ca_file, address.cert_file, address.key_file) == ("/m/ca.pem", "/m/c.pem", "/k")
+    assert address.password == "s3cret" and address.port == 8883
+    assert parse_broker_url("mqtts://h?cafile=/a%20b.pem", environ=NO_ENV).ca_file == "/a b.pem"
+    assert redact_url(url) == "mqtts://ann:***@h:8883?cafile=/m/ca.pem&certfile=/m/c.pem&keyfile=/k"
+    assert with_tls_files("mqtts://h") == "mqtts://h"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mqtt://ann:s3cret@h?cafile=/ca.pem", "is not TLS: use mqtts://"),  # it would be ignored
+        ("mqtts://ann:s3cret@h?verify=no", "unknown broker URL parameter 'verify'"),
+        ("mqtts://ann:s3cret@h?cafile=/a&cafile=/b", "'cafile' is given twice"),
+        ("mqtts://ann:s3cret@h?cafile=", "'cafile' is empty"),
+        ("mqtts://ann:s3cret@h?cafile", "not name=value pairs"),
+        ("mqtts://ann:s3cret@h?keyfile=/k", "keyfile\\) is set without"),
+        ("mqtts://ann:s3cret@h/topic", "no path or fragment"),
+        ("mqtts://ann:s3cret@h#x", "no path or fragment"),
+    ],
+)
+def test_a_broker_url_says_nothing_that_would_be_ignored(url: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem) as caught:
+        parse_broker_url(url, environ=NO_ENV)
+    assert "s3cret" not in str(caught.value)
 
 
 def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:

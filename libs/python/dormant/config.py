@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_CATALOG_URL = "postgresql://127.0.0.1:5432/dormant"
@@ -76,14 +76,25 @@ class BrokerAddress:
     """``$DORMANT_BROKER_KEY_FILE``: the client certificate's key, when not in ``cert_file``."""
 
 
+BROKER_URL_TLS_PARAMS = {
+    "cafile": BROKER_CA_FILE_ENV,
+    "certfile": BROKER_CERT_FILE_ENV,
+    "keyfile": BROKER_KEY_FILE_ENV,
+}
+"""Query parameters of an ``mqtts://`` URL naming its TLS files (mosquitto_pub's ``--cafile``, ``--cert``,
+``--key``; libpq's ``sslrootcert`` in a DSN is the same idea), and the variable each one overrides."""
+
+
 def parse_broker_url(url: str, *, environ: Mapping[str, str] | None = None) -> BrokerAddress:
     """``mqtt://[user[:password]@]host[:port]`` (``mqtts://`` for TLS, default ports 1883 / 8883).
 
     User name and password are percent-decoded (``BrokerAccount.url`` encodes them: a password may hold
-    any character). For ``mqtts://`` the TLS files come from ``environ`` (the process environment):
-    ``DORMANT_BROKER_CA_FILE``, ``DORMANT_BROKER_CERT_FILE`` and ``DORMANT_BROKER_KEY_FILE``; with a
-    plain ``mqtt://`` URL setting any of them is a ``ValueError`` (they would be ignored). No error
-    message holds the URL's password.
+    any character). For ``mqtts://`` the TLS files come from the URL's query
+    (``?cafile=PATH&certfile=PATH&keyfile=PATH``, so one string says everything, as ``dormant dev
+    --tls`` writes it) or else from ``environ`` (the process environment): ``DORMANT_BROKER_CA_FILE``,
+    ``DORMANT_BROKER_CERT_FILE`` and ``DORMANT_BROKER_KEY_FILE``. With a plain ``mqtt://`` URL any of
+    them is a ``ValueError`` (they would be ignored), as is an unknown or repeated query parameter or a
+    path. No error message holds the URL's password.
     """
     environ = os.environ if environ is None else environ
     parts = urlsplit(url if "://" in url else f"mqtt://{url}")
@@ -94,14 +105,19 @@ def parse_broker_url(url: str, *, environ: Mapping[str, str] | None = None) -> B
         port = parts.port
     except ValueError:
         raise ValueError(f"the broker URL has no valid port: {redact_url(url)}") from None
+    if parts.path not in ("", "/") or parts.fragment:
+        raise ValueError(f"a broker URL has no path or fragment: {redact_url(url)}")
     tls_files = {name: environ.get(name) or None for name in _TLS_FILE_ENVS}
+    for param, value in _url_tls_params(parts.query, url).items():
+        tls_files[BROKER_URL_TLS_PARAMS[param]] = value
     if not tls and any(tls_files.values()):
         given = ", ".join(name for name, value in tls_files.items() if value)
         raise ValueError(
-            f"{given} set, but the broker URL {redact_url(url)} is not TLS: use mqtts:// (or unset them)"
+            f"{given} set (in the environment or as the URL's cafile/certfile/keyfile), but the broker URL "
+            f"{redact_url(url)} is not TLS: use mqtts:// (or unset them)"
         )
     if tls_files[BROKER_KEY_FILE_ENV] and not tls_files[BROKER_CERT_FILE_ENV]:
-        raise ValueError(f"{BROKER_KEY_FILE_ENV} is set without {BROKER_CERT_FILE_ENV}")
+        raise ValueError(f"{BROKER_KEY_FILE_ENV} (keyfile) is set without {BROKER_CERT_FILE_ENV} (certfile)")
     return BrokerAddress(
         host=parts.hostname or "127.0.0.1",
         port=port or (8883 if tls else 1883),
@@ -112,6 +128,34 @@ def parse_broker_url(url: str, *, environ: Mapping[str, str] | None = None) -> B
         cert_file=tls_files[BROKER_CERT_FILE_ENV],
         key_file=tls_files[BROKER_KEY_FILE_ENV],
     )
+
+
+def _url_tls_params(query: str, url: str) -> dict[str, str]:
+    """The TLS file parameters of a broker URL's query; ``ValueError`` for anything else in it."""
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ValueError(f"the broker URL's query is not name=value pairs: {redact_url(url)}") from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in BROKER_URL_TLS_PARAMS:
+            known = ", ".join(BROKER_URL_TLS_PARAMS)
+            raise ValueError(f"unknown broker URL parameter {name!r} (known: {known})")
+        if name in params:
+            raise ValueError(f"the broker URL parameter {name!r} is given twice")
+        if not value:
+            raise ValueError(f"the broker URL parameter {name!r} is empty")
+        params[name] = value
+    return params
+
+
+def with_tls_files(
+    url: str, *, ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> str:
+    """``url`` (an ``mqtts://`` one) with its TLS files in the query, as ``parse_broker_url`` reads them."""
+    values = {"cafile": ca_file, "certfile": cert_file, "keyfile": key_file}
+    query = urlencode({name: value for name, value in values.items() if value is not None}, safe="/")
+    return f"{url}?{query}" if query else url
 
 
 def redact_url(url: str) -> str:

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dormant.config import parse_broker_url, redact_url
+from dormant.config import parse_broker_url, redact_url, with_tls_files
 from dormant_local.broker_security import (
     ALL_SERVICES_RUNTIME,
     COMPONENT_PREFIX,
     CREDENTIALS_FILE,
+    BrokerAccount,
     BrokerAccountError,
     SecurityPlan,
     write_private,
@@ -96,11 +97,11 @@ class BrokerUrls:
         if plan is None:
             return cls.same(broker.url)
         return cls(
-            developer=broker.url_for(plan.account(DEVELOPER)),
-            runtime=broker.url_for(plan.account(ALL_SERVICES_RUNTIME)),
-            controller=broker.url_for(plan.account(CONTROLLER)),
-            gateway=broker.url_for(plan.account(GATEWAY)),
-            admin=broker.url_for(plan.account(ADMIN)),
+            developer=_url(broker, plan.account(DEVELOPER)),
+            runtime=_url(broker, plan.account(ALL_SERVICES_RUNTIME)),
+            controller=_url(broker, plan.account(CONTROLLER)),
+            gateway=_url(broker, plan.account(GATEWAY)),
+            admin=_url(broker, plan.account(ADMIN)),
         )
 
     def __str__(self) -> str:
@@ -118,6 +119,21 @@ class BrokerUrls:
             f"export DORMANT_BROKER_USER={_shell_word(address.username)}\n"
             f"export DORMANT_BROKER_PASSWORD={_shell_word(address.password)}\n"
         )
+
+
+def _url(broker: MosquittoProcess, account: BrokerAccount) -> str:
+    """``account``'s URL on ``broker``; over TLS it names the mesh CA and, on a mutual-TLS components'
+    listener, the account's client certificate: one self-contained string for each process."""
+    url = broker.url_for(account)
+    if broker.tls_files is None:
+        return url
+    certificate = broker.client_certificate(account)
+    return with_tls_files(
+        url,
+        ca_file=str(broker.tls_files.ca_cert),
+        cert_file=None if certificate is None else str(certificate[0]),
+        key_file=None if certificate is None else str(certificate[1]),
+    )
 
 
 def _shell_word(value: str) -> str:

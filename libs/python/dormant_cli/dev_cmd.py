@@ -23,7 +23,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -32,6 +32,9 @@ from dormant.errors import DormantError, NotFound, Unauthenticated
 
 from .common import Subparsers, add_command, add_settings_flags, fail
 from .dev_broker import INSECURE_WARNING, BrokerUrls, dev_broker_plan, write_private
+
+if TYPE_CHECKING:
+    from dormant_local.broker_security import TlsFiles
 
 PR_SET_PDEATHSIG = 1
 SERVING_TIMEOUT_S = 90.0
@@ -79,6 +82,13 @@ def register(sub: Subparsers) -> None:
         action="store_true",
         help="run the private broker open, as before it was secured: anyone on this machine may connect"
         " anonymously, read every reply and publish route tables (a warning says so)",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="run the mesh over TLS with a CA of its own (STATE/mosquitto/tls/ca.pem): the broker's two"
+        " listeners (components also present a client certificate the CA signed: mutual TLS) and the"
+        " gateway (HTTPS, HSTS)",
     )
     p.add_argument("--state-dir", type=Path, default=Path(".dormant/dev"), help="data of the local mesh")
     p.add_argument("--lease", type=float, default=5.0, help="slot lease length in seconds")
@@ -159,6 +169,11 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             catalog_url = await pg.create_database("dormant")
         broker_url = args.broker_url or os.environ.get("DORMANT_BROKER_URL")
         urls = BrokerUrls.same(broker_url) if broker_url else None
+        tls_files: TlsFiles | None = None  # the mesh CA and its server certificate, with --tls
+        if urls is not None and args.tls:
+            return fail("--tls runs the mesh's own broker: it cannot be combined with --broker-url")
+        if args.tls and args.insecure_broker:
+            return fail("--tls needs the secured broker: drop --insecure-broker")
         if urls is None:
             security = None if args.insecure_broker else dev_broker_plan(state / "mosquitto")
             if security is None:
@@ -169,6 +184,8 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
                     data_dir=state / "mosquitto",
                     log_file=state / "mosquitto.log",
                     security=security,
+                    tls=args.tls,
+                    mutual_tls=args.tls,
                 )
             except MosquittoNotInstalled as exc:
                 return fail(str(exc))
@@ -179,6 +196,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
                 return fail(str(exc).splitlines()[0])
             stack.push_async_callback(broker.stop)
             urls = BrokerUrls.of(broker)
+            tls_files = broker.tls_files
         layer_store = Path(args.layer_store or os.environ.get("DORMANT_LAYER_STORE") or state / "layers")
         provider: OidcProvider | None = None
         try:
@@ -237,11 +255,11 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         # The pods start (and warm their runtimes) while the service builds.
         children = [await _start_pod(env, state, index, args.lease) for index in range(args.pods)]
         stack.push_async_callback(_stop_children, children)
-        gateway_url = f"http://127.0.0.1:{free_port()}"
+        gateway_url = f"{'https' if tls_files else 'http'}://127.0.0.1:{free_port()}"
         # Only the gateway gets its own client's secret (client credentials, for the calls it makes itself).
         gateway_env = {**env, **provider.gateway_env()} if provider is not None else dict(env)
         gateway_env["DORMANT_BROKER_URL"] = urls.gateway
-        children.append(await _start_gateway(gateway_env, state, gateway_url))
+        children.append(await _start_gateway(gateway_env, state, gateway_url, tls_files))
         controller_log = (state / "controller.log").open("ab")
         stack.callback(controller_log.close)
         children.append(
@@ -297,6 +315,8 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             info["adminBrokerUrl"] = urls.admin  # `dormant status` reads mesh/stats as the admin
         if provider is not None:
             info["oidcIssuer"] = provider.issuer
+        if tls_files is not None:
+            info["caFile"] = str(tls_files.ca_cert)  # the broker's and the gateway's CA
         if rabbitmq_url:
             info["rabbitmqUrl"] = rabbitmq_url
         mesh_file = state / "mesh.json"
@@ -312,7 +332,10 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             f"export DORMANT_GATEWAY_URL={gateway_url}\n"
             f"export DORMANT_STATE_DIR={state}\n"
             f"export DORMANT_TOKEN={developer_token}\n"
-            + (f"export DORMANT_RABBITMQ_URL={rabbitmq_url}\n" if rabbitmq_url else ""),
+            + (f"export DORMANT_RABBITMQ_URL={rabbitmq_url}\n" if rabbitmq_url else "")
+            # The URL names the CA already; tools that are not Dormant's (mosquitto_rr --cafile, curl
+            # --cacert) find it here.
+            + (f"export DORMANT_BROKER_CA_FILE={tls_files.ca_cert}\n" if tls_files else ""),
         )
         stack.callback(env_file.unlink, missing_ok=True)
         _print_banner(info, _example_call(service_dir), env_file, state / "controller.log", args.watch)
@@ -399,7 +422,13 @@ async def _start_pod(
     )
 
 
-async def _start_gateway(env: dict[str, str], state: Path, gateway_url: str) -> asyncio.subprocess.Process:
+async def _start_gateway(
+    env: dict[str, str], state: Path, gateway_url: str, tls_files: TlsFiles | None
+) -> asyncio.subprocess.Process:
+    # With --tls the gateway serves HTTPS with the broker's certificate (the same host, the same CA).
+    tls_args = []
+    if tls_files is not None:
+        tls_args = ["--tls-cert", str(tls_files.server_cert), "--tls-key", str(tls_files.server_key)]
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -410,6 +439,7 @@ async def _start_gateway(env: dict[str, str], state: Path, gateway_url: str) -> 
         str(state),
         "--replica-id",
         "dev-gateway",
+        *tls_args,
         env={**env, "DORMANT_STATE_DIR": str(state)},
         preexec_fn=_die_with_parent,
         start_new_session=True,
@@ -502,6 +532,9 @@ def _print_banner(
         access = f"you are {broker.username!r}, password in {env_file}"
     else:
         login, inbox, access = "", "reply/me", "open: no accounts"
+    if broker.tls:
+        login = '--cafile "$DORMANT_BROKER_CA_FILE" ' + login
+        access += ", TLS"
     print(
         f"""
 Dormant dev mesh

@@ -21,7 +21,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-from .broker_security import BrokerAccount, SecurityPlan, TlsFiles, make_tls_files
+from .broker_security import BrokerAccount, SecurityPlan, TlsFiles, issue_client_certificate, make_tls_files
 from .ports import free_port, port_accepts, wait_until
 from .processes import ChildProcess, ServerProcess
 
@@ -118,18 +118,29 @@ def render_config(*, port: int, data_dir: Path, acl_file: Path | None = None) ->
     return opened + _fill(template, port=port, data_dir=data_dir)
 
 
-def _tls_lines(tls: TlsFiles | None) -> str:
+def _tls_lines(tls: TlsFiles | None, *, mutual: bool = False) -> str:
     if tls is None:
         return "# no TLS"
-    return f"certfile {tls.server_cert}\nkeyfile {tls.server_key}\ntls_version tlsv1.2"
+    lines = f"certfile {tls.server_cert}\nkeyfile {tls.server_key}\ntls_version tlsv1.2"
+    if mutual:
+        # Mutual TLS: a client must present a certificate the mesh CA signed, and log in as well.
+        lines += f"\ncafile {tls.ca_cert}\nrequire_certificate true"
+    return lines
 
 
 def render_secured_config(
-    *, port: int, component_port: int, data_dir: Path, dynsec_file: Path, tls: TlsFiles | None = None
+    *,
+    port: int,
+    component_port: int,
+    data_dir: Path,
+    dynsec_file: Path,
+    tls: TlsFiles | None = None,
+    mutual_tls: bool = False,
 ) -> str:
     """Dormant's configuration as shipped: the dynamic-security plugin, no anonymous clients, and a
     second listener for components (see the module docstring); with ``tls``, both listeners speak
-    TLS 1.2 or later only, with that server certificate."""
+    TLS 1.2 or later only, with that server certificate; with ``mutual_tls`` the components' listener
+    also requires a client certificate signed by ``tls``'s CA."""
     return _fill(
         config_template(),
         port=port,
@@ -138,6 +149,7 @@ def render_secured_config(
         dynsec_plugin=find_dynsec_plugin(),
         dynsec_file=dynsec_file,
         tls_lines=_tls_lines(tls),
+        component_tls_lines=_tls_lines(tls, mutual=mutual_tls),
     )
 
 
@@ -157,13 +169,19 @@ class MosquittoProcess(ServerProcess):
         security: SecurityPlan | None = None,
         component_port: int | None = None,
         tls: bool = False,
+        mutual_tls: bool = False,
     ) -> None:
         super().__init__()
         if security is not None and acl_file is not None:
             raise ValueError("a secured broker takes its ACLs from the security plan, not an acl_file")
         if tls and security is None:
             raise ValueError("TLS is an option of the secured broker: pass a security plan too")
+        if mutual_tls and not tls:
+            raise ValueError("mutual TLS needs TLS: pass tls=True too")
         self.tls = tls
+        self.mutual_tls = mutual_tls
+        """Components must present a client certificate signed by the mesh CA (``client_certificate``
+        issues one per account)."""
         self.tls_files: TlsFiles | None = None
         """The CA (``ca_cert``, for clients to trust) and server certificate, once started with TLS."""
         self._auto_port = port is None
@@ -190,9 +208,24 @@ class MosquittoProcess(ServerProcess):
 
     def url_for(self, account: BrokerAccount) -> str:
         """The broker URL, with credentials, that ``account`` connects with: callers on ``port``,
-        components on ``component_port``."""
+        components on ``component_port``. Over TLS, clients find the CA (and a component its client
+        certificate, ``client_certificate``) in their own settings: ``$DORMANT_BROKER_CA_FILE`` and the
+        like, or the URL's query (``dormant.config.with_tls_files``)."""
         port = self.port if account.kind == "caller" else self.component_port
         return account.url(self.host, port, tls=self.tls)
+
+    def client_certificate(self, account: BrokerAccount) -> tuple[Path, Path] | None:
+        """The client certificate and key ``account`` presents on a mutual-TLS components' listener
+        (made on first use by the mesh CA, kept beside it); None where none is asked for."""
+        if not self.mutual_tls or account.kind == "caller":
+            return None
+        if self.tls_files is None:
+            raise RuntimeError("the broker's TLS files exist once it has started")
+        directory = self.tls_files.ca_cert.parent / "clients"
+        cert_file, key_file = directory / f"{account.username}.pem", directory / f"{account.username}.key"
+        if cert_file.exists() and key_file.exists():
+            return cert_file, key_file
+        return issue_client_certificate(self.tls_files, account.username)
 
     @property
     def config_file(self) -> Path:
@@ -237,13 +270,14 @@ class MosquittoProcess(ServerProcess):
         # unless they are added to the plan too.
         dynsec_file, _ = self.security.write(self.data_dir)
         if self.tls and self.tls_files is None:  # one CA per broker: restarts keep the certificates
-            self.tls_files = make_tls_files(self.data_dir / "tls")
+            self.tls_files = make_tls_files(self.data_dir / "tls", keep_ca_key=self.mutual_tls)
         return render_secured_config(
             port=self.port,
             component_port=self._component_port,
             data_dir=self.data_dir,
             dynsec_file=dynsec_file,
             tls=self.tls_files,
+            mutual_tls=self.mutual_tls,
         )
 
     def _accepts(self) -> bool:

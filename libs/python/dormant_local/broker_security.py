@@ -49,8 +49,12 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 Kind = Literal["caller", "runtime", "controller", "gateway", "admin"]
 Action = Literal["publish", "subscribe"]
@@ -501,63 +505,54 @@ def write_private(path: Path, text: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
-    """A private CA and a server certificate it signed (for 127.0.0.1 and localhost), as PEM files."""
+    """A private CA and a server certificate it signed (for 127.0.0.1 and localhost), as PEM files.
+
+    ``ca_key`` is kept (mode 0600) only when the CA must sign more: client certificates for mutual TLS
+    (``issue_client_certificate``)."""
 
     ca_cert: Path
     server_cert: Path
     server_key: Path
+    ca_key: Path | None = None
 
 
-def make_tls_files(directory: Path, *, days: int = 30) -> TlsFiles:
+def make_tls_files(directory: Path, *, days: int = 30, keep_ca_key: bool = False) -> TlsFiles:
     """Make a CA and a server certificate for 127.0.0.1/localhost in ``directory`` (keys mode 0600).
 
-    The CA's key is not kept: this CA signs the one server certificate and nothing else. Clients trust
-    ``ca_cert`` (``mosquitto_rr --cafile``, ``ssl.create_default_context(cafile=...)``)."""
+    Without ``keep_ca_key`` the CA's key is not kept: the CA signs the one server certificate and
+    nothing else. Clients trust ``ca_cert`` (``mosquitto_rr --cafile``,
+    ``ssl.create_default_context(cafile=...)``)."""
     # Imported here: cryptography costs tens of milliseconds and only a TLS broker needs it.
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    valid_from, valid_to = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Dormant local mesh CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
+    key_usage = x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    ca_cert = _signed(
+        _builder(ca_name, ca_key.public_key(), days)
         .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(valid_from)
-        .not_valid_after(valid_to)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(key_usage, critical=True),
+        ca_key,
     )
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+    server_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    server_cert = _signed(
+        _builder(server_name, server_key.public_key(), days)
         .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(valid_from)
-        .not_valid_after(valid_to)
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
@@ -565,14 +560,85 @@ def make_tls_files(directory: Path, *, days: int = 30) -> TlsFiles:
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False),
+        ca_key,
     )
-    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
-    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    key_pem = server_key.private_bytes(
+    files = TlsFiles(
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server.key",
+        directory / "ca.key" if keep_ca_key else None,
+    )
+    files.ca_cert.write_bytes(_pem(ca_cert))
+    files.server_cert.write_bytes(_pem(server_cert))
+    write_private(files.server_key, _key_pem(server_key))
+    if files.ca_key is not None:
+        write_private(files.ca_key, _key_pem(ca_key))
+    return files
+
+
+def issue_client_certificate(files: TlsFiles, common_name: str, *, days: int = 30) -> tuple[Path, Path]:
+    """A client certificate for ``common_name`` signed by the CA of ``files`` (made with
+    ``keep_ca_key``), for mutual TLS: its certificate and key files (key mode 0600), next to the CA's
+    in ``clients/``. ``ValueError`` when the CA's key was not kept."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    if files.ca_key is None:
+        raise ValueError("this CA's key was not kept: it cannot sign client certificates")
+    ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{files.ca_key} is not the EC key make_tls_files writes")
+    ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _signed(
+        _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), key.public_key(), days)
+        .issuer_name(ca_cert.subject)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False),
+        ca_key,
+    )
+    directory = files.ca_cert.parent / "clients"
+    directory.mkdir(exist_ok=True)
+    cert_file, key_file = directory / f"{common_name}.pem", directory / f"{common_name}.key"
+    cert_file.write_bytes(_pem(cert))
+    write_private(key_file, _key_pem(key))
+    return cert_file, key_file
+
+
+def _builder(subject: x509.Name, public_key: ec.EllipticCurvePublicKey, days: int) -> x509.CertificateBuilder:
+    """A certificate builder for ``subject``, valid from 5 minutes ago (clock skew) for ``days``."""
+    from cryptography import x509
+
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+
+
+def _signed(builder: x509.CertificateBuilder, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    from cryptography.hazmat.primitives import hashes
+
+    return builder.sign(key, hashes.SHA256())
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    write_private(files.server_key, key_pem.decode())
-    return files
+    return pem.decode()
