@@ -6,6 +6,9 @@
 # Line coverage is measured (pytest-cov, config in pyproject's [tool.coverage.*], child processes included)
 # and printed per package at the end by deploy/coverage_report.py; DORMANT_TEST_COVERAGE=0 turns it off.
 # DORMANT_TEST_COVERAGE_MIN=PCT fails the run when a package is below PCT.
+# The tests run in DORMANT_TEST_WORKERS processes (pytest-xdist; default 2, 0 = in this process), each
+# taking whole test files (--dist loadfile: a module's mesh or gateway fixture is started once); most
+# of the suite waits on brokers, databases and pods, so two workers overlap those waits.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,12 +30,17 @@ if [ "${DORMANT_TEST_CPU_HOG:-0}" = "1" ]; then
   trap 'kill "$hog_pid" 2>/dev/null' EXIT
   echo "test.sh: CPU hog running (pid $hog_pid)" >&2
 fi
+worker_args=()
+workers="${DORMANT_TEST_WORKERS:-2}"
+if [ "$workers" != "0" ]; then
+  worker_args=(-n "$workers" --dist loadfile)
+fi
 cov_args=()
 if [ "${DORMANT_TEST_COVERAGE:-1}" != "0" ]; then
   # --cov with no value takes the packages from [tool.coverage.run] source; the report comes after.
   cov_args=(--cov --cov-report=)
 fi
-.venv/bin/python -m pytest -q -p no:cacheprovider "${cov_args[@]}" "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider "${worker_args[@]}" "${cov_args[@]}" "$@"
 pytest_status=$?
 if [ -n "$hog_pid" ]; then
   kill "$hog_pid" 2>/dev/null

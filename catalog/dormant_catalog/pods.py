@@ -32,7 +32,9 @@ _CLAIM_SELECT = (
     "SELECT k.slot_id, k.app_name, k.slot_index, k.version, k.generation, c.app_layer_image, c.base_image,"
     " c.platform_interface, c.interface_hash,"
     f" COALESCE(dormant_alias_primary(k.app_name, '{LIVE_ALIAS}') = k.version, false) AS live,"
-    " k.lease_expires_at"
+    " k.lease_expires_at,"
+    " COALESCE((SELECT f.environment FROM gateway_functions AS f WHERE f.name = k.app_name"
+    "           AND f.deleted_at IS NULL), '{{}}'::jsonb) AS environment"
     " FROM {source} AS k JOIN application_catalog AS c ON c.app_name = k.app_name AND c.version = k.version"
 )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -81,6 +81,8 @@ class SlotClaim:
     live: bool
     """True when this version is the primary of the ``live`` alias (it serves unversioned topics)."""
     lease_expires_at: datetime
+    environment: dict[str, str] = field(default_factory=dict, repr=False)
+    """The service's environment variables (``environment.py``); a change comes with a new generation."""
 
     @property
     def target(self) -> tuple[int, int, bool]:

@@ -174,12 +174,15 @@ class GatewayConfig:
     rabbitmq_url: str | None = None
     """RabbitMQ for queue triggers; None refuses queue triggers (never a default: a machine's own
     RabbitMQ must not be used by accident)."""
+    nats_url: str | None = field(default=None, repr=False)
+    """NATS with JetStream for stream triggers; None refuses stream triggers (never a default: a machine's
+    own NATS on :4222 must not be used by accident). Not in the repr: it may hold credentials."""
     rate_limits: RateLimits = field(default_factory=RateLimits)
     async_settings: AsyncSettings = field(default_factory=AsyncSettings)
     server: ServerLimits = field(default_factory=ServerLimits)
     replica_id: str = ""
     workers: bool = True
-    """Run the async-invocation worker, the cron scheduler and the queue consumers in this process."""
+    """Run the async-invocation worker, the cron scheduler and the queue and stream consumers here."""
     tls_cert: Path | None = None
     """PEM certificate (chain) to serve HTTPS with; None serves plain HTTP."""
     tls_key: Path | None = None
@@ -205,6 +208,7 @@ class GatewayConfig:
             gateway_client_id=os.environ.get("DORMANT_GATEWAY_CLIENT_ID") or None,
             gateway_client_secret=os.environ.get("DORMANT_GATEWAY_CLIENT_SECRET") or None,
             rabbitmq_url=os.environ.get("DORMANT_RABBITMQ_URL") or None,
+            nats_url=os.environ.get("DORMANT_NATS_URL") or None,
             rate_limits=RateLimits.from_env(),
             async_settings=AsyncSettings.from_env(),
             server=ServerLimits.from_env(),

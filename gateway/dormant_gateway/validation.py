@@ -10,12 +10,11 @@ import re
 from typing import Any
 
 from dormant.errors import ValidationError
+from dormant_catalog.environment import environment_problems
 
 SUPPORTED_RUNTIMES = ("python3.11",)
 NAME = re.compile(r"^[a-z0-9-]{1,64}$")
 HANDLER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-MAX_ENVIRONMENT_BYTES = 4096
 MAX_TAGS = 50
 MAX_DESCRIPTION = 256
 
@@ -62,19 +61,9 @@ def check_timeout(value: Any, errors: _Errors, path: str = "/timeout") -> None:
 
 
 def check_environment(value: Any, errors: _Errors, path: str = "/environment") -> None:
-    if not isinstance(value, dict):
-        errors.add(path, "environment must be an object of string values")
-        return
-    size = 0
-    for key, item in value.items():
-        if not ENV_KEY.fullmatch(key):
-            errors.add(f"{path}/{key}", "variable names are letters, digits and underscores")
-        if not isinstance(item, str):
-            errors.add(f"{path}/{key}", "variable values must be strings")
-            continue
-        size += len(key.encode()) + len(item.encode())
-    if size > MAX_ENVIRONMENT_BYTES:
-        errors.add(path, f"environment is {size} bytes; at most {MAX_ENVIRONMENT_BYTES} bytes in total")
+    # The rules belong to the catalog (dormant env applies them too).
+    for key, why in environment_problems(value):
+        errors.add(f"{path}/{key}" if key else path, why)
 
 
 def check_tags(value: Any, errors: _Errors) -> None:

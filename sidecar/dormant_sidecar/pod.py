@@ -251,6 +251,7 @@ class Pod:
             version=claim.version,
             live=claim.live,
             slot=claim.slot_index,
+            environment=claim.environment,
         )
 
     async def _release(

@@ -165,11 +165,21 @@ class RuntimeProcess:
         live: bool,
         timeout_s: float,
         slot: int | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
-        """Send ``load`` and wait for ``ready``; ``slot`` (the replica slot index) keys the MQTT session."""
+        """Send ``load`` and wait for ``ready``; ``slot`` (the replica slot index) keys the MQTT session,
+        ``environment`` holds the function's variables (set in the runtime before the service loads)."""
         self.label = f"{service} v{version}"
         self.app_dir = app_dir
-        await self._send(Load(app_dir=app_dir, service=service, version=version, live=live, slot=slot))
+        load = Load(
+            app_dir=app_dir,
+            service=service,
+            version=version,
+            live=live,
+            slot=slot,
+            environment=dict(environment or {}),
+        )
+        await self._send(load)
         await self._until(self._ready, "ready", timeout_s)
 
     async def _send(self, command: Command) -> None:

@@ -67,7 +67,14 @@ class RuntimeSupervisor:
         self._standby = await self._spawn()
 
     async def start(
-        self, *, app_dir: Path, service: str, version: int, live: bool, slot: int | None = None
+        self,
+        *,
+        app_dir: Path,
+        service: str,
+        version: int,
+        live: bool,
+        slot: int | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> RuntimeProcess:
         """Load an app into the standby and wait until it serves; then spawn the next standby.
 
@@ -83,6 +90,7 @@ class RuntimeSupervisor:
                 live=live,
                 timeout_s=self._load_timeout_s,
                 slot=slot,
+                environment=environment,
             )
         except BaseException:
             await runtime.kill()

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 from ..audit import record_audit
 from ..db import Conn
 from ..deployments import undeploy
+from ..environment import environment_problems, roll_generation
 from ..errors import InvalidCatalogRequest, NotFoundInCatalog
 from ..names import check_app_name
 from ..versions import latest_version
@@ -152,6 +153,10 @@ async def update_function(conn: Conn, name: str, changes: dict[str, Any], *, act
     unknown = set(changes) - allowed
     if unknown:
         raise InvalidCatalogRequest(f"cannot change {', '.join(sorted(unknown))}")
+    if "environment" in changes:
+        problems = environment_problems(changes["environment"])
+        if problems:
+            raise InvalidCatalogRequest("; ".join(f"{key}: {why}" if key else why for key, why in problems))
     current = await get_function(conn, name)
     if current is None:
         raise NotFoundInCatalog(f"no function {name!r}")
@@ -175,6 +180,10 @@ async def update_function(conn: Conn, name: str, changes: dict[str, Any], *, act
     if record is None:
         raise NotFoundInCatalog(f"no function {name!r}")
     detail = {k: ("<redacted>" if k == "environment" else v) for k, v in changes.items()}
+    if "environment" in changes and changes["environment"] != current.environment:
+        # The variables reach runtimes with their slot: a new generation reloads every replica.
+        detail["environmentNames"] = sorted(changes["environment"])
+        detail["slotsRolled"] = await roll_generation(conn, name)
     await record_audit(conn, actor=actor, app_name=name, action="update-function", detail=detail)
     return record
 

@@ -38,6 +38,12 @@ async def create_trigger(request: Request) -> Response:
             " (`dormant dev --rabbitmq` starts a private one)",
             {"field": "type"},
         )
+    if kind == "stream" and gateway.config.nats_url is None:
+        raise ValidationError(
+            "stream triggers need a NATS server with JetStream: start the gateway with DORMANT_NATS_URL"
+            " (`dormant dev --nats` starts a private one)",
+            {"field": "type"},
+        )
     if await gateway.db.run(function_sql.get_function, name) is None:
         raise NotFound(f"no function {name!r}")
     record = await gateway.db.run(

@@ -1,4 +1,4 @@
-"""Validation of trigger requests (HTTP, cron, queue) into the stored config, as pure functions."""
+"""Validation of trigger requests (HTTP, cron, queue, stream) into the stored config, as pure functions."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ VERSION_TOPIC = re.compile(r"v[0-9]+", re.ASCII)
 QUEUE = re.compile(r"[A-Za-z0-9_.:-]{1,200}", re.ASCII)
 PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~-]{1,128}|\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|\{proxy\+\}", re.ASCII)
 ALIAS = re.compile(r"\$LATEST|[a-z][a-z0-9-]{0,63}", re.ASCII)
+STREAM = re.compile(r"[A-Za-z0-9_-]{1,200}", re.ASCII)
+SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_:$-]{1,128}", re.ASCII)
+MAX_SUBJECT = 255
+START_POSITIONS = ("latest", "start")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
@@ -50,8 +54,8 @@ def validate_trigger(body: dict[str, Any]) -> tuple[str, str, dict[str, Any], bo
         if key not in ("type", "function", "config", "enabled"):
             raise _fail(f"/{key}", "unknown field")
     kind = body.get("type")
-    if kind not in ("http", "cron", "queue"):
-        raise _fail("/type", "one of http, cron, queue")
+    if kind not in ("http", "cron", "queue", "stream"):
+        raise _fail("/type", "one of http, cron, queue, stream")
     target = body.get("function")
     if not isinstance(target, str) or not FUNCTION.fullmatch(target) or VERSION_TOPIC.fullmatch(target):
         raise _fail("/function", "the function inside the service, e.g. createUser")
@@ -101,6 +105,8 @@ def validate_trigger(body: dict[str, Any]) -> tuple[str, str, dict[str, Any], bo
             "backoffSeconds": _number(config, "backoffSeconds", 1.0, 0.0, 300.0),
             "deadLetterQueue": dlq,
         }
+    elif kind == "stream":
+        stored = _stream(config, common)
     else:
         _only(config, common | {"methods", "path", "cors", "auth"})
         stored = {
@@ -110,6 +116,81 @@ def validate_trigger(body: dict[str, Any]) -> tuple[str, str, dict[str, Any], bo
             "auth": _auth(config.get("auth", "jwt")),
         }
     return kind, target, {**stored, **routing}, enabled
+
+
+def _stream(config: dict[str, Any], common: set[str]) -> dict[str, Any]:
+    """A stream trigger (NATS JetStream): the stream, the subject filter, batching, start and failures."""
+    _only(
+        config,
+        common
+        | {
+            "stream",
+            "subject",
+            "batchSize",
+            "batchWindowMs",
+            "startPosition",
+            "maxAttempts",
+            "backoffSeconds",
+            "deadLetterSubject",
+        },
+    )
+    stream = config.get("stream")
+    if not isinstance(stream, str) or not STREAM.fullmatch(stream):
+        raise _fail("/config/stream", "a JetStream stream name (letters, digits, _ and -)")
+    subject = _subject(config.get("subject"), "/config/subject", wildcards=True)
+    if "deadLetterSubject" in config:
+        dead = _subject(config["deadLetterSubject"], "/config/deadLetterSubject", wildcards=False)
+    elif _has_wildcards(subject):
+        raise _fail("/config/deadLetterSubject", "required when the subject has wildcards (* or >)")
+    else:
+        dead = f"{subject}.dlq"
+        if len(dead) > MAX_SUBJECT:
+            raise _fail("/config/deadLetterSubject", "required: the subject is too long to append .dlq")
+    if subject_matches(subject, dead):
+        # The trigger would consume its own dead letters again.
+        raise _fail("/config/deadLetterSubject", f"a subject that {subject!r} does not match")
+    position = config.get("startPosition", "latest")
+    if position not in START_POSITIONS:
+        raise _fail("/config/startPosition", "latest or start")
+    return {
+        "stream": stream,
+        "subject": subject,
+        "batchSize": _int(config, "batchSize", 10, 1, 100),
+        "batchWindowMs": _int(config, "batchWindowMs", 50, 0, 60_000),
+        "startPosition": position,
+        "maxAttempts": _int(config, "maxAttempts", 3, 1, 20),
+        "backoffSeconds": _number(config, "backoffSeconds", 1.0, 0.0, 300.0),
+        "deadLetterSubject": dead,
+    }
+
+
+def _subject(value: Any, path: str, *, wildcards: bool) -> str:
+    """A NATS subject: dot-separated tokens; with ``wildcards``, ``*`` tokens and a final ``>``."""
+    what = "a NATS subject such as orders.created" + (" (* and a final > allowed)" if wildcards else "")
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_SUBJECT:
+        raise _fail(path, what)
+    tokens = value.split(".")
+    for index, token in enumerate(tokens):
+        if wildcards and (token == "*" or (token == ">" and index == len(tokens) - 1)):
+            continue
+        if not SUBJECT_TOKEN.fullmatch(token):
+            raise _fail(path, f"{what}; invalid token {token[:40]!r}")
+    return value
+
+
+def _has_wildcards(subject: str) -> bool:
+    return any(token in ("*", ">") for token in subject.split("."))
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """True when the NATS subject filter ``pattern`` matches the literal ``subject``."""
+    wanted, given = pattern.split("."), subject.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(given) > index
+        if index >= len(given) or (token != "*" and token != given[index]):
+            return False
+    return len(given) == len(wanted)
 
 
 def _routing(config: dict[str, Any]) -> dict[str, Any]:

@@ -4,8 +4,8 @@ The sidecar (``dormant_sidecar.runtime``) starts a runtime process (``dormant_ru
 over two pipes, one JSON object per line:
 
 * commands, sidecar → runtime on the runtime's stdin: ``{"cmd": "load", "app_dir", "service",
-  "version", "live", "slot"?}`` and ``{"cmd": "drain"}``; stdin closing also means drain, so a runtime
-  never outlives its sidecar;
+  "version", "live", "slot"?, "environment"?}`` and ``{"cmd": "drain"}``; stdin closing also means
+  drain, so a runtime never outlives its sidecar;
 * events, runtime → sidecar on the file descriptor named by ``DORMANT_CONTROL_FD``: ``standby``
   (imports done), ``ready`` (subscribed), ``failed`` (with ``error``; then exit 1) and ``drained``
   (then exit 0).
@@ -41,6 +41,9 @@ class Load:
     version: int
     live: bool = True
     slot: int | None = None
+    environment: dict[str, str] = field(default_factory=dict, repr=False)
+    """The function's environment variables (set before the service is imported); values may be
+    resolved secrets, so they are never in the repr."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,8 @@ def encode_command(command: Command) -> bytes:
     }
     if command.slot is not None:
         body["slot"] = command.slot
+    if command.environment:
+        body["environment"] = command.environment
     return orjson.dumps(body) + b"\n"
 
 
@@ -96,12 +101,18 @@ def decode_command(line: bytes) -> Command | None:
     slot = data.get("slot")
     if not isinstance(app_dir, str) or not isinstance(version, int) or isinstance(version, bool):
         return None
+    environment = data.get("environment") or {}
+    if not isinstance(environment, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in environment.items()
+    ):
+        return None
     return Load(
         app_dir=Path(app_dir),
         service=service if isinstance(service, str) else "",
         version=version,
         live=bool(data.get("live", True)),
         slot=slot if isinstance(slot, int) and not isinstance(slot, bool) else None,
+        environment=environment,
     )
 
 

@@ -98,6 +98,12 @@ def register(sub: Subparsers) -> None:
         help="also start a private RabbitMQ node for queue triggers (its URL goes in mesh.json and env.sh;"
         " default: DORMANT_RABBITMQ_URL if set, else queue triggers are refused)",
     )
+    p.add_argument(
+        "--nats",
+        action="store_true",
+        help="also start a private nats-server with JetStream for stream triggers (its URL goes in"
+        " mesh.json and env.sh; default: DORMANT_NATS_URL if set, else stream triggers are refused)",
+    )
     add_settings_flags(p, broker=True, catalog=True, layers=True)
     p.set_defaults(run=run_dev)
 
@@ -222,6 +228,18 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
                 return fail(str(exc).splitlines()[0])
             stack.push_async_callback(rabbit.stop)
             rabbitmq_url = rabbit.url
+        nats_url = os.environ.get("DORMANT_NATS_URL")
+        if args.nats:
+            from dormant_local.nats import NatsNotInstalled, NatsServer  # lazy: start-up time
+
+            nats = NatsServer(state / "nats")
+            try:
+                async with step("starting NATS (JetStream)"):
+                    await nats.start()
+            except (NatsNotInstalled, RuntimeError) as exc:
+                return fail(str(exc).splitlines()[0])
+            stack.push_async_callback(nats.stop)
+            nats_url = nats.url
         try:
             catalog = await open_catalog(catalog_url)
         except (CatalogError, OSError) as exc:
@@ -252,6 +270,8 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         stack.callback(token_file.unlink, missing_ok=True)
         if rabbitmq_url:
             env["DORMANT_RABBITMQ_URL"] = rabbitmq_url
+        if nats_url:
+            env["DORMANT_NATS_URL"] = nats_url
         # The pods start (and warm their runtimes) while the service builds.
         children = [await _start_pod(env, state, index, args.lease) for index in range(args.pods)]
         stack.push_async_callback(_stop_children, children)
@@ -319,6 +339,8 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             info["caFile"] = str(tls_files.ca_cert)  # the broker's and the gateway's CA
         if rabbitmq_url:
             info["rabbitmqUrl"] = rabbitmq_url
+        if nats_url:
+            info["natsUrl"] = nats_url
         mesh_file = state / "mesh.json"
         _write_json(mesh_file, info)
         stack.callback(mesh_file.unlink, missing_ok=True)
@@ -333,6 +355,7 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             f"export DORMANT_STATE_DIR={state}\n"
             f"export DORMANT_TOKEN={developer_token}\n"
             + (f"export DORMANT_RABBITMQ_URL={rabbitmq_url}\n" if rabbitmq_url else "")
+            + (f"export DORMANT_NATS_URL={nats_url}\n" if nats_url else "")
             # The URL names the CA already; tools that are not Dormant's (mosquitto_rr --cafile, curl
             # --cacert) find it here.
             + (f"export DORMANT_BROKER_CA_FILE={tls_files.ca_cert}\n" if tls_files else ""),

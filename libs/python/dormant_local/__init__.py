@@ -1,7 +1,8 @@
-"""Local infrastructure for ``dormant dev`` and the tests: a private broker, Postgres, RabbitMQ and OIDC
-provider, and ports."""
+"""Local infrastructure for ``dormant dev`` and the tests: a private broker, Postgres, RabbitMQ, NATS
+(JetStream) and OIDC provider, and ports."""
 
 from .broker import MosquittoNotInstalled, MosquittoProcess, find_mosquitto, render_config
+from .nats import NatsNotInstalled, NatsServer, find_nats_server
 from .ports import free_port, port_accepts
 from .postgres import (
     ExternalPostgres,
@@ -20,12 +21,15 @@ __all__ = [
     "LocalPostgres",
     "MosquittoNotInstalled",
     "MosquittoProcess",
+    "NatsNotInstalled",
+    "NatsServer",
     "PostgresNotInstalled",
     "RabbitNode",
     "create_database",
     "database_url",
     "drop_database",
     "find_mosquitto",
+    "find_nats_server",
     "free_port",
     "live_children",
     "port_accepts",

@@ -17,6 +17,7 @@ from dormant.errors import DormantError
 from dormant.messaging import declared_resiliency
 from dormant.migrations import declared_migrations
 from dormant_catalog.calls import DEFAULT_LEASE_S, CallStore
+from dormant_catalog.environment import settable
 
 from .authn import CallAuthenticator
 from .control import EventChannel, read_commands
@@ -160,6 +161,8 @@ async def _main(args: argparse.Namespace) -> int:
             return 0
         if isinstance(command, Load):
             break
+    # The function's variables, before its modules are imported (they may read them at import time).
+    os.environ.update(settable(command.environment))
     serve = asyncio.create_task(
         _serve(command.app_dir, command.version, command.live, command.slot, args, events, stop)
     )

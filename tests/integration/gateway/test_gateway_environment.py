@@ -1,0 +1,119 @@
+"""Environment variables set through the control-plane API reach the handler, and a change rolls out
+as a new generation of every replica with no failed call (issue 12, item 1).
+
+The mesh (``gw_mesh``) serves ``probe-service`` on one replica; its ``env`` function returns a
+variable's value in the serving runtime process and that process's pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from gw_helpers import GatewayProcess
+
+from dormant import Client
+from dormant.errors import DormantError
+
+API = "/api/v1"
+SERVICE = "probe-service"
+RATE_PER_S = 100
+
+
+async def _env(client: Client, name: str) -> dict[str, Any]:
+    answer: dict[str, Any] = await client.call(SERVICE, "env", {"name": name}, timeout=10)
+    return answer
+
+
+async def _until_value(
+    client: Client, name: str, value: str | None, *, within_s: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within_s
+    while True:
+        answer = await _env(client, name)
+        if answer.get("value") == value:
+            return answer
+        assert time.monotonic() < deadline, f"{name} is still {answer.get('value')!r}, not {value!r}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_variable_set_through_the_api_reaches_the_handler_and_a_change_fails_no_call(
+    gateway: GatewayProcess,
+) -> None:
+    headers = gateway.headers("admin")
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, headers=headers) as http,
+        Client(gateway.broker_url) as client,
+    ):
+        before = await _env(client, "GREETING")
+        assert before.get("value") is None
+        put = await http.put(
+            f"{API}/functions/{SERVICE}/environment", json={"variables": {"GREETING": "hello"}}
+        )
+        assert put.status_code == 200, put.text
+        first = await _until_value(client, "GREETING", "hello")
+        assert first["pid"] != before["pid"]  # a new generation: a new runtime process
+
+        # Steady calls at about RATE_PER_S while the variable changes: every one is answered.
+        stop = asyncio.Event()
+        answers: list[dict[str, Any]] = []
+        failures: list[DormantError] = []
+
+        async def traffic() -> None:
+            async with Client(gateway.broker_url) as caller:
+                started = time.monotonic()
+                sent = 0
+                pending: set[asyncio.Task[None]] = set()
+
+                async def one() -> None:
+                    try:
+                        answers.append(await _env(caller, "GREETING"))
+                    except DormantError as exc:
+                        failures.append(exc)
+
+                while not stop.is_set():
+                    sent += 1
+                    task = asyncio.create_task(one())
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    # Paced by the clock, not by answers: a slow answer does not slow the load.
+                    await asyncio.sleep(max(0.0, started + sent / RATE_PER_S - time.monotonic()))
+                await asyncio.gather(*pending)
+
+        load = asyncio.create_task(traffic())
+        await asyncio.sleep(1.0)
+        put = await http.put(
+            f"{API}/functions/{SERVICE}/environment", json={"variables": {"GREETING": "bye"}}
+        )
+        assert put.status_code == 200, put.text
+        await _until_value(client, "GREETING", "bye")
+        await asyncio.sleep(1.0)  # and calls go on after the switch
+        stop.set()
+        await load
+        assert failures == []
+        values = [answer.get("value") for answer in answers]
+        assert len(values) >= 100 and {"hello", "bye"} <= set(values)
+        # One process never sees two values: the change came with a new runtime.
+        by_pid: dict[int, set[Any]] = {}
+        for answer in answers:
+            by_pid.setdefault(answer["pid"], set()).add(answer.get("value"))
+        assert all(len(seen) == 1 for seen in by_pid.values()), by_pid
+
+        # Unset: the next generation runs without it.
+        put = await http.put(f"{API}/functions/{SERVICE}/environment", json={"variables": {}})
+        assert put.status_code == 200, put.text
+        await _until_value(client, "GREETING", None)
+
+
+async def test_variables_that_could_not_take_effect_are_refused(gateway: GatewayProcess) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers("admin")) as http:
+        for name in ("DORMANT_BROKER_URL", "PYTHONPATH", "LD_PRELOAD", "pythonhome"):
+            response = await http.put(
+                f"{API}/functions/{SERVICE}/environment", json={"variables": {name: "x"}}
+            )
+            assert response.status_code == 400, (name, response.text)
+            assert name in response.text and "reserved" in response.text
+        nul = await http.put(f"{API}/functions/{SERVICE}/environment", json={"variables": {"A": "x\u0000y"}})
+        assert nul.status_code == 400, nul.text
