@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from .audit import DEFAULT_ACTOR, record_audit
 from .channels import ROUTES_CHANNEL, notify
 from .db import Conn
-from .errors import NotFoundInCatalog
+from .errors import InvalidCatalogRequest, NotFoundInCatalog
 from .names import check_app_name, check_status
 from .records import VersionRecord
 
@@ -63,6 +63,7 @@ async def register_version(
     row = await cur.fetchone()
     assert row is not None
     version = int(row[0])
+    await _keep_at_most(conn, app_name, MAX_VERSIONS, actor=actor)
     # The controller republishes the service's state (mesh/services/{svc}) at once: it now exists.
     await notify(conn, ROUTES_CHANNEL, app_name)
     await record_audit(
@@ -78,6 +79,57 @@ async def register_version(
         },
     )
     return version
+
+
+MAX_VERSIONS = 100
+"""A function keeps at most this many versions (the seed's limit): publishing one more removes the
+oldest that nothing references, and is refused when every older version is still referenced."""
+
+# Versions of ``app`` that nothing points at: no alias names them (at any weight), no deployment targets
+# them, no replica slot serves them, no rollout moves from or to them, no failed start is recorded for
+# them; never the newest. Oldest first.
+_UNREFERENCED = (
+    "SELECT v.version FROM application_catalog AS v WHERE v.app_name = %(app)s"
+    " AND v.version < (SELECT max(version) FROM application_catalog WHERE app_name = %(app)s)"
+    " AND NOT EXISTS (SELECT 1 FROM aliases AS a, jsonb_object_keys(a.weights) AS k(key)"
+    "                 WHERE a.app_name = v.app_name AND k.key = v.version::text)"
+    " AND NOT EXISTS (SELECT 1 FROM application_deployments AS d"
+    "                 WHERE d.app_name = v.app_name AND d.target_version = v.version)"
+    " AND NOT EXISTS (SELECT 1 FROM replica_slots AS s"
+    "                 WHERE s.app_name = v.app_name AND s.version = v.version)"
+    " AND NOT EXISTS (SELECT 1 FROM rollouts AS r"
+    "                 WHERE r.app_name = v.app_name AND v.version IN (r.from_version, r.to_version))"
+    " AND NOT EXISTS (SELECT 1 FROM start_failures AS f"
+    "                 WHERE f.app_name = v.app_name AND f.version = v.version)"
+    " ORDER BY v.version LIMIT %(excess)s"
+)
+
+
+async def _keep_at_most(conn: Conn, app_name: str, limit: int, *, actor: str) -> list[int]:
+    """Remove ``app_name``'s oldest unreferenced versions beyond ``limit`` (audited); the versions
+    removed. ``InvalidCatalogRequest`` when too few of them are unreferenced (the caller's transaction,
+    with the new version, then rolls back)."""
+    cur = await conn.execute("SELECT count(*) FROM application_catalog WHERE app_name = %s", (app_name,))
+    row = await cur.fetchone()
+    excess = (int(row[0]) if row else 0) - limit
+    if excess <= 0:
+        return []
+    cur = await conn.execute(
+        f"DELETE FROM application_catalog WHERE app_name = %(app)s AND version IN ({_UNREFERENCED})"
+        " RETURNING version",
+        {"app": app_name, "excess": excess},
+    )
+    removed = sorted(int(r[0]) for r in await cur.fetchall())
+    if len(removed) < excess:
+        raise InvalidCatalogRequest(
+            f"{app_name} would have {limit + excess} versions; a function keeps at most {limit}, and only"
+            f" {len(removed)} of the older ones are referenced by nothing (an alias, a deployment, a"
+            " rollout or a replica slot): free some, then publish again"
+        )
+    await record_audit(
+        conn, actor=actor, app_name=app_name, action="clean-up-versions", detail={"removed": removed}
+    )
+    return removed
 
 
 async def _lock_numbering(conn: Conn, app_name: str) -> None:

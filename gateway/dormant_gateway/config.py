@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dormant.config import DEFAULT_BROKER_URL, DEFAULT_CATALOG_URL, Settings
+from dormant_catalog.gateway.functions import DEFAULT_RETENTION_S
 
 DEV_ISSUER = "urn:dormant:dev"
 DEFAULT_AUDIENCE = "dormant"
@@ -180,6 +181,9 @@ class GatewayConfig:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     async_settings: AsyncSettings = field(default_factory=AsyncSettings)
     server: ServerLimits = field(default_factory=ServerLimits)
+    function_retention_s: float = DEFAULT_RETENTION_S
+    """How long a deleted function can be restored (``DORMANT_FUNCTION_RETENTION_S``, default 30 days);
+    then a worker purges it."""
     replica_id: str = ""
     workers: bool = True
     """Run the async-invocation worker, the cron scheduler and the queue and stream consumers here."""
@@ -212,6 +216,7 @@ class GatewayConfig:
             rate_limits=RateLimits.from_env(),
             async_settings=AsyncSettings.from_env(),
             server=ServerLimits.from_env(),
+            function_retention_s=_float_env("DORMANT_FUNCTION_RETENTION_S", DEFAULT_RETENTION_S),
             tls_cert=_path_env("DORMANT_GATEWAY_TLS_CERT"),
             tls_key=_path_env("DORMANT_GATEWAY_TLS_KEY"),
             hsts_max_age_s=DEFAULT_HSTS_MAX_AGE_S if hsts is None else hsts,
@@ -219,6 +224,9 @@ class GatewayConfig:
         given = {k: v for k, v in overrides.items() if v is not None}
         config = replace(config, **given)  # type: ignore[arg-type]
         check_tls_files(config.tls_cert, config.tls_key)
+        if not config.function_retention_s > 0:
+            retention = config.function_retention_s
+            raise ValueError(f"DORMANT_FUNCTION_RETENTION_S must be more than 0 seconds, not {retention:g}")
         if config.hsts_max_age_s < 0:
             raise ValueError(f"{HSTS_SETTING} must be 0 or more seconds, not {config.hsts_max_age_s}")
         if not config.tls and config.hsts_max_age_s > 0 and (hsts is not None or "hsts_max_age_s" in given):

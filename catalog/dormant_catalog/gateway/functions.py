@@ -17,8 +17,12 @@ from ..deployments import undeploy
 from ..environment import environment_problems, roll_generation
 from ..errors import InvalidCatalogRequest, NotFoundInCatalog
 from ..names import check_app_name
-from ..versions import latest_version
+from ..rollouts.actions import deploy
+from ..versions import get_version, latest_version
 from .records import FunctionRecord
+
+DEFAULT_RETENTION_S = 30 * 86400
+"""How long a deleted function can be restored (``DORMANT_FUNCTION_RETENTION_S``); then it is purged."""
 
 DEFAULTS: dict[str, Any] = {
     "runtime": "python3.11",
@@ -208,7 +212,10 @@ async def delete_function(conn: Conn, name: str, *, actor: str) -> bool:
     await conn.execute(
         "UPDATE gateway_functions SET deleted_at = now(), updated_at = now() WHERE name = %s", (name,)
     )
-    await conn.execute("UPDATE gateway_triggers SET enabled = false WHERE function_name = %s", (name,))
+    await conn.execute(
+        "UPDATE gateway_triggers SET disabled_by_delete = enabled, enabled = false WHERE function_name = %s",
+        (name,),
+    )
     detail = (
         {} if undeployed is None else {"undeployed": {"version": undeployed[0], "replicas": undeployed[1]}}
     )
@@ -220,3 +227,67 @@ async def is_deleted(conn: Conn, name: str) -> bool:
     cur = await conn.execute("SELECT deleted_at IS NOT NULL FROM gateway_functions WHERE name = %s", (name,))
     row = await cur.fetchone()
     return bool(row and row[0])
+
+
+async def restore_function(conn: Conn, name: str, *, retention_s: float, actor: str) -> FunctionRecord:
+    """Undo ``delete_function`` within the retention period (call inside a transaction): the function is
+    back, the triggers its deletion disabled are enabled again, and the deployment it had is deployed
+    again (the same version and replicas, if that version still exists). ``InvalidCatalogRequest`` when
+    it is not deleted; ``NotFoundInCatalog`` when there is no such function or its retention ended."""
+    cur = await conn.execute(
+        "SELECT deleted_at IS NOT NULL, deleted_at > now() - make_interval(secs => %s::float8)"
+        " FROM gateway_functions WHERE name = %s FOR UPDATE",
+        (retention_s, name),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFoundInCatalog(f"no function {name!r}")
+    if not row[0]:
+        raise InvalidCatalogRequest(f"{name!r} is not deleted")
+    if not row[1]:
+        raise NotFoundInCatalog(
+            f"{name!r} was deleted more than {retention_s:g} s ago: it can no longer be restored"
+        )
+    await conn.execute(
+        "UPDATE gateway_functions SET deleted_at = NULL, updated_at = now() WHERE name = %s", (name,)
+    )
+    cur = await conn.execute(
+        "UPDATE gateway_triggers SET enabled = true, disabled_by_delete = false"
+        " WHERE function_name = %s AND disabled_by_delete RETURNING trigger_id",
+        (name,),
+    )
+    triggers = sorted(str(r[0]) for r in await cur.fetchall())
+    detail: dict[str, Any] = {"triggers": triggers}
+    cur = await conn.execute(
+        "SELECT detail->'undeployed' FROM audit_log WHERE app_name = %s AND action = 'delete-function'"
+        " ORDER BY id DESC LIMIT 1",
+        (name,),
+    )
+    last = await cur.fetchone()
+    undeployed = last[0] if last is not None else None
+    if isinstance(undeployed, dict) and await get_version(conn, name, int(undeployed["version"])) is not None:
+        version, replicas = int(undeployed["version"]), int(undeployed["replicas"])
+        if replicas > 0:
+            await deploy(conn, name, version=version, replicas=replicas, actor=actor)
+            detail["redeployed"] = {"version": version, "replicas": replicas}
+    await record_audit(conn, actor=actor, app_name=name, action="restore-function", detail=detail)
+    restored = await get_function(conn, name)
+    assert restored is not None
+    return restored
+
+
+async def purge_deleted(conn: Conn, *, retention_s: float, actor: str) -> list[str]:
+    """Remove the functions deleted longer than ``retention_s`` ago, with their triggers (audited); their
+    names. Their versions stay in the catalog (immutable, and unreferenced: version clean-up removes
+    them)."""
+    cur = await conn.execute(
+        "DELETE FROM gateway_functions WHERE deleted_at < now() - make_interval(secs => %s::float8)"
+        " RETURNING name",
+        (retention_s,),
+    )
+    names = sorted(str(r[0]) for r in await cur.fetchall())
+    if names:
+        await conn.execute("DELETE FROM gateway_triggers WHERE function_name = ANY(%s)", (names,))
+    for name in names:
+        await record_audit(conn, actor=actor, app_name=name, action="purge-function", detail={})
+    return names

@@ -126,6 +126,24 @@ async def delete_function(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def restore_function(request: Request) -> Response:
+    """Undo a DELETE within the retention period: the function, its triggers and its deployment."""
+    principal = await authorize(request, Action.DELETE_FUNCTION, limit="manage")
+    name = service_name(request)
+    gateway = state(request)
+    if await gateway.db.run(function_sql.get_function, name, include_deleted=True) is None:
+        raise NotFound(f"no function {name!r}")
+    if not await gateway.db.run(function_sql.is_deleted, name):
+        raise conflict(f"{name!r} is not deleted")
+    retention_s = gateway.config.function_retention_s
+    record = await gateway.db.run(
+        function_sql.restore_function, name, retention_s=retention_s, actor=principal.sub
+    )
+    gateway.forget_function(name)
+    gateway.bump_triggers()
+    return json_response(function_view(record))
+
+
 async def put_environment(request: Request) -> Response:
     principal = await authorize(request, Action.SET_ENVIRONMENT, limit="manage")
     name = service_name(request)

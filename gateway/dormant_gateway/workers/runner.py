@@ -11,6 +11,7 @@ from ..state import GatewayState
 from .async_invocations import AsyncInvocationWorker
 from .cron import CronScheduler
 from .queue import QueueSupervisor
+from .retention import RetentionSweeper
 from .stream import StreamSupervisor
 
 log = logging.getLogger("dormant.gateway.workers")
@@ -38,4 +39,5 @@ def start_workers(gateway: GatewayState) -> list[asyncio.Task[None]]:
         asyncio.create_task(_forever("cron", CronScheduler(gateway).run), name="dormant-cron"),
         asyncio.create_task(_forever("queue", QueueSupervisor(gateway).run), name="dormant-queue"),
         asyncio.create_task(_forever("stream", StreamSupervisor(gateway).run), name="dormant-stream"),
+        asyncio.create_task(_forever("retention", RetentionSweeper(gateway).run), name="dormant-retention"),
     ]

@@ -400,3 +400,26 @@ async def test_management_rate_limit_answers_429_with_retry_after(gw_mesh: objec
             assert (await http.post(f"{API}/functions", json={"name": "Bad!"})).status_code == 400  # per user
     finally:
         process.stop()
+
+
+async def test_a_deleted_function_is_restored_through_the_api(gateway: GatewayProcess) -> None:
+    name = f"fn-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers("admin")) as http:
+        body = {
+            "name": name,
+            "runtime": "python3.11",
+            "handler": "service.Handler",
+            "environment": {"A": "1"},
+        }
+        assert (await http.post(f"{API}/functions", json=body)).status_code == 201
+        assert (await http.post(f"{API}/functions/{name}/restore")).status_code == 409  # not deleted
+        assert (await http.delete(f"{API}/functions/{name}")).status_code == 204
+        assert (await http.get(f"{API}/functions/{name}")).status_code == 404
+        restored = await http.post(f"{API}/functions/{name}/restore")
+        assert restored.status_code == 200, restored.text
+        assert restored.json()["name"] == name
+        again = await http.get(f"{API}/functions/{name}")
+        assert again.status_code == 200 and again.json()["environment"] == {"A": "1"}
+        assert (await http.post(f"{API}/functions/nope-{name}/restore")).status_code == 404
+    async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers("developer")) as http:
+        assert (await http.post(f"{API}/functions/{name}/restore")).status_code == 403  # admins only
