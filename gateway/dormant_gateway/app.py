@@ -33,6 +33,8 @@ from dormant_catalog import (
 )
 
 from .api import deployments, functions, invocations, invoke, meta, triggers, versions
+from .api import layers as layers_api
+from .api import secrets as secrets_api
 from .auth import PrincipalVerifier, load_or_create_dev_key
 from .auth.identity import identity_from
 from .config import GatewayConfig
@@ -65,7 +67,9 @@ def routes() -> list[Route]:
         Route(f"{API}/functions/{{name}}", functions.get_function, methods=["GET"]),
         Route(f"{API}/functions/{{name}}", functions.update_function, methods=["PATCH", "PUT"]),
         Route(f"{API}/functions/{{name}}", functions.delete_function, methods=["DELETE"]),
+        Route(f"{API}/functions/{{name}}/restore", functions.restore_function, methods=["POST"]),
         Route(f"{API}/functions/{{name}}/environment", functions.put_environment, methods=["PUT"]),
+        Route(f"{API}/functions/{{name}}/secrets", secrets_api.function_secrets, methods=["GET", "PUT"]),
         Route(f"{API}/functions/{{name}}/concurrency", functions.put_concurrency, methods=["PUT"]),
         Route(f"{API}/functions/{{name}}/versions", versions.list_versions, methods=["GET"]),
         Route(f"{API}/functions/{{name}}/versions", versions.upload_version, methods=["POST"]),
@@ -96,6 +100,13 @@ def routes() -> list[Route]:
         Route(f"{API}/deployments", deployments.create_deployment, methods=["POST"]),
         Route(f"{API}/deployments/{{name}}", deployments.get_deployment, methods=["GET"]),
         Route(f"{API}/deployments/{{name}}/rollback", deployments.rollback, methods=["POST"]),
+        Route(f"{API}/deployments/{{name}}/promote", deployments.promote, methods=["POST"]),
+        Route(f"{API}/layers", layers_api.list_layers, methods=["GET"]),
+        Route(f"{API}/layers", layers_api.create_layer, methods=["POST"]),
+        Route(f"{API}/layers/{{name}}/versions", layers_api.list_versions, methods=["GET"]),
+        Route(f"{API}/layers/{{name}}/versions", layers_api.publish_version, methods=["POST"]),
+        Route(f"{API}/functions/{{name}}/layers", layers_api.get_function_layers, methods=["GET"]),
+        Route(f"{API}/functions/{{name}}/layers", layers_api.put_function_layers, methods=["PUT"]),
         *http_trigger_routes(),
     ]
 

@@ -331,6 +331,15 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             ),
             "delete": _op("Soft delete (admin)", "functions", {"204": None}, errors=MANAGE_ERRORS),
         },
+        "/api/v1/functions/{name}/restore": {
+            "parameters": [FN],
+            "post": _op(
+                "Restore a deleted function within its retention period (admin)",
+                "functions",
+                {"200": _ref("Function")},
+                errors=MANAGE_ERRORS,
+            ),
+        },
         "/api/v1/functions/{name}/environment": {
             "parameters": [FN],
             "put": _op(
@@ -507,6 +516,15 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 {"200": _ref("Deployment")},
                 errors=MANAGE_ERRORS,
                 body={"type": "object", "properties": {"version": {"type": "integer", "minimum": 1}}},
+            ),
+        },
+        "/api/v1/deployments/{name}/promote": {
+            "parameters": [FN],
+            "post": _op(
+                "Promote a rollout waiting for it (manual promotion, A/B)",
+                "deployments",
+                {"200": {"type": "object"}},
+                errors=MANAGE_ERRORS,
             ),
         },
     }

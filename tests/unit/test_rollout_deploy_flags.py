@@ -46,3 +46,17 @@ def test_each_strategy_parses(flags: list[str], steps: tuple[int, ...], strategy
 def test_bad_steps_are_refused() -> None:
     with pytest.raises(ValueError, match="--steps"):
         _config("--strategy", "canary", "--steps", "10,half")
+
+
+@pytest.mark.parametrize(
+    ("flags", "refused"),
+    [
+        (["--strategy", "blue-green", "--steps", "10,100"], "--steps does not apply to a blue-green rollout"),
+        (["--strategy", "canary", "--batch-size", "2"], "--batch-size does not apply to a canary rollout"),
+        (["--strategy", "rolling", "--keep-old", "PT1M"], "--keep-old does not apply to a rolling rollout"),
+        (["--strategy", "canary", "--split", "30"], "--split does not apply to a canary rollout"),
+    ],
+)
+def test_a_flag_the_strategy_would_ignore_is_refused(flags: list[str], refused: str) -> None:
+    with pytest.raises(ValueError, match=refused):
+        _config(*flags)

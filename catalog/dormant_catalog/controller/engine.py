@@ -3,7 +3,9 @@ numbers, rolls back on a breach, finishes, and retires replaced versions when th
 
 Each rollout is driven in one transaction holding its row lock (so ``promote`` and ``rollback``
 from the CLI take turns with it). A step is first *applied* (capacity serving, weights set, then
-``step_started_at``), then *observed* for the step's interval. All state is in the ``rollouts``
+``step_started_at``), then *observed* for the step's interval and until it has ``minSamples`` calls to
+judge (a step at 0 % gets no routed calls and moves on after its interval, except blue-green's test
+phase, whose calls testers send to the version topic). All state is in the ``rollouts``
 row, so a restarted controller resumes where the last one stopped.
 """
 
@@ -127,9 +129,15 @@ class Engine:
         if elapsed < config.interval_s and not promoted:
             await self._say(conn, record, f"{where}: {verdict.reason}")
             return
-        if verdict.kind == "wait" and record.percent > 0 and not promoted:
-            await self._say(conn, record, f"{where}: {verdict.reason}")
-            return
+        if verdict.kind == "wait" and not promoted:
+            if record.strategy == "blue-green" and record.percent == 0:
+                # The test phase: green gets only the calls testers send to its version topic, and
+                # the switch to 100 % waits for minSamples of them, however short testDuration was.
+                await self._say(conn, record, f"{where}: test phase over, {verdict.reason} before the switch")
+                return
+            if record.percent > 0:
+                await self._say(conn, record, f"{where}: {verdict.reason}")
+                return
         numbers = {**record.numbers, f"step{record.step + 1}": verdict.numbers}
         if record.step >= config.final_step or promoted:
             await self._succeed(conn, record, numbers)

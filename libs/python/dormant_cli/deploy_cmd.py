@@ -171,7 +171,33 @@ def rollout_config(args: argparse.Namespace) -> dict[str, Any]:
         config["manualPromotion"] = True
     if args.force:
         config["force"] = True
+    _refuse_unread_flags(config)
     return config
+
+
+_FLAG_OF = {
+    "increments": "--steps",
+    "stepDuration": "--interval",
+    "linearPercentage": "--linear-step",
+    "batchSize": "--batch-size",
+    "keepOld": "--keep-old",
+    "minSamples": "--min-samples",
+    "trafficSplit": "--split",
+    "rollbackThresholds": "--max-error-rate/--max-p99-ms/--min-success-rate",
+    "manualPromotion": "--manual-promotion",
+    "force": "--force",
+}
+
+
+def _refuse_unread_flags(config: dict[str, Any]) -> None:
+    """``ValueError`` naming a flag the chosen strategy would ignore (``--steps`` with blue-green ...):
+    a setting accepted and then ignored would be worse than an error."""
+    from dormant_catalog.rollouts.config import SETTINGS, strategy_name  # lazy: start-up time
+
+    strategy = strategy_name(config["strategy"])
+    for key in config:
+        if key not in SETTINGS[strategy]:
+            raise ValueError(f"{_FLAG_OF.get(key, key)} does not apply to a {strategy} rollout")
 
 
 async def start_rollout(catalog_url: str, service: str, version: int | None, config: dict[str, Any]) -> str:

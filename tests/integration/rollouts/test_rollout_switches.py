@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from e2e.mesh import Mesh
+from e2e.mesh import Mesh, call_many
 from rollout_helpers import (
     SERVICE,
     publish_version,
@@ -44,6 +44,9 @@ async def test_blue_green_switch_and_manual_rollback_fail_no_call(mesh: Mesh, tm
             v2,
             {"strategy": "BlueGreen", "testDuration": "PT1S", "keepBlue": "PT30S", "minSamples": 1},
         )
+    # The test phase: green serves its version topic only, and needs its minimum samples to switch.
+    await mesh.wait_serving(SERVICE, version=v2)
+    await call_many(mesh.broker_url, SERVICE, "echo", [{"text": "t"}], version=v2)
     done = await wait_rollout(mesh.catalog_url, ("succeeded", "rolled-back"))
     assert done.state == "succeeded", done.reason
     await wait_routes(mesh.broker_url, {v2: 100})
