@@ -12,12 +12,19 @@ learns its service (a warm standby), so variables its interpreter reads at start
 dynamic loader's (``LD_*``) and Dormant's own settings (``DORMANT_*``) would be ignored or would
 rewire the runtime; names are letters, digits and underscores, and all of them together hold at most
 4 KB (the seed's limit).
+
+A value may reference a secret instead of holding it: ``${SECRET:name}`` (the secret's ``value``
+field) or ``${SECRET:name#field}``, anywhere in the value. The catalog stores the reference, never the
+secret; the runtime resolves it (``dormant_secrets``). The reference syntax is parsed here, by
+``secret_references``, because the catalog validates it and may import no secrets package; the secrets
+package uses the same parser.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from .channels import SLOTS_CHANNEL, notify
 from .db import Conn
@@ -25,6 +32,86 @@ from .db import Conn
 MAX_ENVIRONMENT_BYTES = 4096
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_PREFIXES = ("DORMANT_", "PYTHON", "LD_")
+
+SECRET_OPEN = "${SECRET:"
+SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+"""A secret's name (and a field's): letters, digits, ``_``, ``.``, ``-``; no ``/``, so a reference
+cannot reach outside its scope's path."""
+DEFAULT_FIELD = "value"
+"""The field a plain (single-value) secret is stored under, and the one ``${SECRET:name}`` reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretReference:
+    """One ``${SECRET:name#field}`` in a variable's value."""
+
+    name: str
+    field: str = DEFAULT_FIELD
+
+    @property
+    def text(self) -> str:
+        """The reference as written (canonical form), for messages: never a value."""
+        suffix = "" if self.field == DEFAULT_FIELD else f"#{self.field}"
+        return f"${{SECRET:{self.name}{suffix}}}"
+
+
+class SecretReferenceError(ValueError):
+    """A malformed ``${SECRET:...}`` reference."""
+
+
+def _parts(value: str) -> list[str | SecretReference]:
+    """``value`` split into literal text and references; ``SecretReferenceError`` when malformed."""
+    parts: list[str | SecretReference] = []
+    rest = value
+    while True:
+        start = rest.find(SECRET_OPEN)
+        if start < 0:
+            if rest:
+                parts.append(rest)
+            return parts
+        if start:
+            parts.append(rest[:start])
+        body_start = start + len(SECRET_OPEN)
+        end = rest.find("}", body_start)
+        if end < 0:
+            raise SecretReferenceError("a ${SECRET: reference is not closed with }")
+        body = rest[body_start:end]
+        name, sep, field = body.partition("#")
+        if not SECRET_NAME.fullmatch(name):
+            raise SecretReferenceError(
+                f"${{SECRET:{body}}}: a secret name is 1 to 128 letters, digits, '_', '.' or '-'"
+            )
+        if sep and not SECRET_NAME.fullmatch(field):
+            raise SecretReferenceError(
+                f"${{SECRET:{body}}}: a field name is 1 to 128 letters, digits, '_', '.' or '-'"
+            )
+        parts.append(SecretReference(name, field if sep else DEFAULT_FIELD))
+        rest = rest[end + 1 :]
+
+
+def secret_references(value: str) -> list[SecretReference]:
+    """The secret references in one variable's value, in order (``SecretReferenceError`` if one is
+    malformed)."""
+    return [part for part in _parts(value) if isinstance(part, SecretReference)]
+
+
+def environment_references(environment: Mapping[str, str]) -> dict[str, list[SecretReference]]:
+    """The variables of ``environment`` that reference secrets, with their references (malformed
+    values are left out: ``environment_problems`` refuses them)."""
+    found: dict[str, list[SecretReference]] = {}
+    for key, value in environment.items():
+        try:
+            references = secret_references(value)
+        except SecretReferenceError:
+            continue
+        if references:
+            found[key] = references
+    return found
+
+
+def substitute(value: str, lookup: Callable[[SecretReference], str]) -> str:
+    """``value`` with every reference replaced by ``lookup(reference)``."""
+    return "".join(part if isinstance(part, str) else lookup(part) for part in _parts(value))
 
 
 def environment_problems(value: object) -> list[tuple[str, str]]:
@@ -52,6 +139,10 @@ def environment_problems(value: object) -> list[tuple[str, str]]:
             continue
         if "\0" in item:
             problems.append((key, "a variable value cannot hold a NUL character"))
+        try:
+            secret_references(item)
+        except SecretReferenceError as exc:
+            problems.append((key, str(exc)))
         size += len(key.encode()) + len(item.encode())
     if size > MAX_ENVIRONMENT_BYTES:
         problems.append(("", f"environment is {size} bytes; at most {MAX_ENVIRONMENT_BYTES} bytes in total"))

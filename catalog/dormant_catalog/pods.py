@@ -34,7 +34,15 @@ _CLAIM_SELECT = (
     f" COALESCE(dormant_alias_primary(k.app_name, '{LIVE_ALIAS}') = k.version, false) AS live,"
     " k.lease_expires_at,"
     " COALESCE((SELECT f.environment FROM gateway_functions AS f WHERE f.name = k.app_name"
-    "           AND f.deleted_at IS NULL), '{{}}'::jsonb) AS environment"
+    "           AND f.deleted_at IS NULL), '{{}}'::jsonb) AS environment,"
+    # The version's extra layers in import-path order (layers.py): its dependency layer, then the
+    # function's attached layers in attach order.
+    " ARRAY(SELECT x.image FROM ("
+    "   SELECT 0 AS pos, d.layer_image AS image FROM version_dependencies AS d"
+    "   WHERE d.app_name = k.app_name AND d.version = k.version"
+    "   UNION ALL SELECT a.position, v.layer_image FROM function_layers AS a"
+    "   JOIN layer_versions AS v ON v.name = a.layer_name AND v.version = a.layer_version"
+    "   WHERE a.app_name = k.app_name) AS x ORDER BY x.pos) AS extra_layers"
     " FROM {source} AS k JOIN application_catalog AS c ON c.app_name = k.app_name AND c.version = k.version"
 )
 

@@ -83,6 +83,9 @@ class SlotClaim:
     lease_expires_at: datetime
     environment: dict[str, str] = field(default_factory=dict, repr=False)
     """The service's environment variables (``environment.py``); a change comes with a new generation."""
+    extra_layers: list[str] = field(default_factory=list)
+    """Images (``name@sha256:...``) to unpack beside the app layer, in import-path order (``layers.py``):
+    the version's dependency layer, then the attached layers; a change comes with a new generation."""
 
     @property
     def target(self) -> tuple[int, int, bool]:

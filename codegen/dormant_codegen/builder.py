@@ -1,8 +1,10 @@
-"""``build``: generate (a no-op when fresh), check that it imports, pack the layer, push it to a store."""
+"""``build``: generate (a no-op when fresh), resolve the dependency layer, check that it imports, pack the
+layer, push it to a store."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 from dormant_layers import ImageRef, LayerStore
 
 from .constants import GENERATED_DIR
+from .dependencies import IMPORT_ROOT, DependencyLayer, resolve_dependencies
 from .generator import generate
 from .importcheck import check_import
 from .pack import pack_layer
@@ -19,22 +22,28 @@ ANNOTATION_PREFIX = "io.dormant"
 
 @dataclass(frozen=True, slots=True)
 class BuildResult:
-    """The pushed image, the service interface (``interface.json``) and the layer's size in bytes."""
+    """The pushed image, the service interface (``interface.json``) and the layer's size in bytes;
+    ``dependencies``: the service's dependency layer (``dependencies.py``), None when it declares none."""
 
     ref: ImageRef
     interface: dict[str, Any]
     layer_size: int
+    dependencies: DependencyLayer | None = None
 
 
-def app_manifest(interface: dict[str, Any]) -> dict[str, Any]:
-    """The layer's root ``dormant-app.json``."""
-    return {
+def app_manifest(interface: dict[str, Any], dependency_lock: str | None = None) -> dict[str, Any]:
+    """The layer's root ``dormant-app.json``; ``dependency_lock`` (the digest of the resolved
+    dependencies) makes a new resolution of the same code a new image, so a new version."""
+    manifest = {
         "service": interface["service"],
         "interfaceHash": interface["interfaceHash"],
         "baseRuntime": interface["baseRuntime"],
         "platformInterface": interface["platformInterface"],
         "functions": sorted(interface["functions"]),
     }
+    if dependency_lock is not None:
+        manifest["dependencyLock"] = dependency_lock
+    return manifest
 
 
 def build(service_dir: Path, store: LayerStore, *, import_check: bool = False) -> BuildResult:
@@ -46,10 +55,20 @@ def build(service_dir: Path, store: LayerStore, *, import_check: bool = False) -
     """
     service_dir = Path(service_dir)
     generate(service_dir)
+    dependencies = resolve_dependencies(service_dir, store)
     if import_check:
-        check_import(service_dir)
+        if dependencies is None:
+            check_import(service_dir)
+        else:
+            # The runtime imports the dependency layer, not this environment: so does the check.
+            with tempfile.TemporaryDirectory(prefix="dormant-deps-check-") as tmp:
+                unpacked = store.unpack(dependencies.image, Path(tmp) / "deps")
+                check_import(
+                    service_dir, extra_paths=[unpacked / IMPORT_ROOT], key_extra=dependencies.lock.digest
+                )
     interface = json.loads((service_dir / GENERATED_DIR / "interface.json").read_text(encoding="utf-8"))
-    layer = pack_layer(service_dir, app_manifest(interface))
+    lock = None if dependencies is None else dependencies.lock.digest
+    layer = pack_layer(service_dir, app_manifest(interface, lock))
     ref = store.push(
         interface["service"],
         layer,
@@ -59,4 +78,4 @@ def build(service_dir: Path, store: LayerStore, *, import_check: bool = False) -
             f"{ANNOTATION_PREFIX}.platform-interface": interface["platformInterface"],
         },
     )
-    return BuildResult(ref=ref, interface=interface, layer_size=len(layer))
+    return BuildResult(ref=ref, interface=interface, layer_size=len(layer), dependencies=dependencies)

@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ DEFAULT_TIMEOUT_S = 60.0
 _CHILD = r"""
 import importlib, json, sys, traceback
 service_dir, result_path, module_name = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path[:0] = json.loads(sys.argv[4])
 result = {"ok": True}
 try:
     try:
@@ -66,13 +68,13 @@ with open(result_path, "w", encoding="utf-8") as fh:
 """
 
 
-def _key(service_dir: Path) -> str | None:
+def _key(service_dir: Path, extra: str = "") -> str | None:
     """The cache key of an import check of ``service_dir`` as it is now, or None without a stamp."""
     try:
         stamp = (service_dir / GENERATED_DIR / STAMP_FILE).read_bytes()
     except OSError:
         return None
-    h = hashlib.sha256(b"dormant-import-check/1\0" + stamp)
+    h = hashlib.sha256(b"dormant-import-check/1\0" + stamp + b"\0" + extra.encode())
     h.update(f"{sys.executable}\0{sys.version}\0{os.environ.get('PYTHONPATH', '')}\0".encode())
     for entry in sys.path:
         try:
@@ -100,16 +102,24 @@ def _remember(service_dir: Path, key: str) -> None:
         pass  # a read-only tree only loses the cache
 
 
-def check_import(service_dir: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+def check_import(
+    service_dir: Path,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    extra_paths: Sequence[Path] = (),
+    key_extra: str = "",
+) -> None:
     """Import the generated ``SERVICE`` of ``service_dir`` in a subprocess; ``CodegenError`` if it fails.
 
-    ``service_dir`` must have been generated (``generate`` runs first in ``build``).
+    ``service_dir`` must have been generated (``generate`` runs first in ``build``). ``extra_paths`` go
+    first on the child's ``sys.path``, as a runtime puts a version's layers (its dependency layer);
+    ``key_extra`` says what they hold (the cache key covers it, not their temporary paths).
     """
     service_dir = Path(service_dir)
-    key = _key(service_dir)
+    key = _key(service_dir, key_extra)
     if key is not None and _cached(service_dir, key):
         return
-    result = _run_child(service_dir, timeout)
+    result = _run_child(service_dir, timeout, [str(p) for p in extra_paths])
     if result.get("ok") is True:
         if key is not None:
             _remember(service_dir, key)
@@ -119,7 +129,7 @@ def check_import(service_dir: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> No
     raise CodegenError([_diagnostic(service_dir, result)])
 
 
-def _run_child(service_dir: Path, timeout: float) -> dict[str, Any]:
+def _run_child(service_dir: Path, timeout: float, extra_paths: list[str]) -> dict[str, Any]:
     absolute = service_dir.resolve()
     with tempfile.TemporaryDirectory(prefix="dormant-import-check-") as tmp:
         result_path = Path(tmp) / "result.json"
@@ -127,7 +137,17 @@ def _run_child(service_dir: Path, timeout: float) -> dict[str, Any]:
             proc = subprocess.run(
                 # -P: no working directory on sys.path before the child sets it (a service module
                 # named like the stdlib one the child uses would shadow it); -B: no .pyc in the tree.
-                [sys.executable, "-P", "-B", "-c", _CHILD, str(absolute), str(result_path), DISPATCH_MODULE],
+                [
+                    sys.executable,
+                    "-P",
+                    "-B",
+                    "-c",
+                    _CHILD,
+                    str(absolute),
+                    str(result_path),
+                    DISPATCH_MODULE,
+                    json.dumps(extra_paths),
+                ],
                 cwd=absolute,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,

@@ -63,12 +63,20 @@ def pack_layer(service_dir: Path, app_manifest: dict[str, Any]) -> bytes:
         raise CodegenError(
             [Diagnostic(f"{service_dir}/{APP_MANIFEST}", 1, 1, f"{APP_MANIFEST} is reserved for the build")]
         )
-    contents: dict[str, bytes | None] = {APP_MANIFEST: dump_json(app_manifest)}
+    contents: dict[str, bytes] = {APP_MANIFEST: dump_json(app_manifest)}
     for rel in files:
+        contents[rel] = (service_dir / rel).read_bytes()
+    return pack_files(contents)
+
+
+def pack_files(files: dict[str, bytes]) -> bytes:
+    """The deterministic gzip tar of ``files`` (POSIX path -> content), with their parent directories."""
+    contents: dict[str, bytes | None] = {}
+    for rel, content in files.items():
         parts = rel.split("/")
         for depth in range(1, len(parts)):
             contents.setdefault("/".join(parts[:depth]), None)
-        contents[rel] = (service_dir / rel).read_bytes()
+        contents[rel] = content
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(contents):

@@ -1,20 +1,23 @@
 """``publish_version``: a service directory to a registered version, the one publish path (``dormant
 publish`` and the gateway's ZIP upload).
 
-Build (generate, optionally import-check, pack, push the layer), then register it in the catalog,
-unless the latest version has the same image: publishing unchanged code returns that version (like
-AWS Lambda's PublishVersion). The check and the registration happen under the catalog's numbering
-lock, so concurrent publishes of the same code register it once.
+Build (generate, resolve the dependency layer, optionally import-check, pack, push the layer), then
+register it in the catalog, unless the latest version has the same image: publishing unchanged code
+returns that version (like AWS Lambda's PublishVersion). The check and the registration happen under
+the catalog's numbering lock, so concurrent publishes of the same code register it once; a new
+version's dependency layer is registered in the same transaction, so no pod sees the version without it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from dormant import wire
 from dormant_catalog import Database
+from dormant_catalog.layers import record_dependency_layer
 from dormant_catalog.versions import publish_version as register_if_new
 from dormant_layers import LayerStore
 
@@ -68,15 +71,26 @@ async def register_build(
     name = str(interface["service"])
     if service is not None and name != service:
         raise WrongService(name, service)
-    version, created = await db.run(
-        register_if_new,
-        app_name=name,
-        app_layer_image=str(result.ref),
-        base_image=str(interface["baseRuntime"]),
-        platform_interface=str(interface["platformInterface"]),
-        interface_hash=str(interface["interfaceHash"]),
-        schema_definition=interface,
-        topic_mappings=wire.topic_mappings(name),
-        actor=actor,
-    )
+    async with db.transaction() as conn:
+        version, created = await register_if_new(
+            conn,
+            app_name=name,
+            app_layer_image=str(result.ref),
+            base_image=str(interface["baseRuntime"]),
+            platform_interface=str(interface["platformInterface"]),
+            interface_hash=str(interface["interfaceHash"]),
+            schema_definition=interface,
+            topic_mappings=wire.topic_mappings(name),
+            actor=actor,
+        )
+        deps = result.dependencies
+        if created and deps is not None:
+            await record_dependency_layer(
+                conn,
+                name,
+                version,
+                layer_image=deps.image,
+                lock_digest=deps.lock.digest,
+                lock=json.loads(deps.lock.canonical()),
+            )
     return Published(name, version, created, result)

@@ -27,10 +27,11 @@ from typing import TypeVar
 from dormant_catalog import Catalog, CatalogUnavailable, SlotClaim, open_catalog
 from dormant_layers import UnpackLimits
 
-from .fetch import LayerFetchFailed, fetch_layer
+from .fetch import LayerFetchFailed, fetch_extra_layers, fetch_layer
 from .lease import LeaseKeeper
 from .logs import LogSink, stderr_sink
 from .runtime import RuntimeFailed, RuntimeProcess
+from .secrets import RuntimeTokens, without_secret_variables
 from .supervisor import RuntimeSupervisor
 from .wake import SlotWaker
 
@@ -70,6 +71,7 @@ class Pod:
         crash_backoff_reset_s: float = 30.0,
         log_sink: LogSink = stderr_sink,
         layer_limits: UnpackLimits | None = None,
+        tokens: RuntimeTokens | None = None,
     ) -> None:
         if lease_s <= 0 or poll_interval_s <= 0:
             raise ValueError("lease_s and poll_interval_s must be positive")
@@ -90,6 +92,8 @@ class Pod:
         """A runtime that ran this long before crashing is restarted at once (no back-off)."""
         self.runtime_cmd = tuple(runtime_cmd) if runtime_cmd else DEFAULT_RUNTIME_CMD
         self._log_sink = log_sink
+        self.tokens = tokens if tokens is not None else RuntimeTokens.from_env()
+        """Mints each runtime's secrets token (``DORMANT_VAULT_*``; none when not configured)."""
         self._stop = asyncio.Event()
         self.claim: SlotClaim | None = None
         """The slot being served (as last renewed), or None while idle."""
@@ -109,7 +113,7 @@ class Pod:
         return self._stop.is_set()
 
     def _runtime_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = without_secret_variables(os.environ)
         env.update(
             DORMANT_BROKER_URL=self.broker_url,
             DORMANT_CATALOG_URL=self.catalog_url,
@@ -245,6 +249,9 @@ class Pod:
 
     async def _launch(self, claim: SlotClaim, supervisor: RuntimeSupervisor) -> RuntimeProcess:
         app_dir = await fetch_layer(self.layer_store, claim.app_layer_image, self.work_dir, self.layer_limits)
+        extra_paths = await fetch_extra_layers(
+            self.layer_store, claim.extra_layers, self.work_dir, self.layer_limits
+        )
         return await supervisor.start(
             app_dir=app_dir,
             service=claim.app_name,
@@ -252,6 +259,8 @@ class Pod:
             live=claim.live,
             slot=claim.slot_index,
             environment=claim.environment,
+            extra_paths=extra_paths,
+            secrets_token=await self.tokens.token_for(claim.app_name, claim.environment),
         )
 
     async def _release(

@@ -166,9 +166,13 @@ class RuntimeProcess:
         timeout_s: float,
         slot: int | None = None,
         environment: Mapping[str, str] | None = None,
+        extra_paths: Sequence[Path] = (),
+        secrets_token: str | None = None,
     ) -> None:
         """Send ``load`` and wait for ``ready``; ``slot`` (the replica slot index) keys the MQTT session,
-        ``environment`` holds the function's variables (set in the runtime before the service loads)."""
+        ``environment`` holds the function's variables (set in the runtime before the service loads),
+        ``extra_paths`` the folders of its extra layers (put on its import path, in order),
+        ``secrets_token`` the token its secret references resolve with (only in the command)."""
         self.label = f"{service} v{version}"
         self.app_dir = app_dir
         load = Load(
@@ -178,6 +182,8 @@ class RuntimeProcess:
             live=live,
             slot=slot,
             environment=dict(environment or {}),
+            extra_paths=tuple(extra_paths),
+            secrets_token=secrets_token,
         )
         await self._send(load)
         await self._until(self._ready, "ready", timeout_s)

@@ -75,6 +75,8 @@ class RuntimeSupervisor:
         live: bool,
         slot: int | None = None,
         environment: Mapping[str, str] | None = None,
+        extra_paths: Sequence[Path] = (),
+        secrets_token: str | None = None,
     ) -> RuntimeProcess:
         """Load an app into the standby and wait until it serves; then spawn the next standby.
 
@@ -91,6 +93,8 @@ class RuntimeSupervisor:
                 timeout_s=self._load_timeout_s,
                 slot=slot,
                 environment=environment,
+                extra_paths=extra_paths,
+                secrets_token=secrets_token,
             )
         except BaseException:
             await runtime.kill()

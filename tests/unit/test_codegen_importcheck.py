@@ -186,7 +186,7 @@ def test_without_the_sdk_loader_it_imports_generated_dispatch_from_sys_path(
     (blocker / "sitecustomize.py").write_text("import sys\n\nsys.modules['dormant._loader'] = None\n")
     monkeypatch.setenv("PYTHONPATH", f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     good = service(tmp_path / "good")
-    assert importcheck._run_child(good, 60.0) == {"ok": True}
+    assert importcheck._run_child(good, 60.0, []) == {"ok": True}
     bad = service(tmp_path / "bad", helpers="raise ValueError('plain path')\n")
     assert errors_of(bad) == [f"{bad}/helpers.py:1:1: {PREFIX}ValueError: plain path"]
     (bad / "helpers.py").write_text("VALUE = 1\n")

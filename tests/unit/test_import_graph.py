@@ -24,11 +24,12 @@ ALLOWED: dict[str, frozenset[str]] = {
     "dormant_auth": frozenset({"dormant"}),
     "dormant_codegen": frozenset({"dormant", "dormant_catalog", "dormant_layers"}),
     "dormant_catalog": frozenset({"dormant"}),
-    "dormant_runtime": frozenset({"dormant", "dormant_auth", "dormant_catalog"}),
-    "dormant_sidecar": frozenset({"dormant", "dormant_catalog", "dormant_layers"}),
+    "dormant_secrets": frozenset({"dormant", "dormant_catalog"}),
+    "dormant_runtime": frozenset({"dormant", "dormant_auth", "dormant_catalog", "dormant_secrets"}),
+    "dormant_sidecar": frozenset({"dormant", "dormant_catalog", "dormant_layers", "dormant_secrets"}),
     "dormant_controller": frozenset({"dormant", "dormant_catalog"}),
     "dormant_gateway": frozenset(
-        {"dormant", "dormant_auth", "dormant_catalog", "dormant_codegen", "dormant_layers"}
+        {"dormant", "dormant_auth", "dormant_catalog", "dormant_codegen", "dormant_layers", "dormant_secrets"}
     ),
     "dormant_cli": frozenset(
         {
@@ -38,6 +39,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "dormant_auth",
             "dormant_codegen",
             "dormant_catalog",
+            "dormant_secrets",
             "dormant_runtime",
             "dormant_sidecar",
             "dormant_controller",

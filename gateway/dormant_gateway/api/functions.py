@@ -21,6 +21,7 @@ from ..http_errors import conflict
 from ..validation import validate_concurrency, validate_create, validate_environment, validate_update
 from .common import authorize, int_param, json_object, json_response, service_name, state
 from .invocations import owner_filter
+from .secrets import sync_policy
 from .views import function_view, invocation_view
 
 RECENT_S = 3600.0
@@ -151,6 +152,7 @@ async def put_environment(request: Request) -> Response:
     record = await state(request).db.run(
         function_sql.update_function, name, {"environment": variables}, actor=principal.sub
     )
+    await sync_policy(request, name, record.environment)  # the shared secrets it may now reference
     return json_response({"function": name, "variables": record.environment})
 
 

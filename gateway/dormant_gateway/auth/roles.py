@@ -45,6 +45,7 @@ class Action(enum.StrEnum):
     TOGGLE_TRIGGERS = "toggle-triggers"
     SET_ENVIRONMENT = "set-environment"
     SET_CONCURRENCY = "set-concurrency"
+    SET_SECRETS = "set-secrets"
 
 
 _MATRIX: dict[Role, frozenset[Action]] = {
@@ -62,6 +63,7 @@ _MATRIX: dict[Role, frozenset[Action]] = {
             Action.TOGGLE_TRIGGERS,
             Action.SET_ENVIRONMENT,
             Action.SET_CONCURRENCY,
+            Action.SET_SECRETS,
         }
     ),
     Role.OPERATOR: frozenset(

@@ -4,8 +4,8 @@ The sidecar (``dormant_sidecar.runtime``) starts a runtime process (``dormant_ru
 over two pipes, one JSON object per line:
 
 * commands, sidecar → runtime on the runtime's stdin: ``{"cmd": "load", "app_dir", "service",
-  "version", "live", "slot"?, "environment"?}`` and ``{"cmd": "drain"}``; stdin closing also means
-  drain, so a runtime never outlives its sidecar;
+  "version", "live", "slot"?, "environment"?, "extra_paths"?, "secrets_token"?}`` and
+  ``{"cmd": "drain"}``; stdin closing also means drain, so a runtime never outlives its sidecar;
 * events, runtime → sidecar on the file descriptor named by ``DORMANT_CONTROL_FD``: ``standby``
   (imports done), ``ready`` (subscribed), ``failed`` (with ``error``; then exit 1) and ``drained``
   (then exit 0).
@@ -44,6 +44,13 @@ class Load:
     environment: dict[str, str] = field(default_factory=dict, repr=False)
     """The function's environment variables (set before the service is imported); values may be
     resolved secrets, so they are never in the repr."""
+    secrets_token: str | None = field(default=None, repr=False)
+    """A secrets-store token scoped to this function (minted by the sidecar for this process), with
+    which the runtime resolves the ``${SECRET:...}`` references of ``environment``; never in the
+    repr, never in the process environment."""
+    extra_paths: tuple[Path, ...] = ()
+    """Folders of the unpacked extra layers (dependency layer, attached layers) to put on the import
+    path, in order, before the service is imported."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,10 @@ def encode_command(command: Command) -> bytes:
         body["slot"] = command.slot
     if command.environment:
         body["environment"] = command.environment
+    if command.secrets_token:
+        body["secrets_token"] = command.secrets_token
+    if command.extra_paths:
+        body["extra_paths"] = [str(path) for path in command.extra_paths]
     return orjson.dumps(body) + b"\n"
 
 
@@ -106,6 +117,10 @@ def decode_command(line: bytes) -> Command | None:
         isinstance(k, str) and isinstance(v, str) for k, v in environment.items()
     ):
         return None
+    extra_paths = data.get("extra_paths") or []
+    if not isinstance(extra_paths, list) or not all(isinstance(p, str) for p in extra_paths):
+        return None
+    token = data.get("secrets_token")
     return Load(
         app_dir=Path(app_dir),
         service=service if isinstance(service, str) else "",
@@ -113,6 +128,8 @@ def decode_command(line: bytes) -> Command | None:
         live=bool(data.get("live", True)),
         slot=slot if isinstance(slot, int) and not isinstance(slot, bool) else None,
         environment=environment,
+        extra_paths=tuple(Path(p) for p in extra_paths),
+        secrets_token=token if isinstance(token, str) and token else None,
     )
 
 

@@ -93,7 +93,34 @@ def _change(args: argparse.Namespace, edit: Any) -> dict[str, Any]:
         return {"service": args.service, "variables": record.environment, "changed": True}
 
     result: dict[str, Any] = with_catalog(args, lambda catalog: catalog.db.run(change))
+    if result["changed"]:
+        _sync_secrets_policy(args.service, result["variables"])
     return result
+
+
+def _sync_secrets_policy(service: str, variables: dict[str, str]) -> None:
+    """With a secrets store configured (``DORMANT_VAULT_ADDR`` and an admin ``DORMANT_VAULT_TOKEN``),
+    rewrite the function's policy so the shared secrets its variables reference become readable."""
+    from dormant_secrets import SecretsError  # lazy: start-up time
+    from dormant_secrets.config import SecretsConfig  # lazy: start-up time
+    from dormant_secrets.openbao import OpenBaoAdmin  # lazy: start-up time
+
+    try:
+        config = SecretsConfig.from_env()
+    except ValueError as exc:
+        problem = f"the environment changed, but the secrets store is misconfigured: {exc}"
+        raise CommandError(problem) from None
+    if config.provider != "openbao" or not config.token:
+        return
+    try:
+        admin = OpenBaoAdmin.from_config(config)
+        try:
+            admin.write_policy(service, variables)
+        finally:
+            admin.close()
+    except SecretsError as exc:
+        problem = f"the environment changed, but the function's secrets policy was not: {exc}"
+        raise CommandError(problem) from None
 
 
 def _report(args: argparse.Namespace, result: dict[str, Any]) -> int:

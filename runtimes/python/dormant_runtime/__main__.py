@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from dormant.errors import DormantError
 from dormant.messaging import declared_resiliency
 from dormant.migrations import declared_migrations
 from dormant_catalog.calls import DEFAULT_LEASE_S, CallStore
-from dormant_catalog.environment import settable
+from dormant_secrets import SecretsError
 
 from .authn import CallAuthenticator
 from .control import EventChannel, read_commands
@@ -25,6 +26,7 @@ from .dedup import Deduplicator
 from .dispatcher import Dispatcher
 from .loader import LoadError, load_service
 from .platform import RuntimePlatform, outgoing_client
+from .secrets import apply_environment
 from .server import Server
 from .stats import CallStats, StatsPublisher
 from .transactions import TransactionPool
@@ -161,8 +163,19 @@ async def _main(args: argparse.Namespace) -> int:
             return 0
         if isinstance(command, Load):
             break
-    # The function's variables, before its modules are imported (they may read them at import time).
-    os.environ.update(settable(command.environment))
+    # The function's variables, before its modules are imported (they may read them at import time);
+    # ${SECRET:...} references are resolved first and kept fresh while the process serves.
+    try:
+        secrets = await apply_environment(command)
+    except SecretsError as exc:
+        events.emit(FAILED, error=str(exc))
+        log.error("%s", exc)
+        return 1
+    # The version's extra layers (dependency layer, then attached layers in attach order) go first on
+    # sys.path, before site-packages; the app's own modules still come first (the loader's finder is
+    # first on sys.meta_path), and modules the runtime has imported already stay the platform's.
+    sys.path[:0] = [str(path) for path in command.extra_paths]
+    importlib.invalidate_caches()
     serve = asyncio.create_task(
         _serve(command.app_dir, command.version, command.live, command.slot, args, events, stop)
     )
@@ -179,6 +192,8 @@ async def _main(args: argparse.Namespace) -> int:
         return await serve
     finally:
         watcher.cancel()
+        if secrets is not None:
+            await secrets.close()
 
 
 def main(argv: list[str] | None = None) -> int:
