@@ -99,6 +99,12 @@ def register(sub: Subparsers) -> None:
         " default: DORMANT_RABBITMQ_URL if set, else queue triggers are refused)",
     )
     p.add_argument(
+        "--secrets",
+        action="store_true",
+        help="also start a private OpenBao (bao server -dev, in memory) for ${SECRET:...} references in"
+        " functions' environments (its address and admin token go in env.sh, mode 0600)",
+    )
+    p.add_argument(
         "--nats",
         action="store_true",
         help="also start a private nats-server with JetStream for stream triggers (its URL goes in"
@@ -240,6 +246,12 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
                 return fail(str(exc).splitlines()[0])
             stack.push_async_callback(nats.stop)
             nats_url = nats.url
+        vault_env: dict[str, str] = {}  # the secrets store's settings, per kind of process
+        if args.secrets:
+            vault = await _start_openbao(state, stack)
+            if isinstance(vault, int):
+                return vault
+            vault_env = vault
         try:
             catalog = await open_catalog(catalog_url)
         except (CatalogError, OSError) as exc:
@@ -272,13 +284,16 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             env["DORMANT_RABBITMQ_URL"] = rabbitmq_url
         if nats_url:
             env["DORMANT_NATS_URL"] = nats_url
-        # The pods start (and warm their runtimes) while the service builds.
-        children = [await _start_pod(env, state, index, args.lease) for index in range(args.pods)]
+        # The pods start (and warm their runtimes) while the service builds. Pods hold the token that
+        # may only mint per-function tokens; the gateway (and the developer's shell) the admin token.
+        pod_env = {**env, **{k: v for k, v in vault_env.items() if k != "DORMANT_VAULT_TOKEN"}}
+        children = [await _start_pod(pod_env, state, index, args.lease) for index in range(args.pods)]
         stack.push_async_callback(_stop_children, children)
         gateway_url = f"{'https' if tls_files else 'http'}://127.0.0.1:{free_port()}"
         # Only the gateway gets its own client's secret (client credentials, for the calls it makes itself).
         gateway_env = {**env, **provider.gateway_env()} if provider is not None else dict(env)
         gateway_env["DORMANT_BROKER_URL"] = urls.gateway
+        gateway_env.update({k: v for k, v in vault_env.items() if k != "DORMANT_VAULT_SIDECAR_TOKEN"})
         children.append(await _start_gateway(gateway_env, state, gateway_url, tls_files))
         controller_log = (state / "controller.log").open("ab")
         stack.callback(controller_log.close)
@@ -356,6 +371,9 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             f"export DORMANT_TOKEN={developer_token}\n"
             + (f"export DORMANT_RABBITMQ_URL={rabbitmq_url}\n" if rabbitmq_url else "")
             + (f"export DORMANT_NATS_URL={nats_url}\n" if nats_url else "")
+            + "".join(
+                f"export {k}={v}\n" for k, v in vault_env.items() if k != "DORMANT_VAULT_SIDECAR_TOKEN"
+            )
             # The URL names the CA already; tools that are not Dormant's (mosquitto_rr --cafile, curl
             # --cacert) find it here.
             + (f"export DORMANT_BROKER_CA_FILE={tls_files.ca_cert}\n" if tls_files else ""),
@@ -374,6 +392,38 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             await stop.wait()
         print("stopping ...", file=sys.stderr)
     return 0
+
+
+async def _start_openbao(state: Path, stack: contextlib.AsyncExitStack) -> dict[str, str] | int:
+    """A private OpenBao set up for functions' secrets: the settings each process needs (the admin
+    token for the gateway and the developer, the sidecar token for pods), or ``fail``'s status."""
+    from dormant_local.openbao import OpenBaoServer  # lazy: start-up time
+    from dormant_secrets import SecretsError  # lazy: start-up time
+    from dormant_secrets.openbao import OpenBaoAdmin  # lazy: start-up time
+
+    from .dev_service import step  # lazy: start-up time
+
+    bao = OpenBaoServer(state / "openbao")
+    try:
+        async with step("starting OpenBao (secrets)"):
+            await bao.start()
+    except RuntimeError as exc:
+        return fail(str(exc).splitlines()[0])
+    stack.push_async_callback(bao.stop)
+    try:
+        admin = OpenBaoAdmin(bao.addr, bao.root_token)
+        try:
+            await asyncio.to_thread(admin.setup)
+            sidecar_token = await asyncio.to_thread(admin.create_sidecar_token)
+        finally:
+            admin.close()
+    except SecretsError as exc:
+        return fail(f"OpenBao did not set up: {exc}")
+    return {
+        "DORMANT_VAULT_ADDR": bao.addr,
+        "DORMANT_VAULT_TOKEN": bao.root_token,
+        "DORMANT_VAULT_SIDECAR_TOKEN": sidecar_token,
+    }
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
