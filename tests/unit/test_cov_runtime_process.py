@@ -234,6 +234,10 @@ async def test_an_unreachable_call_store_fails_the_start(
     [(kind, fields)] = events.emitted
     assert kind == FAILED and "call de-duplication store" in fields["error"]
     assert quiet_broker == []  # it never went on to connect to the broker
+    # ... and what it had started stopped with it: no messaging client left retrying in this loop.
+    await asyncio.sleep(0)
+    leftover = [t for t in asyncio.all_tasks() if "RuntimePlatform._connect" in repr(t.get_coro())]
+    assert leftover == []
 
 
 class Loop:

@@ -104,6 +104,11 @@ async def _serve(
         except Exception as exc:
             events.emit(FAILED, error=f"cannot reach the call de-duplication store: {exc}")
             log.error("cannot reach the call de-duplication store: %s", exc)
+            # What started before it stops with it (the messaging client would retry for ever).
+            await platform.close()
+            await authenticator.close()
+            if transactions is not None:
+                await transactions.close()
             return 1
     server = Server(
         dispatcher,
