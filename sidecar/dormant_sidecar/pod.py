@@ -422,16 +422,9 @@ class Pod:
 
             if runtime is None and restart_at is not None and now >= restart_at and app_dir is not None:
                 try:
-                    fresh = await self._until_stopped(
-                        supervisor.start(
-                            app_dir=app_dir,
-                            service=current.app_name,
-                            version=current.version,
-                            live=current.live,
-                            slot=current.slot_index,
-                        )
-                    )
-                except RuntimeFailed as exc:
+                    # As first launched: the same variables, layers and a fresh secrets token.
+                    fresh = await self._until_stopped(self._launch(current, supervisor))
+                except (LayerFetchFailed, RuntimeFailed) as exc:
                     restart_failures += 1
                     log.error("restarting %s v%s failed (%s)", current.app_name, current.version, exc)
                     if restart_failures >= MAX_RESTART_FAILURES:

@@ -8,6 +8,8 @@ variable's value in the serving runtime process and that process's pid.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from typing import Any
 
@@ -15,7 +17,7 @@ import httpx
 from gw_helpers import GatewayProcess
 
 from dormant import Client
-from dormant.errors import DormantError
+from dormant.errors import DormantError, Unavailable
 
 API = "/api/v1"
 SERVICE = "probe-service"
@@ -30,9 +32,14 @@ async def _env(client: Client, name: str) -> dict[str, Any]:
 async def _until_value(
     client: Client, name: str, value: str | None, *, within_s: float = 60
 ) -> dict[str, Any]:
+    """Ask until the runtime answering has ``name`` = ``value`` (outside the measured traffic, an
+    unavailable service is asked again: the fixture's pods may still be starting on a busy machine)."""
     deadline = time.monotonic() + within_s
     while True:
-        answer = await _env(client, name)
+        try:
+            answer = await _env(client, name)
+        except Unavailable:
+            answer = {"value": "(unavailable)"}
         if answer.get("value") == value:
             return answer
         assert time.monotonic() < deadline, f"{name} is still {answer.get('value')!r}, not {value!r}"
@@ -47,14 +54,26 @@ async def test_a_variable_set_through_the_api_reaches_the_handler_and_a_change_f
         httpx.AsyncClient(base_url=gateway.url, headers=headers) as http,
         Client(gateway.broker_url) as client,
     ):
-        before = await _env(client, "GREETING")
-        assert before.get("value") is None
+        before = await _until_value(client, "GREETING", None)
         put = await http.put(
             f"{API}/functions/{SERVICE}/environment", json={"variables": {"GREETING": "hello"}}
         )
         assert put.status_code == 200, put.text
         first = await _until_value(client, "GREETING", "hello")
         assert first["pid"] != before["pid"]  # a new generation: a new runtime process
+        # A runtime that crashes is restarted with the same variables.
+        os.kill(first["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                restarted = await _env(client, "GREETING")
+            except DormantError:
+                restarted = {}
+            if restarted.get("pid") not in (None, first["pid"]):
+                break
+            assert time.monotonic() < deadline, "the killed runtime was not restarted"
+            await asyncio.sleep(0.2)
+        assert restarted["value"] == "hello"
 
         # Steady calls at about RATE_PER_S while the variable changes: every one is answered.
         stop = asyncio.Event()
