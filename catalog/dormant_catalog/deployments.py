@@ -1,4 +1,5 @@
-"""Queries on deployments and their replica slots: the all-at-once ``deploy`` and reads."""
+"""Queries on deployments and their replica slots: the all-at-once ``deploy``, ``scale`` (the
+autoscaler's and the operator's replica count change) and reads."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from .channels import ROUTES_CHANNEL as ROUTES_CHANNEL
 from .channels import SLOTS_CHANNEL as SLOTS_CHANNEL
 from .channels import notify
 from .db import Conn
-from .errors import NotFoundInCatalog
+from .errors import CatalogError, NotFoundInCatalog
 from .names import check_replicas
 from .records import DeploymentRecord, SlotRecord
 from .versions import latest_version
@@ -89,6 +90,75 @@ async def deploy(
     )
     await notify(conn, SLOTS_CHANNEL, app_name)
     return deployment
+
+
+class ScalingBlocked(CatalogError):
+    """A rollout is moving the deployment's slots (or keeps an old version's): it is not scaled now."""
+
+
+async def scale(conn: Conn, app_name: str, replicas: int, *, reason: str, actor: str) -> tuple[int, int]:
+    """Give the deployment ``replicas`` slots of its target version (call inside a transaction):
+    (the count before, after). Slots that stay are left alone (a serving runtime keeps serving);
+    new slots come after the highest index; removed slots are the idle ones (no live lease, or not
+    serving yet) first, highest index first, then serving ones, highest index first (their pods
+    drain: calls in flight finish). Audited as ``scale`` with ``reason``.
+
+    ``NotFoundInCatalog`` when the service is not deployed; ``ScalingBlocked`` while a rollout runs or
+    waits, or keeps a replaced version's slots (scaling then would fight the rollout over slots)."""
+    check_replicas(replicas)
+    cur = await conn.execute(
+        "SELECT target_version, replicas FROM application_deployments WHERE app_name = %s FOR UPDATE",
+        (app_name,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFoundInCatalog(f"{app_name!r} is not deployed")
+    version, before = int(row[0]), int(row[1])
+    cur = await conn.execute(
+        "SELECT rollout_id, state, retire_version FROM rollouts WHERE app_name = %s"
+        " AND (state IN ('running', 'waiting') OR retire_version IS NOT NULL) ORDER BY rollout_id LIMIT 1",
+        (app_name,),
+    )
+    busy = await cur.fetchone()
+    if busy is not None:
+        what = f"keeps v{busy[2]} until it retires" if busy[1] not in ("running", "waiting") else busy[1]
+        raise ScalingBlocked(f"{app_name} is not scaled while rollout #{busy[0]} {what}")
+    cur = await conn.execute(
+        "SELECT count(*) FROM replica_slots WHERE app_name = %s AND version = %s", (app_name, version)
+    )
+    row = await cur.fetchone()
+    current = int(row[0]) if row else 0
+    if replicas < current:
+        await conn.execute(
+            "DELETE FROM replica_slots WHERE slot_id IN (SELECT slot_id FROM replica_slots"
+            " WHERE app_name = %(app)s AND version = %(version)s"
+            " ORDER BY (pod_id IS NOT NULL AND lease_expires_at > now()"
+            "           AND serving_generation IS NOT DISTINCT FROM generation),"
+            " slot_index DESC LIMIT %(n)s)",
+            {"app": app_name, "version": version, "n": current - replicas},
+        )
+    elif replicas > current:
+        await conn.execute(
+            "INSERT INTO replica_slots (app_name, slot_index, version)"
+            " SELECT %(app)s, b.base + i, %(version)s"
+            " FROM (SELECT COALESCE(max(slot_index), -1) AS base FROM replica_slots"
+            "       WHERE app_name = %(app)s) AS b,"
+            " generate_series(1, %(n)s) AS i",
+            {"app": app_name, "version": version, "n": replicas - current},
+        )
+    await conn.execute(
+        "UPDATE application_deployments SET replicas = %s, updated_at = now() WHERE app_name = %s",
+        (replicas, app_name),
+    )
+    await record_audit(
+        conn,
+        actor=actor,
+        app_name=app_name,
+        action="scale",
+        detail={"version": version, "from": before, "to": replicas, "reason": reason},
+    )
+    await notify(conn, SLOTS_CHANNEL, app_name)
+    return before, replicas
 
 
 async def get_deployment(conn: Conn, app_name: str) -> DeploymentRecord | None:

@@ -22,6 +22,8 @@ from .db import Conn
 from .names import check_lease
 from .records import PodRecord, SlotClaim
 
+DEFAULT_MEMORY_MB = 256
+"""A function's memory limit when nothing set one (the control-plane API's default ``memorySize``)."""
 START_RETRY_S = 1.0
 """The wait after a version's first failed start; it doubles with every further failure."""
 START_RETRY_CAP_S = 60.0
@@ -42,7 +44,14 @@ _CLAIM_SELECT = (
     "   WHERE d.app_name = k.app_name AND d.version = k.version"
     "   UNION ALL SELECT a.position, v.layer_image FROM function_layers AS a"
     "   JOIN layer_versions AS v ON v.name = a.layer_name AND v.version = a.layer_version"
-    "   WHERE a.app_name = k.app_name) AS x ORDER BY x.pos) AS extra_layers"
+    "   WHERE a.app_name = k.app_name) AS x ORDER BY x.pos) AS extra_layers,"
+    # Limits (gateway_functions; a service without a row has the defaults): the memory in MB, and the
+    # calls in flight at once for the whole service, shared by its replica slots.
+    " COALESCE((SELECT f.memory_mb FROM gateway_functions AS f WHERE f.name = k.app_name"
+    f"           AND f.deleted_at IS NULL), {DEFAULT_MEMORY_MB}) AS memory_mb,"
+    " (SELECT (f.concurrency->>'maxConcurrency')::int FROM gateway_functions AS f"
+    "  WHERE f.name = k.app_name AND f.deleted_at IS NULL) AS max_concurrency,"
+    " (SELECT count(*)::int FROM replica_slots AS r WHERE r.app_name = k.app_name) AS replicas"
     " FROM {source} AS k JOIN application_catalog AS c ON c.app_name = k.app_name AND c.version = k.version"
 )
 

@@ -86,6 +86,18 @@ class SlotClaim:
     extra_layers: list[str] = field(default_factory=list)
     """Images (``name@sha256:...``) to unpack beside the app layer, in import-path order (``layers.py``):
     the version's dependency layer, then the attached layers; a change comes with a new generation."""
+    memory_mb: int = 256
+    """The function's memory limit (a change comes with a new generation)."""
+    max_concurrency: int | None = None
+    """Calls in flight at once for the whole service (None: no limit), shared by its ``replicas``."""
+    replicas: int = 1
+
+    @property
+    def replica_concurrency(self) -> int | None:
+        """This replica's share of ``max_concurrency``: ``ceil(max / replicas)``, at least 1."""
+        if self.max_concurrency is None:
+            return None
+        return max(1, -(-self.max_concurrency // max(1, self.replicas)))
 
     @property
     def target(self) -> tuple[int, int, bool]:

@@ -34,6 +34,7 @@ from dormant_catalog import (
 
 from .api import deployments, functions, invocations, invoke, meta, triggers, versions
 from .api import layers as layers_api
+from .api import scaling as scaling_api
 from .api import secrets as secrets_api
 from .auth import PrincipalVerifier, load_or_create_dev_key
 from .auth.identity import identity_from
@@ -71,6 +72,7 @@ def routes() -> list[Route]:
         Route(f"{API}/functions/{{name}}/environment", functions.put_environment, methods=["PUT"]),
         Route(f"{API}/functions/{{name}}/secrets", secrets_api.function_secrets, methods=["GET", "PUT"]),
         Route(f"{API}/functions/{{name}}/concurrency", functions.put_concurrency, methods=["PUT"]),
+        Route(f"{API}/functions/{{name}}/scaling", scaling_api.function_scaling, methods=["GET", "PUT"]),
         Route(f"{API}/functions/{{name}}/versions", versions.list_versions, methods=["GET"]),
         Route(f"{API}/functions/{{name}}/versions", versions.upload_version, methods=["POST"]),
         Route(f"{API}/functions/{{name}}/versions/{{version}}", versions.get_version, methods=["GET"]),

@@ -15,6 +15,7 @@ STATUS_BY_TYPE: dict[str, int] = {
     "NotFound": 404,
     "Conflict": 409,
     "BusinessLogicError": 422,
+    "Throttled": 429,
     "SystemError": 500,
     "Unavailable": 503,
     "TimeoutError": 504,

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from dormant._control import Load
 from dormant_catalog import Catalog, CatalogUnavailable, SlotClaim, open_catalog
 from dormant_layers import UnpackLimits
 
@@ -120,6 +121,8 @@ class Pod:
             DORMANT_POD_ID=self.pod_id,
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # Few allocator arenas: each reserves address space that counts against a memory limit.
+        env.setdefault("MALLOC_ARENA_MAX", "2")
         return env
 
     async def _pause(self, seconds: float, *also: asyncio.Event) -> None:
@@ -252,16 +255,19 @@ class Pod:
         extra_paths = await fetch_extra_layers(
             self.layer_store, claim.extra_layers, self.work_dir, self.layer_limits
         )
-        return await supervisor.start(
+        load = Load(
             app_dir=app_dir,
             service=claim.app_name,
             version=claim.version,
             live=claim.live,
             slot=claim.slot_index,
-            environment=claim.environment,
-            extra_paths=extra_paths,
+            environment=dict(claim.environment),
+            extra_paths=tuple(extra_paths),
             secrets_token=await self.tokens.token_for(claim.app_name, claim.environment),
+            memory_mb=claim.memory_mb,
+            max_concurrency=claim.replica_concurrency,
         )
+        return await supervisor.start(load)
 
     async def _release(
         self, catalog: Catalog, claim: SlotClaim, error: str | None = None, *, backoff: bool = True

@@ -156,35 +156,10 @@ class RuntimeProcess:
     async def wait_standby(self, timeout_s: float) -> None:
         await self._until(self._standby, "standing by", timeout_s)
 
-    async def load(
-        self,
-        *,
-        app_dir: Path,
-        service: str,
-        version: int,
-        live: bool,
-        timeout_s: float,
-        slot: int | None = None,
-        environment: Mapping[str, str] | None = None,
-        extra_paths: Sequence[Path] = (),
-        secrets_token: str | None = None,
-    ) -> None:
-        """Send ``load`` and wait for ``ready``; ``slot`` (the replica slot index) keys the MQTT session,
-        ``environment`` holds the function's variables (set in the runtime before the service loads),
-        ``extra_paths`` the folders of its extra layers (put on its import path, in order),
-        ``secrets_token`` the token its secret references resolve with (only in the command)."""
-        self.label = f"{service} v{version}"
-        self.app_dir = app_dir
-        load = Load(
-            app_dir=app_dir,
-            service=service,
-            version=version,
-            live=live,
-            slot=slot,
-            environment=dict(environment or {}),
-            extra_paths=tuple(extra_paths),
-            secrets_token=secrets_token,
-        )
+    async def load(self, load: Load, *, timeout_s: float) -> None:
+        """Send ``load`` and wait for ``ready`` (what each field means: ``dormant._control.Load``)."""
+        self.label = f"{load.service} v{load.version}"
+        self.app_dir = load.app_dir
         await self._send(load)
         await self._until(self._ready, "ready", timeout_s)
 

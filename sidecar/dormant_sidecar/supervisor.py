@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+
+from dormant._control import Load
 
 from .logs import LogSink
 from .runtime import RuntimeFailed, RuntimeProcess
@@ -66,18 +67,7 @@ class RuntimeSupervisor:
             )
         self._standby = await self._spawn()
 
-    async def start(
-        self,
-        *,
-        app_dir: Path,
-        service: str,
-        version: int,
-        live: bool,
-        slot: int | None = None,
-        environment: Mapping[str, str] | None = None,
-        extra_paths: Sequence[Path] = (),
-        secrets_token: str | None = None,
-    ) -> RuntimeProcess:
+    async def start(self, load: Load) -> RuntimeProcess:
         """Load an app into the standby and wait until it serves; then spawn the next standby.
 
         Raises ``RuntimeFailed`` (the failed runtime is killed). A standby that cannot even start is
@@ -85,17 +75,7 @@ class RuntimeSupervisor:
         """
         runtime = await self._take_standby()
         try:
-            await runtime.load(
-                app_dir=app_dir,
-                service=service,
-                version=version,
-                live=live,
-                timeout_s=self._load_timeout_s,
-                slot=slot,
-                environment=environment,
-                extra_paths=extra_paths,
-                secrets_token=secrets_token,
-            )
+            await runtime.load(load, timeout_s=self._load_timeout_s)
         except BaseException:
             await runtime.kill()
             with contextlib.suppress(Exception):

@@ -127,3 +127,20 @@ def test_mutual_tls_asks_components_only_for_a_certificate_the_mesh_ca_signed(tm
     # A CA made without keeping its key signs nothing more.
     with pytest.raises(ValueError, match="key was not kept"):
         issue_client_certificate(make_tls_files(tmp_path / "plain"), "dormant.gateway")
+
+
+def test_callers_publish_wake_requests_and_only_the_controller_reads_them() -> None:
+    plan = SecurityPlan.for_mesh(services=["svc"], callers=["alice"])
+    roles = {role["rolename"]: role["acls"] for role in plan.dynsec_config()["roles"]}
+    grants = {name: {(a["acltype"], a["topic"]) for a in acls} for name, acls in roles.items()}
+    assert ("publishClientSend", "mesh/wake/#") in grants["caller"]
+    assert ("subscribePattern", "mesh/wake/#") in grants["controller"]
+    readers = {
+        name
+        for name, acls in grants.items()
+        if any(
+            kind in ("subscribePattern", "publishClientReceive") and topic.startswith("mesh/wake")
+            for kind, topic in acls
+        )
+    }
+    assert readers == {"controller"}

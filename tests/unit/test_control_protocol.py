@@ -64,3 +64,23 @@ def test_unknown_or_malformed_events_are_none_and_unknown_kinds_cannot_be_sent()
     assert control.decode_event(b'"ready"\n') is None
     with pytest.raises(ValueError):
         control.encode_event("exploded")
+
+
+def test_limits_ride_the_load_command_and_nonsense_is_dropped() -> None:
+    load = control.Load(Path("/app"), "svc", 2, memory_mb=128, max_concurrency=3)
+    decoded = control.decode_command(control.encode_command(load))
+    assert isinstance(decoded, control.Load) and (decoded.memory_mb, decoded.max_concurrency) == (128, 3)
+    plain = control.decode_command(control.encode_command(control.Load(Path("/app"), "svc", 2)))
+    assert isinstance(plain, control.Load) and (plain.memory_mb, plain.max_concurrency) == (None, None)
+    odd = orjson.dumps(
+        {
+            "cmd": "load",
+            "app_dir": "/a",
+            "service": "s",
+            "version": 1,
+            "memory_mb": -5,
+            "max_concurrency": True,
+        }
+    )
+    weird = control.decode_command(odd)
+    assert isinstance(weird, control.Load) and (weird.memory_mb, weird.max_concurrency) == (None, None)

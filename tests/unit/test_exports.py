@@ -30,6 +30,7 @@ EXPORTED = [
     "QueryResult",
     "ServiceSpec",
     "SystemError",
+    "Throttled",
     "TimeoutError",
     "Unauthenticated",
     "Unavailable",

@@ -23,6 +23,7 @@ from dormant_catalog.calls import CallKey, CallState, CallStore, Claim, fingerpr
 from dormant_runtime import server as server_module
 from dormant_runtime.dedup import Deduplicator
 from dormant_runtime.dispatcher import Dispatcher
+from dormant_runtime.limits import EXIT_OUT_OF_MEMORY
 from dormant_runtime.server import Server
 from dormant_runtime.stats import CallStats
 
@@ -364,7 +365,12 @@ class Runtime:
 
 
 async def start(
-    *, dedup: bool = False, transactions: bool = False, max_in_flight: int = 16, wait_ready: bool = True
+    *,
+    dedup: bool = False,
+    transactions: bool = False,
+    max_in_flight: int = 16,
+    wait_ready: bool = True,
+    concurrency_limit: int | None = None,
 ) -> Runtime:
     txs = FakeTransactions() if transactions else None
     dispatcher = Dispatcher(SERVICE, VERSION, txs)
@@ -380,6 +386,7 @@ async def start(
         dedup=deduplicator,
         max_in_flight=max_in_flight,
         stats=CallStats(),
+        concurrency_limit=concurrency_limit,
     )
     task = asyncio.create_task(server.run())
     if wait_ready:
@@ -734,6 +741,47 @@ async def test_a_commit_that_fails_for_good_is_a_system_error(net: FakeNet) -> N
     [(ok, body)] = net.answers(b"tx-fail")
     assert not ok and body["type"] == "SystemError" and "could not commit" in body["message"]
     assert len(runtime.handler.runs) == 1
+    await stop(runtime)
+
+
+# ------------------------------------------------------------------------------------------ limits
+
+
+async def test_calls_over_the_concurrency_limit_are_throttled_before_they_run(net: FakeNet) -> None:
+    runtime = await start(concurrency_limit=2, dedup=True)
+    for n in range(2):
+        net.deliver(net.request("slow", {"name": "a"}, call_id=f"held-{n}".encode()))
+    await until(lambda: len(runtime.handler.runs) == 2)
+    await served(net, runtime, net.request("hello", {"name": "b"}, call_id=b"over"))
+    [(ok, body)] = net.answers(b"over")
+    assert not ok and body["type"] == "Throttled" and body["details"] == {"limit": 2}
+    assert len(runtime.handler.runs) == 2  # refused before running, and nothing stored for it
+    assert runtime.store is not None and all(call_id != "over" for _, call_id in runtime.store.rows)
+    runtime.handler.gate.set()
+    await until(lambda: len(net.answers(b"held-0")) == 1 and len(net.answers(b"held-1")) == 1)
+    await served(net, runtime, net.request("hello", {"name": "c"}, call_id=b"over"))  # room again
+    assert net.answers(b"over")[-1] == (True, {"greeting": "hello c"})
+    assert runtime.server.stats is not None and runtime.server.stats.errors == {"Throttled": 1}
+    await stop(runtime)
+
+
+async def test_a_call_past_the_memory_limit_fails_typed_and_ends_the_process(
+    net: FakeNet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exits: list[int] = []
+    monkeypatch.setattr(server_module.os, "_exit", exits.append)
+    runtime = await start()
+    runtime.server.dispatcher.memory_limit_mb = 128
+
+    async def hungry(request: In, ctx: Context) -> Out:
+        raise MemoryError()
+
+    monkeypatch.setattr(runtime.handler, "hello", hungry)
+    await served(net, runtime, net.request("hello", {"name": "a"}, call_id=b"big"))
+    [(ok, body)] = net.answers(b"big")
+    assert not ok and body["type"] == "SystemError" and "memory limit of 128 MB" in body["message"]
+    assert body["details"]["memoryLimitMb"] == 128 and body["details"]["peakRssMb"] > 0
+    assert exits == [EXIT_OUT_OF_MEMORY]  # answered first, then the process ends
     await stop(runtime)
 
 

@@ -79,7 +79,8 @@ async def create_function(
         " ON CONFLICT (name) DO UPDATE SET runtime = EXCLUDED.runtime, handler = EXCLUDED.handler,"
         " memory_mb = EXCLUDED.memory_mb, timeout_s = EXCLUDED.timeout_s,"
         " environment = EXCLUDED.environment, tags = EXCLUDED.tags, description = EXCLUDED.description,"
-        " concurrency = '{}'::jsonb, owner = EXCLUDED.owner, created_at = now(), updated_at = now(),"
+        " concurrency = '{}'::jsonb, scaling = NULL, owner = EXCLUDED.owner, created_at = now(),"
+        " updated_at = now(),"
         " deleted_at = NULL WHERE f.deleted_at IS NOT NULL"
         f" RETURNING {_COLUMNS}",
         {
@@ -153,6 +154,7 @@ async def update_function(conn: Conn, name: str, changes: dict[str, Any], *, act
         "tags",
         "description",
         "concurrency",
+        "scaling",
     }
     unknown = set(changes) - allowed
     if unknown:
@@ -185,11 +187,29 @@ async def update_function(conn: Conn, name: str, changes: dict[str, Any], *, act
         raise NotFoundInCatalog(f"no function {name!r}")
     detail = {k: ("<redacted>" if k == "environment" else v) for k, v in changes.items()}
     if "environment" in changes and changes["environment"] != current.environment:
-        # The variables reach runtimes with their slot: a new generation reloads every replica.
         detail["environmentNames"] = sorted(changes["environment"])
+    # Variables and limits reach runtimes with their slot: a change is a new generation of every replica.
+    before = {
+        "environment": current.environment,
+        "memory_mb": current.memory_mb,
+        "concurrency": current.concurrency,
+    }
+    if any(key in changes and changes[key] != value for key, value in before.items()):
         detail["slotsRolled"] = await roll_generation(conn, name)
     await record_audit(conn, actor=actor, app_name=name, action="update-function", detail=detail)
     return record
+
+
+async def get_scaling(conn: Conn, name: str) -> dict[str, Any] | None:
+    """The function's autoscaling settings (``dormant_catalog.scaling.check_scaling``'s JSON); None when
+    it has none (the autoscaler leaves it alone). ``NotFoundInCatalog`` for no such function."""
+    if await get_function(conn, name) is None:
+        raise NotFoundInCatalog(f"no function {name!r}")
+    cur = await conn.execute(
+        "SELECT scaling FROM gateway_functions WHERE name = %s AND deleted_at IS NULL", (name,)
+    )
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else dict(row[0])
 
 
 async def delete_function(conn: Conn, name: str, *, actor: str) -> bool:

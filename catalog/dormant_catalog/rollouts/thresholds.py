@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 from .config import Thresholds
 
-CALLER_ERRORS = frozenset({"ValidationError", "Unauthenticated", "Forbidden", "NotFound"})
+CALLER_ERRORS = frozenset({"ValidationError", "Unauthenticated", "Forbidden", "NotFound", "Throttled"})
+"""Answers that say nothing about the version's health: the caller's mistakes, and calls refused at
+the function's concurrency limit before they ran."""
 
 
 @dataclass

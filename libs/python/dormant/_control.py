@@ -4,8 +4,9 @@ The sidecar (``dormant_sidecar.runtime``) starts a runtime process (``dormant_ru
 over two pipes, one JSON object per line:
 
 * commands, sidecar → runtime on the runtime's stdin: ``{"cmd": "load", "app_dir", "service",
-  "version", "live", "slot"?, "environment"?, "extra_paths"?, "secrets_token"?}`` and
-  ``{"cmd": "drain"}``; stdin closing also means drain, so a runtime never outlives its sidecar;
+  "version", "live", "slot"?, "environment"?, "extra_paths"?, "secrets_token"?, "memory_mb"?,
+  "max_concurrency"?}`` and ``{"cmd": "drain"}``; stdin closing also means drain, so a runtime
+  never outlives its sidecar;
 * events, runtime → sidecar on the file descriptor named by ``DORMANT_CONTROL_FD``: ``standby``
   (imports done), ``ready`` (subscribed), ``failed`` (with ``error``; then exit 1) and ``drained``
   (then exit 0).
@@ -51,6 +52,11 @@ class Load:
     extra_paths: tuple[Path, ...] = ()
     """Folders of the unpacked extra layers (dependency layer, attached layers) to put on the import
     path, in order, before the service is imported."""
+    memory_mb: int | None = None
+    """The function's memory limit: what the process may allocate beyond what it holds when the load
+    command arrives (None: no limit)."""
+    max_concurrency: int | None = None
+    """Calls this runtime runs at once before it answers ``Throttled`` (None: no limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,10 @@ def encode_command(command: Command) -> bytes:
         body["secrets_token"] = command.secrets_token
     if command.extra_paths:
         body["extra_paths"] = [str(path) for path in command.extra_paths]
+    if command.memory_mb is not None:
+        body["memory_mb"] = command.memory_mb
+    if command.max_concurrency is not None:
+        body["max_concurrency"] = command.max_concurrency
     return orjson.dumps(body) + b"\n"
 
 
@@ -130,7 +140,13 @@ def decode_command(line: bytes) -> Command | None:
         environment=environment,
         extra_paths=tuple(Path(p) for p in extra_paths),
         secrets_token=token if isinstance(token, str) and token else None,
+        memory_mb=_positive_int(data.get("memory_mb")),
+        max_concurrency=_positive_int(data.get("max_concurrency")),
     )
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def encode_event(kind: str, **fields: Any) -> bytes:

@@ -65,6 +65,13 @@ RESUBSCRIBE_GRACE_S = 3.0
 """After the client (re)connects, "no subscribers" may only mean that runtimes are reconnecting too
 (a broker restart): for this long it is retried instead of failing fast."""
 
+WAKE_WAIT_S = 3.0
+"""How long a call waits for a controller to scale a service at 0 replicas up before it gives up."""
+WAKE_RESEND_S = 1.0
+WAKE_POLL_MIN_S = 0.01
+WAKE_POLL_MAX_S = 0.1
+"""Pauses between the publishes of a call waiting for a woken service (doubling from min to max)."""
+
 Reply = tuple[bytes, tuple[tuple[str, str], ...]]
 Listener = Callable[[Message], None]
 """Takes a message received on a ``listen``ed topic; runs in the connection's reader, so it must not block."""
@@ -315,6 +322,7 @@ class Client:
         wait = self.first_retry
         attempts = 0
         delivered = False
+        waking = _Wake(self)
         try:
             while True:
                 remaining = deadline - time.time()
@@ -339,7 +347,11 @@ class Client:
                         await asyncio.sleep(min(0.1, max(0.0, deadline - time.time())))
                         continue
                     if not delivered:
-                        raise await self._unserved(service, function, version, topic, correlation)
+                        error = await self._unserved(service, function, version, topic, correlation)
+                        if not await waking.still_waiting(service, error):
+                            raise error
+                        await asyncio.sleep(min(waking.pause(), max(0.0, deadline - time.time())))
+                        continue
                     # An earlier attempt reached a runtime that is now draining: its answer may still come.
                 else:
                     delivered = True
@@ -545,6 +557,62 @@ class Client:
                 return exc.reason
             await asyncio.sleep(min(RECONNECT_MIN_S, remaining))
             return None
+
+
+class _Wake:
+    """One call's wake protocol, for a service scaled to zero (see ``docs/configuration.md#scaling``).
+
+    When a call reaches nobody and the service's state is ``stopped`` (0 replicas), the caller
+    publishes ``mesh/wake/{svc}``; the controller's autoscaler scales an autoscaled service to
+    max(1, minInstances) at once. The call is then published again, with short pauses, until a runtime
+    takes it or the call's deadline passes: while the state is ``stopped`` (the controller has not
+    acted yet; the wake is repeated every ``WAKE_RESEND_S``), ``starting`` (a pooled pod is loading the
+    version) or ``serving`` (its runtime is subscribing). A wake nobody receives (PUBACK 0x10: no
+    controller) or a service still ``stopped`` ``WAKE_WAIT_S`` after the first wake (not autoscaled, or
+    scaled to 0 by hand) ends the call with the ``Unavailable`` it would have had at once.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._first: float | None = None
+        self._sent = 0.0
+        self._pause = WAKE_POLL_MIN_S
+
+    async def still_waiting(self, service: str, error: DormantError) -> bool:
+        """True when the call should be published again (a wake is under way); False: raise ``error``."""
+        if not isinstance(error, Unavailable) or not isinstance(error.details, dict):
+            return False
+        state = self._client.states.get(service)
+        stopped = state is not None and state.state == "stopped"
+        now = time.monotonic()
+        if not stopped:
+            # The service came up (or was never asleep): wait only for what a wake started.
+            return self._first is not None and error.details.get("state") in ("starting", "serving")
+        if self._first is not None and now - self._first > WAKE_WAIT_S:
+            error.details["wake"] = f"requested, but {service} was not scaled up within {WAKE_WAIT_S:g}s"
+            return False
+        if self._first is None or now - self._sent >= WAKE_RESEND_S:
+            if not await self._send(service):
+                error.details["wake"] = "no controller receives wake requests"
+                return False
+            self._sent = now
+            self._first = self._first if self._first is not None else now
+        return True
+
+    async def _send(self, service: str) -> bool:
+        """Publish a wake request; False when nobody (no controller) may or does receive it."""
+        transport = self._client._live_transport()
+        if transport is None:
+            return True  # the connection is down: the call's loop waits for it, then asks again
+        try:
+            reason = await transport.publish(Message(wire.wake_topic(service), b"", qos=1))
+        except TransportError as exc:
+            return exc.reason is None
+        return reason < 0x80 and reason != NO_MATCHING_SUBSCRIBERS
+
+    def pause(self) -> float:
+        pause, self._pause = self._pause, min(self._pause * 2, WAKE_POLL_MAX_S)
+        return pause
 
 
 _REFUSED_REQUESTS = {

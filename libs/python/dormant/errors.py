@@ -17,6 +17,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "SystemError",
+    "Throttled",
     "TimeoutError",
     "Unauthenticated",
     "Unavailable",
@@ -104,6 +105,13 @@ class Conflict(DormantError):
     type = "Conflict"
 
 
+class Throttled(DormantError):
+    """The function is at its concurrency limit: the call was refused before it ran (HTTP 429 at the
+    gateway). Nothing ran, so calling again later is safe."""
+
+    type = "Throttled"
+
+
 ERROR_TYPES: dict[str, type[DormantError]] = {
     cls.type: cls
     for cls in (
@@ -116,6 +124,7 @@ ERROR_TYPES: dict[str, type[DormantError]] = {
         NotFound,
         Unavailable,
         Conflict,
+        Throttled,
     )
 }
 

@@ -163,6 +163,28 @@ def parse_stats_topic(topic: str) -> StatsSource | None:
     return StatsSource(parts[2], int(match.group(1)), parts[4])
 
 
+_WAKE_PREFIX = "mesh/wake/"
+
+
+def wake_topic(service: str) -> str:
+    """``mesh/wake/{svc}``: a caller whose call reached nobody asks the controller to scale ``service``
+    up from zero replicas (empty payload; callers publish, only the controller subscribes)."""
+    return _WAKE_PREFIX + service
+
+
+def wake_filter() -> str:
+    """The filter for every service's wake requests (the controller's)."""
+    return _WAKE_PREFIX + "+"
+
+
+def parse_wake_topic(topic: str) -> str | None:
+    """The service of a ``mesh/wake/{svc}`` topic; None for any other topic."""
+    if not topic.startswith(_WAKE_PREFIX):
+        return None
+    service = topic[len(_WAKE_PREFIX) :]
+    return service if service and "/" not in service else None
+
+
 def serving_filters(service: str, version: int, *, live: bool) -> list[str]:
     """Shared-subscription filters a runtime of ``service`` version ``version`` subscribes to."""
     filters = [f"$share/{service}-v{version}/service/{service}/v{version}/+"]

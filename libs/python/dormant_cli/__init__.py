@@ -29,6 +29,7 @@ from . import (
     list_cmds,
     pod_cmd,
     rollout_cmds,
+    scale_cmd,
     secret_cmd,
     token_cmd,
 )
@@ -46,7 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="dormant 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = (init_cmd, build_cmds, deploy_cmd, rollout_cmds, pod_cmd, call_cmd, dev_cmd, gateway_cmd)
-    for module in (*commands, env_cmd, secret_cmd, layer_cmd, list_cmds, data_cmd, token_cmd, completion_cmd):
+    for module in (
+        *commands,
+        scale_cmd,
+        env_cmd,
+        secret_cmd,
+        layer_cmd,
+        list_cmds,
+        data_cmd,
+        token_cmd,
+        completion_cmd,
+    ):
         module.register(sub)
     parser.set_defaults(root_parser=parser)  # for `dormant completion`
     return parser

@@ -1,10 +1,11 @@
 """``Controller``: the rollout controller process.
 
 Waits for the leader lock (one active controller), then keeps one MQTT connection: it subscribes to
-``mesh/stats/+/+/+`` (QoS 0) and ``mesh/services/+`` (to learn which service states are retained) and
-publishes route tables and service states retained. Every ``tick_s`` (and at once on a
-``dormant_routes`` or ``dormant_slots`` NOTIFY) it republishes changed route tables and service states
-and drives the rollouts. Losing the lock (its database connection) stops the work until it is won
+``mesh/stats/+/+/+`` (QoS 0), ``mesh/services/+`` (to learn which service states are retained) and
+``mesh/wake/+`` (callers asking for a service scaled to zero) and publishes route tables and service
+states retained. Every ``tick_s`` (and at once on a ``dormant_routes`` or ``dormant_slots`` NOTIFY or a
+wake request) it republishes changed route tables and service states, drives the rollouts and lets
+the autoscaler set replica counts. Losing the lock (its database connection) stops the work until it is won
 again.
 """
 
@@ -18,7 +19,7 @@ import uuid
 from dormant import wire
 from dormant.transport import Message, Transport, TransportError, new_transport
 from dormant_catalog.channels import ROUTES_CHANNEL, SLOTS_CHANNEL
-from dormant_catalog.controller import Engine, LeaderLock, StatsBook
+from dormant_catalog.controller import Autoscaler, Engine, LeaderLock, StatsBook
 from dormant_catalog.db import Database
 from dormant_catalog.listen import SlotListener
 from dormant_catalog.migrate import migrate
@@ -29,6 +30,7 @@ from .services import STATES_FILTER, StatePublisher
 log = logging.getLogger("dormant.controller")
 
 STATS_FILTER = wire.stats_filter()
+WAKE_FILTER = wire.wake_filter()
 TICK_S = 0.2
 
 
@@ -43,6 +45,7 @@ class Controller:
         """Set while this controller holds the lock and works."""
         self._transport: Transport | None = None
         self._wake = asyncio.Event()
+        self._autoscaler: Autoscaler | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set."""
@@ -75,6 +78,7 @@ class Controller:
         routes = RoutePublisher(db, self._publish)
         states = StatePublisher(db, self._publish_retained)
         engine = Engine(db, self.stats)
+        autoscaler = self._autoscaler = Autoscaler(db, self.stats)
         tasks = [
             asyncio.create_task(self._mqtt(routes, states), name="controller-mqtt"),
             asyncio.create_task(self._listen(ROUTES_CHANNEL), name="controller-listen"),
@@ -96,12 +100,17 @@ class Controller:
                     log.warning("controller tick failed (retrying): %s", exc)
                     routes.forget()
                     states.forget()
+                try:
+                    await autoscaler.tick()
+                except Exception as exc:
+                    log.warning("autoscaler tick failed (retrying): %s", exc)
                 waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
                 await asyncio.wait(waits, timeout=self.tick_s, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waits:
                     waiter.cancel()
         finally:
             self.active.clear()
+            self._autoscaler = None
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -114,14 +123,19 @@ class Controller:
             transport = new_transport(self.broker_url, client_id=self.client_id)
             try:
                 await transport.connect()
-                await transport.subscribe([STATS_FILTER, STATES_FILTER], qos=0)
+                await transport.subscribe([STATS_FILTER, STATES_FILTER, WAKE_FILTER], qos=0)
                 self._transport = transport
                 routes.forget()
                 states.forget()
                 self._wake.set()
                 delay = 0.1
                 async for message in transport.messages():
-                    if not states.seen(message.topic, message.payload):
+                    woken = wire.parse_wake_topic(message.topic)
+                    if woken is not None:
+                        if self._autoscaler is not None:
+                            self._autoscaler.wake(woken)
+                            self._wake.set()  # tick now: the caller is waiting
+                    elif not states.seen(message.topic, message.payload):
                         self.stats.add(message.topic, message.payload)
             except TransportError as exc:
                 log.warning("broker connection lost (%s); reconnecting", exc)

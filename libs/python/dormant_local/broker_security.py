@@ -6,12 +6,13 @@ both express it (a unit test checks that every rule has its EMQX counterpart).
 
 Kinds of account:
 
-* ``caller`` (a person or a tool): publishes requests on ``service/#``, reads the route tables and
-  service states, and subscribes to and receives only its own inbox ``reply/{username}/#``. It may also
-  publish into its own inbox (the SDK's retained-load barrier does). A caller's client id is its user
-  name: the callers' listener rewrites it (``use_username_as_clientid``) and the account is pinned to it,
-  so a caller can never present a runtime's client id (those all start with ``dormant-``, a prefix no
-  caller name may have).
+* ``caller`` (a person or a tool): publishes requests on ``service/#`` and wake requests on
+  ``mesh/wake/#`` (a call that reached nobody asks the controller to scale the service up from zero),
+  reads the route tables and service states, and subscribes to and receives only its own inbox
+  ``reply/{username}/#``. It may also publish into its own inbox (the SDK's retained-load barrier
+  does). A caller's client id is its user name: the callers' listener rewrites it
+  (``use_username_as_clientid``) and the account is pinned to it, so a caller can never present a
+  runtime's client id (those all start with ``dormant-``, a prefix no caller name may have).
 * ``runtime`` (one account per service): subscribes to that service's shared topics only
   (``$share/{group}/service/{svc}/#``), answers on ``reply/#``, publishes its own ``mesh/stats/{svc}/#``,
   sends and receives events and binary transfers (``events/#``, ``binary/#``: only runtimes publish
@@ -19,8 +20,8 @@ Kinds of account:
   does (its inbox is ``reply/{its username}/#``). A dev mesh, whose pods serve whatever is deployed
   next, has one runtime account for every service instead (``SecurityPlan.add_all_services_runtime``:
   ``{svc}`` is ``+``).
-* ``controller``: alone publishes ``mesh/routes/#``, ``mesh/services/#`` and ``mesh/events/#``; reads
-  ``mesh/stats/#``; a caller besides.
+* ``controller``: alone publishes ``mesh/routes/#``, ``mesh/services/#`` and ``mesh/events/#``; alone
+  reads ``mesh/stats/#`` and ``mesh/wake/#`` (besides the admin, who reads everything); a caller besides.
 * ``gateway``: a caller with an account of its own (on the components' listener, so several gateway
   processes may share it with different client ids).
 * ``admin`` (operators, ``dormant status``, tests): reads everything, publishes nothing but dynamic
@@ -112,6 +113,7 @@ RULES: tuple[TopicRule, ...] = (
     TopicRule("caller", "publish", "reply/{username}/#", "the SDK's barrier message into its own inbox"),
     TopicRule("caller", "subscribe", "mesh/routes/#", "route tables, for the weighted version pick"),
     TopicRule("caller", "subscribe", "mesh/services/#", "service states (and the mesh/services marker)"),
+    TopicRule("caller", "publish", "mesh/wake/#", "wake requests for a service scaled to zero"),
     TopicRule(
         "runtime", "subscribe", "$share/+/service/{service}/#", "its own service's shared request topics"
     ),
@@ -125,6 +127,7 @@ RULES: tuple[TopicRule, ...] = (
     TopicRule("controller", "publish", "mesh/services/#", "service states and the marker, retained"),
     TopicRule("controller", "publish", "mesh/events/#", "deployment events"),
     TopicRule("controller", "subscribe", "mesh/stats/#", "every runtime's windows, for rollouts"),
+    TopicRule("controller", "subscribe", "mesh/wake/#", "wake requests, for the autoscaler"),
     TopicRule("admin", "subscribe", "#", "operators read everything (not $-topics)"),
     TopicRule("admin", "publish", "$CONTROL/dynamic-security/#", "account management", emqx=False),
     TopicRule("admin", "subscribe", "$CONTROL/dynamic-security/#", "its answers", emqx=False),

@@ -24,6 +24,7 @@ from .authn import CallAuthenticator
 from .control import EventChannel, read_commands
 from .dedup import Deduplicator
 from .dispatcher import Dispatcher
+from .limits import apply_memory_limit
 from .loader import LoadError, load_service
 from .platform import RuntimePlatform, outgoing_client
 from .secrets import apply_environment
@@ -41,6 +42,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--not-live", action="store_true", help="serve only the version topic")
     parser.add_argument("--broker-url", default=None)
     parser.add_argument("--max-in-flight", type=int, default=256)
+    parser.add_argument(
+        "--memory-mb", type=int, default=None, help="memory the function may use (default: no limit)"
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=None,
+        help="calls run at once before the next is answered Throttled (default: no limit)",
+    )
     parser.add_argument("--slot", type=int, default=None, help="replica slot index (keys the MQTT session)")
     parser.add_argument(
         "--no-dedup", action="store_true", help="do not de-duplicate callIds (no catalog database needed)"
@@ -70,6 +80,8 @@ async def _serve(
 ) -> int:
     settings = Settings.from_env(broker_url=args.broker_url)
     transactions = None if args.no_dedup else TransactionPool(settings.catalog_url)
+    if args.memory_mb is not None:
+        apply_memory_limit(args.memory_mb)  # before the service's modules: they count too
     try:
         spec = load_service(app_dir)
         pod_id = os.environ.get("DORMANT_POD_ID") or uuid.uuid4().hex[:8]
@@ -80,6 +92,7 @@ async def _serve(
             resiliency=declared_resiliency(spec.handler_class),
         )
         dispatcher = Dispatcher(spec, version, transactions, platform=platform)
+        dispatcher.memory_limit_mb = args.memory_mb
         authenticator = CallAuthenticator.from_env(spec.auth)
         migrations = declared_migrations(spec.handler_class)
     except (LoadError, ValueError, DormantError) as exc:
@@ -120,6 +133,7 @@ async def _serve(
         max_in_flight=args.max_in_flight,
         stats=CallStats(),
         authenticator=authenticator,
+        concurrency_limit=args.max_concurrency,
     )
     assert server.stats is not None
     stats = StatsPublisher(
@@ -181,6 +195,7 @@ async def _main(args: argparse.Namespace) -> int:
     # first on sys.meta_path), and modules the runtime has imported already stay the platform's.
     sys.path[:0] = [str(path) for path in command.extra_paths]
     importlib.invalidate_caches()
+    args.memory_mb, args.max_concurrency = command.memory_mb, command.max_concurrency
     serve = asyncio.create_task(
         _serve(command.app_dir, command.version, command.live, command.slot, args, events, stop)
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from .authn import CallAuthenticator
 from .datastore import leave_caller_role
 from .dedup import STORED_ERROR_TYPES, Deduplicator
 from .dispatcher import Dispatcher, Outcome
+from .limits import EXIT_OUT_OF_MEMORY, peak_rss_mb
 from .stats import CallStats, mark_start
 from .transactions import is_broken
 
@@ -64,8 +66,13 @@ class Server:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         stats: CallStats | None = None,
         authenticator: CallAuthenticator | None = None,
+        concurrency_limit: int | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self.concurrency_limit = concurrency_limit
+        """Calls run at once before the next is answered ``Throttled`` (the function's share on this
+        replica of its ``maxConcurrency``); None: only ``max_in_flight`` bounds them, by waiting."""
+        self._running = 0
         self.authenticator = authenticator or CallAuthenticator(dispatcher.service.auth, None)
         self.broker_url = broker_url
         self.service = dispatcher.service.name
@@ -156,6 +163,13 @@ class Server:
             # A bug in answering must not leave the request to be redelivered forever.
             log.exception("answering a request on %s failed", message.topic)
             message.ack()
+        if self.dispatcher.out_of_memory:
+            # The call that went past the memory limit has its answer; the process may be in any
+            # state now, so it ends at once, and the calls still in flight (unacknowledged) are
+            # delivered again, to the runtime the pod starts in its place.
+            log.error("a call went past the memory limit; this runtime ends (peak RSS %s MB)", peak_rss_mb())
+            logging.shutdown()
+            os._exit(EXIT_OUT_OF_MEMORY)
 
     async def _handle_message(self, transport: Transport, message: Message) -> None:
         try:
@@ -181,11 +195,24 @@ class Server:
             log.info("[%s] refused call of %s: %s", call.call_id, call.function, refused)
             await self._answer(transport, message, call, False, orjson.dumps(refused.to_payload()))
             return
-        if self.dedup is None or not call.call_id_given:
-            ok, body = await self.dispatcher.dispatch(call, user)
-            await self._answer(transport, message, call, ok, orjson.dumps(body))
+        limit = self.concurrency_limit
+        if limit is not None and self._running >= limit:
+            # Refused before anything runs or is stored: calling again is safe (HTTP 429).
+            throttled = errors.Throttled(
+                f"{self.service} is at its concurrency limit ({limit} calls at once on this replica)",
+                {"limit": limit},
+            )
+            await self._answer(transport, message, call, False, orjson.dumps(throttled.to_payload()))
             return
-        await self._handle_once(transport, message, call, user, self.dedup)
+        self._running += 1
+        try:
+            if self.dedup is None or not call.call_id_given:
+                ok, body = await self.dispatcher.dispatch(call, user)
+                await self._answer(transport, message, call, ok, orjson.dumps(body))
+                return
+            await self._handle_once(transport, message, call, user, self.dedup)
+        finally:
+            self._running -= 1
 
     async def _handle_once(
         self, transport: Transport, message: Message, call: wire.Call, user: UserContext, dedup: Deduplicator

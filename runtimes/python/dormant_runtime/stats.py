@@ -3,8 +3,9 @@
 The serving path only counts (``mark_start`` when a request arrives, ``CallStats.record`` when it is
 answered); a timer task takes the window each second and publishes it with QoS 0 over its own
 connection. A window: ``{"service", "version", "pod", "at", "seconds", "calls", "ok",
-"errors": {type: n}, "latency": {"le": [ms...], "counts": [n...]}}`` where ``counts`` has one more
-entry than ``le`` (the overflow bucket).
+"errors": {type: n}, "latency": {"le": [ms...], "counts": [n...]}, "peakRssMb"}`` where ``counts`` has
+one more entry than ``le`` (the overflow bucket); ``errors`` counts ``Throttled`` refusals too, and
+``peakRssMb`` is the largest resident set the process had.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import orjson
 
 from dormant import wire
 from dormant.transport import Message, TransportError, new_transport
+
+from .limits import peak_rss_mb
 
 log = logging.getLogger("dormant.runtime")
 
@@ -80,6 +83,7 @@ class CallStats:
             "ok": self.ok,
             "errors": self.errors,
             "latency": {"le": list(BOUNDS_MS), "counts": self.counts},
+            "peakRssMb": peak_rss_mb(),
         }
         self._reset()
         self._opened = now

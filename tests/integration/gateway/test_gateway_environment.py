@@ -1,5 +1,7 @@
-"""Environment variables set through the control-plane API reach the handler, and a change rolls out
-as a new generation of every replica with no failed call (issue 12, item 1).
+"""Function settings set through the control-plane API take effect in the runtime (issue 12, items 1
+and 5): environment variables reach the handler, and a change rolls out as a new generation of every
+replica with no failed call; the memory limit fails the call that blows it, and the replica recovers;
+calls over the concurrency limit are throttled (429 at the gateway).
 
 The mesh (``gw_mesh``) serves ``probe-service`` on one replica; its ``env`` function returns a
 variable's value in the serving runtime process and that process's pid.
@@ -17,7 +19,7 @@ import httpx
 from gw_helpers import GatewayProcess
 
 from dormant import Client
-from dormant.errors import DormantError, Unavailable
+from dormant.errors import DormantError, Throttled, Unavailable
 
 API = "/api/v1"
 SERVICE = "probe-service"
@@ -136,3 +138,72 @@ async def test_variables_that_could_not_take_effect_are_refused(gateway: Gateway
             assert name in response.text and "reserved" in response.text
         nul = await http.put(f"{API}/functions/{SERVICE}/environment", json={"variables": {"A": "x\u0000y"}})
         assert nul.status_code == 400, nul.text
+
+
+async def _until_new_runtime(client: Client, old_pid: int, *, within_s: float = 60) -> int:
+    """The pid of the runtime answering once it is no longer ``old_pid`` (a new generation)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            pid = int((await _env(client, "X"))["pid"])
+        except Unavailable:
+            pid = old_pid
+        if pid != old_pid:
+            return pid
+        assert time.monotonic() < deadline, "no new runtime"
+        await asyncio.sleep(0.1)
+
+
+async def test_the_memory_limit_holds_and_the_replica_recovers(gateway: GatewayProcess) -> None:
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers("admin")) as http,
+        Client(gateway.broker_url) as client,
+    ):
+        old_pid = (await _until_value(client, "X", None))["pid"]
+        patched = await http.patch(f"{API}/functions/{SERVICE}", json={"memorySize": 128})
+        assert patched.status_code == 200, patched.text
+        limited_pid = await _until_new_runtime(client, old_pid)  # limits come with a new generation
+        within = await client.call(SERVICE, "allocate", {"mb": 40}, timeout=30)
+        assert within["pid"] == limited_pid
+        # A call in flight on the replica when another blows the limit is delivered again, and answered.
+        slow = asyncio.create_task(client.call(SERVICE, "sleep", {"ms": 1500}, timeout=60, call_id="slow-1"))
+        await asyncio.sleep(0.3)
+        blown = await http.post(f"{API}/functions/{SERVICE}.allocate/invoke", json={"mb": 600})
+        assert blown.status_code == 500, blown.text
+        error = blown.json()
+        assert error["type"] == "SystemError" and "memory limit of 128 MB" in error["message"]
+        assert error["details"]["memoryLimitMb"] == 128 and error["details"]["peakRssMb"] > 0
+        assert await asyncio.wait_for(slow, 60) == {}
+        recovered = await _until_new_runtime(client, limited_pid)
+        assert (await client.call(SERVICE, "allocate", {"mb": 40}, timeout=30))["pid"] == recovered
+        restored = await http.patch(f"{API}/functions/{SERVICE}", json={"memorySize": 256})
+        assert restored.status_code == 200, restored.text
+
+
+async def test_calls_over_the_concurrency_limit_are_throttled_and_counted(gateway: GatewayProcess) -> None:
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers("admin"), timeout=60) as http,
+        Client(gateway.broker_url) as client,
+    ):
+        old_pid = (await _until_value(client, "X", None))["pid"]
+        put = await http.put(f"{API}/functions/{SERVICE}/concurrency", json={"maxConcurrency": 2})
+        assert put.status_code == 200, put.text
+        await _until_new_runtime(client, old_pid)
+        # Six calls at once, each holding its slot for 3 s: two run, four are refused before running.
+        results = await asyncio.gather(
+            *(client.call(SERVICE, "sleep", {"ms": 3000}, timeout=60) for _ in range(6)),
+            return_exceptions=True,
+        )
+        throttled = [r for r in results if isinstance(r, Throttled)]
+        assert sum(1 for r in results if r == {}) == 2 and len(throttled) == 4, results
+        assert throttled[0].details == {"limit": 2}
+        # Through the gateway it is a 429, while two calls hold the replica.
+        busy = [
+            asyncio.create_task(client.call(SERVICE, "sleep", {"ms": 3000}, timeout=60)) for _ in range(2)
+        ]
+        await asyncio.sleep(0.5)
+        refused = await http.post(f"{API}/functions/{SERVICE}.echo/invoke", json={"text": "x"})
+        assert refused.status_code == 429 and refused.json()["type"] == "Throttled", refused.text
+        await asyncio.gather(*busy)
+        cleared = await http.put(f"{API}/functions/{SERVICE}/concurrency", json={})
+        assert cleared.status_code == 200, cleared.text

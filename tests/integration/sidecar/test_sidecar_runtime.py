@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sidecar_helpers import FAKE_RUNTIME, alive, read_log, wait_for
 
+from dormant._control import Load
 from dormant_sidecar.runtime import RuntimeFailed, RuntimeProcess
 from dormant_sidecar.supervisor import RuntimeSupervisor
 
@@ -23,7 +24,7 @@ async def test_standby_load_ready_drain(tmp_path: Path, runtime_log: Path) -> No
     lines: list[str] = []
     runtime = await RuntimeProcess.spawn(FAKE_RUNTIME, dict(os.environ), lines.append)
     await runtime.wait_standby(10)
-    await runtime.load(app_dir=app_dir(tmp_path, "hello"), service="svc", version=3, live=True, timeout_s=10)
+    await runtime.load(Load(app_dir(tmp_path, "hello"), service="svc", version=3, live=True), timeout_s=10)
     assert await runtime.drain(5) == 0
     events = read_log(runtime_log)
     assert [e["event"] for e in events] == ["start", "load", "drained"]
@@ -38,9 +39,7 @@ async def test_failed_load_raises_with_the_runtime_error(tmp_path: Path, runtime
     runtime = await RuntimeProcess.spawn(FAKE_RUNTIME, dict(os.environ), lambda _: None)
     await runtime.wait_standby(10)
     with pytest.raises(RuntimeFailed, match="cannot load svc: fail here"):
-        await runtime.load(
-            app_dir=app_dir(tmp_path, "fail here"), service="svc", version=1, live=True, timeout_s=10
-        )
+        await runtime.load(Load(app_dir(tmp_path, "fail here"), service="svc", version=1), timeout_s=10)
     assert await runtime.exited == 1
 
 
@@ -75,13 +74,13 @@ async def test_supervisor_keeps_one_standby_and_reaps_everything(tmp_path: Path,
     await supervisor.ensure_standby()
     first_standby = supervisor.standby
     assert first_standby is not None
-    runtime = await supervisor.start(app_dir=app_dir(tmp_path, "one"), service="svc", version=1, live=True)
+    runtime = await supervisor.start(Load(app_dir(tmp_path, "one"), service="svc", version=1))
     assert runtime.pid == first_standby.pid  # the warm standby did the load
     second_standby = supervisor.standby
     assert second_standby is not None and second_standby.pid != runtime.pid
     # A failed load kills that runtime and still leaves a fresh standby.
     with pytest.raises(RuntimeFailed):
-        await supervisor.start(app_dir=app_dir(tmp_path, "fail"), service="svc", version=2, live=True)
+        await supervisor.start(Load(app_dir(tmp_path, "fail"), service="svc", version=2))
     assert supervisor.standby is not None and supervisor.standby.pid not in (runtime.pid, second_standby.pid)
     pids = {runtime.pid, second_standby.pid, supervisor.standby.pid}
     supervisor.drain_soon(runtime)
