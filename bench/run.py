@@ -13,7 +13,9 @@ Starts its own Mosquitto (Dormant's config) and Postgres, then measures:
    and what one ``TokenVerifier.verify`` costs, repeat token and first-time (``bench/verify_micro.py``);
 3. deploy latency on a warm pool (catalog change -> first answer from the new version) and rollback;
 4. idle cost of a serving pod (sidecar + runtime + its standby runtime) over 60 s;
-5. codegen: `dormant build` (which generates, then packs) of a 20-function service, cold and no-op.
+5. codegen: `dormant build` (which generates, then packs) of a 20-function service, cold and no-op;
+6. cold and warm start (``--only coldstart``): the first call to a service its autoscaler scaled to
+   zero replicas (the call wakes it: controller, pooled pod, standby runtime), and the call after it.
 Prints a table and writes bench/results/latest.json.
 """
 
@@ -306,6 +308,64 @@ async def deploy_and_idle(
     return {"deploy": _stats(deploys), "rollback": _stats(backs), "idle": idle}
 
 
+# --------------------------------------------------------------------------- 6: cold start
+
+
+async def cold_start_figures(broker_url: str, catalog_url: str, work: Path, trials: int) -> dict[str, Any]:
+    """The first call to bench-service at zero replicas (a cold start: wake request, controller scales
+    to 1, the pod claims the slot and loads the version into its standby runtime) and the next (warm)."""
+    from dormant import Client, wire
+    from dormant.transport import NO_MATCHING_SUBSCRIBERS
+    from dormant_catalog.deployments import get_deployment
+    from dormant_catalog.gateway import functions
+    from dormant_catalog.scaling import check_scaling
+
+    store = work / "layers"
+    _, version = await publish(_copy_release(work / "cold", "cold"), catalog_url, store, actor="bench")
+    env = {
+        **ENV,
+        "DORMANT_BROKER_URL": broker_url,
+        "DORMANT_CATALOG_URL": catalog_url,
+        "DORMANT_LAYER_STORE": str(store),
+        "DORMANT_LOG_LEVEL": "WARNING",
+    }
+    pod_args = ["--pod-id", "cold-pod", "--work-dir", str(work / "cold-pod"), "--lease", "10"]
+    pod = python("-m", "dormant_sidecar", *pod_args, env=env, stderr=subprocess.DEVNULL)
+    controller = python("-m", "dormant_cli", "controller", env=env, stderr=subprocess.DEVNULL)
+    colds: list[float] = []
+    warms: list[float] = []
+    try:
+        async with await open_catalog(catalog_url) as catalog, Client(broker_url) as client:
+            await catalog.deploy("bench-service", version=version, replicas=1, actor="bench")
+            settings = {"minInstances": 0, "maxInstances": 1, "scaleUpCooldown": 0, "scaleDownCooldown": 1}
+            await catalog.db.run(
+                functions.update_function,
+                "bench-service",
+                {"scaling": check_scaling(settings)},
+                actor="bench",
+            )
+            probe = wire.function_topic("bench-service", "echo")
+            for _ in range(trials):
+                while True:  # asleep: no replica, nothing subscribed
+                    deployment = await catalog.db.run(get_deployment, "bench-service")
+                    if deployment is not None and deployment.replicas == 0:
+                        if await client.publish(probe, b"{}") == NO_MATCHING_SUBSCRIBERS:
+                            break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(2.0)  # the pod's standby runtime is pre-started again
+                start = time.perf_counter()
+                await client.call("bench-service", "echo", {"text": "cold"}, timeout=30)
+                colds.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                await client.call("bench-service", "echo", {"text": "warm"}, timeout=30)
+                warms.append(time.perf_counter() - start)
+    finally:
+        for process in (controller, pod):
+            process.terminate()
+            process.wait(30)
+    return {"cold": _stats(colds), "warm": _stats(warms)}
+
+
 def _stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     if not ordered:
@@ -520,6 +580,24 @@ def report(r: dict[str, Any]) -> str:
                 ),
             ),
         ]
+    cs = r.get("cold_start")
+    if cs:
+        rows += [
+            (
+                "cold start: first call at 0 replicas (ms)",
+                f"p50 {cs['cold']['p50_ms']} / max {cs['cold']['max_ms']}",
+                f"n={cs['cold']['n']}; wake, scale 0 -> 1, claim, load into the standby runtime",
+                "< 500 (seed, Python)",
+                verdict(cs["cold"]["max_ms"] < 500),
+            ),
+            (
+                "warm start: the call after it (ms)",
+                f"p50 {cs['warm']['p50_ms']} / max {cs['warm']['max_ms']}",
+                f"n={cs['warm']['n']}",
+                "(informative)",
+                "",
+            ),
+        ]
     c = r.get("codegen")
     if c:
         rows.append(
@@ -542,11 +620,12 @@ def report(r: dict[str, Any]) -> str:
 async def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run, not for the docs)")
-    parser.add_argument("--only", choices=["calls", "deploys", "codegen"], action="append")
+    parser.add_argument("--only", choices=["calls", "deploys", "codegen", "coldstart"], action="append")
     args = parser.parse_args(argv)
-    only = set(args.only or ["calls", "deploys", "codegen"])
+    only = set(args.only or ["calls", "deploys", "codegen", "coldstart"])
     n_latency, n_throughput = (300, 3000) if args.quick else (2000, 20000)
     trials, rollbacks, idle_s = (6, 4, 10.0) if args.quick else (50, 20, 60.0)
+    cold_trials = 3 if args.quick else 10
     for app_dir in (SERVICE, AUTH_SERVICE):
         generate = [sys.executable, "-m", "dormant_cli", "generate", str(app_dir)]
         await asyncio.to_thread(subprocess.run, generate, env=ENV, check=True, capture_output=True)
@@ -582,6 +661,9 @@ async def main(argv: Sequence[str]) -> int:
                 result["deploys"] = await deploy_and_idle(
                     broker.url, catalog_url, work, trials, rollbacks, idle_s
                 )
+            if "coldstart" in only:
+                print("cold start ...", file=sys.stderr)
+                result["cold_start"] = await cold_start_figures(broker.url, catalog_url, work, cold_trials)
         if "codegen" in only:
             print("codegen ...", file=sys.stderr)
             result["codegen"] = codegen_figures(work)

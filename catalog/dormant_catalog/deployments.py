@@ -128,6 +128,8 @@ async def scale(conn: Conn, app_name: str, replicas: int, *, reason: str, actor:
     )
     row = await cur.fetchone()
     current = int(row[0]) if row else 0
+    if replicas == current == before:
+        return before, replicas  # nothing to change: not an event
     if replicas < current:
         await conn.execute(
             "DELETE FROM replica_slots WHERE slot_id IN (SELECT slot_id FROM replica_slots"
