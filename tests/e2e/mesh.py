@@ -118,7 +118,7 @@ class Mesh:
         self.pods[name] = process
         return process
 
-    async def wait_serving(self, service: str, *, version: int | None = None, timeout: float = 30.0) -> None:
+    async def wait_serving(self, service: str, *, version: int | None = None, timeout: float = 90.0) -> None:
         """Until a runtime answers on the (version) topic: it answers an unknown function with NotFound
         (a NotFound the client says because nobody received the call does not count)."""
         loop = asyncio.get_running_loop()

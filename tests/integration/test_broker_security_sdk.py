@@ -221,7 +221,7 @@ async def test_a_second_client_of_one_caller_account_takes_the_session_and_the_f
             # The broker gave both the client id "alice": the second connection took the session, and
             # the first client gave up instead of taking it back.
             assert first._connection is not None
-            await asyncio.wait_for(asyncio.shield(first._connection), 15)
+            await asyncio.wait_for(asyncio.shield(first._connection), 60)  # slower on a busy machine
             with pytest.raises(Unavailable, match="took its broker session over") as caught:
                 await first.call(SERVICE, "echo", {})
             if "reasonCode" in caught.value.details:  # Mosquitto 2.0.15 and later, EMQX: it was told

@@ -568,3 +568,28 @@ async def test_a_broker_that_is_away_between_losses_is_no_takeover(broker: FakeB
         await lose_connection(c, TAKEOVER_LOSSES, reason=0x8D)  # keep alive timeout
         await until(lambda: c._transport is not None)
         assert (await c.call(SERVICE, "f", {"n": 2}))["params"] == {"n": 2}
+
+
+async def test_a_service_serving_but_between_two_runtimes_is_tried_again(broker: FakeBroker) -> None:
+    """A version switch: the state says serving, the topic has no subscriber for a moment."""
+    broker.retained = {"mesh/services": b"1", "mesh/services/users": service_state()}
+
+    def switching_then_answer(conn: FakeConnection, request: Message) -> int:
+        return NO_MATCHING_SUBSCRIBERS if len(broker.requests) <= 3 else echo(conn, request)
+
+    broker.responder = switching_then_answer
+    async with client() as c:
+        assert (await c.call(SERVICE, "getUser", {"n": 1}, timeout=30))["params"] == {"n": 1}
+    assert len(broker.requests) == 4
+
+
+async def test_a_switch_that_never_settles_ends_in_the_explained_error(
+    broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "SWITCH_WAIT_S", 0.3)
+    broker.retained = {"mesh/services": b"1", "mesh/services/users": service_state()}
+    broker.responder = lambda conn, request: NO_MATCHING_SUBSCRIBERS
+    async with client() as c:
+        with pytest.raises(Unavailable, match="may be switching versions"):
+            await c.call(SERVICE, "getUser", {}, timeout=30)
+    assert len(broker.requests) > 1

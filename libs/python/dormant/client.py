@@ -65,6 +65,11 @@ RESUBSCRIBE_GRACE_S = 3.0
 """After the client (re)connects, "no subscribers" may only mean that runtimes are reconnecting too
 (a broker restart): for this long it is retried instead of failing fast."""
 
+SWITCH_WAIT_S = 10.0
+"""How long a call keeps trying a service whose state says it is serving while nothing subscribes to
+the call's topic: a version switch under way (the old runtime drained, the route table not yet moved,
+or the new runtime still subscribing), which settles in about a second on a quiet machine."""
+
 WAKE_WAIT_S = 3.0
 """How long a call waits for a controller to scale a service at 0 replicas up before it gives up."""
 WAKE_RESEND_S = 1.0
@@ -570,6 +575,10 @@ class _Wake:
     version) or ``serving`` (its runtime is subscribing). A wake nobody receives (PUBACK 0x10: no
     controller) or a service still ``stopped`` ``WAKE_WAIT_S`` after the first wake (not autoscaled, or
     scaled to 0 by hand) ends the call with the ``Unavailable`` it would have had at once.
+
+    It also carries a call over a version switch: a service whose state says ``serving`` while nothing
+    subscribes to the call's topic is between two runtimes; the call is published again, with the same
+    pauses, for up to ``SWITCH_WAIT_S``.
     """
 
     def __init__(self, client: Client) -> None:
@@ -577,6 +586,7 @@ class _Wake:
         self._first: float | None = None
         self._sent = 0.0
         self._pause = WAKE_POLL_MIN_S
+        self._switching: float | None = None
 
     async def still_waiting(self, service: str, error: DormantError) -> bool:
         """True when the call should be published again (a wake is under way); False: raise ``error``."""
@@ -585,6 +595,10 @@ class _Wake:
         state = self._client.states.get(service)
         stopped = state is not None and state.state == "stopped"
         now = time.monotonic()
+        if error.details.get("state") == "serving" and self._first is None:
+            # Serving, yet nobody took the call: a version switch under way. It settles by itself.
+            self._switching = now if self._switching is None else self._switching
+            return now - self._switching <= SWITCH_WAIT_S
         if not stopped:
             # The service came up (or was never asleep): wait only for what a wake started.
             return self._first is not None and error.details.get("state") in ("starting", "serving")

@@ -55,8 +55,8 @@ async def gw_mesh(broker: MosquittoProcess, gw_db: str, gw_tmp: Path) -> AsyncIt
         mesh.start_pod("gw-pod-2")
         # The gateway picks versions from the route tables the controller publishes, as SDK clients do.
         mesh.start_controller()
-        await mesh.wait_serving("user-service", timeout=60)
-        await mesh.wait_serving("probe-service", timeout=60)
+        await mesh.wait_serving("user-service", timeout=120)
+        await mesh.wait_serving("probe-service", timeout=120)
         yield mesh
     finally:
         mesh.stop()

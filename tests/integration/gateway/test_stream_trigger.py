@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import nats
 import orjson
+import pytest
 import pytest_asyncio
 from gw_helpers import GatewayProcess, new_gateway, wait_for
 from nats.js import JetStreamContext
@@ -92,6 +93,7 @@ async def _counts(http: httpx.AsyncClient, keys: list[str]) -> dict[str, int]:
     return out
 
 
+@pytest.mark.timeout(400)  # 1,000 messages and a crash: minutes on a busy machine, never a hang
 async def test_thousand_messages_five_percent_failing_across_a_gateway_crash(
     gw_mesh: object, gw_tmp: Path, nats_server: NatsServer
 ) -> None:
