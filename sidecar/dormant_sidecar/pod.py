@@ -266,6 +266,7 @@ class Pod:
             secrets_token=await self.tokens.token_for(claim.app_name, claim.environment),
             memory_mb=claim.memory_mb,
             max_concurrency=claim.replica_concurrency,
+            generation=claim.generation,
         )
         return await supervisor.start(load)
 

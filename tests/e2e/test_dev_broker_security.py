@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 NOT_AUTHORIZED = ReasonCode.NOT_AUTHORIZED  # 0x87
 REFUSED_CONNECT = (0x86, 0x87)  # bad user name or password; not authorized (Mosquitto 2.0.11 says 0x87)
 SERVICE = "user-service"
-RUNTIME_CLIENT_ID = f"dormant-{SERVICE}-v1-s0"  # the serving runtime's (slot 0 of version 1)
+RUNTIME_CLIENT_ID = f"dormant-{SERVICE}-v1-s0-g1"  # the serving runtime's (slot 0, generation 1, of v1)
 CREATE = ("call", f"{SERVICE}.createUser")
 
 

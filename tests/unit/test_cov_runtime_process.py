@@ -162,6 +162,12 @@ def test_the_client_id_is_stable_per_slot_and_differs_for_version_only_serving()
     assert runtime_main.client_id_for("svc", 3, 1, "pod-b") == "dormant-svc-v3-s1"
     assert runtime_main.client_id_for("svc", 3, None, "pod-a") == "dormant-svc-v3-pod-a"
     assert runtime_main.client_id_for("svc", 3, 1, "pod-a", live=False) == "dormant-svc-v3-s1-vonly"
+    # A new generation of the same version (new variables or limits) gets a session of its own.
+    assert runtime_main.client_id_for("svc", 3, 1, "pod-a", generation=2) == "dormant-svc-v3-s1-g2"
+    assert (
+        runtime_main.client_id_for("svc", 3, 1, "pod-a", generation=2, live=False)
+        == "dormant-svc-v3-s1-g2-vonly"
+    )
 
 
 def test_arguments_and_their_defaults() -> None:

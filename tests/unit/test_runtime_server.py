@@ -885,3 +885,18 @@ async def test_calls_in_flight_are_bounded(net: FakeNet) -> None:
     await until(lambda: len(net.acks()) == 2)
     assert [cid for _, cid in runtime.handler.runs] == ["first", "second"]
     await stop(runtime)
+
+
+async def test_a_callers_retry_of_a_running_call_is_not_throttled(net: FakeNet) -> None:
+    runtime = await start(concurrency_limit=1, dedup=True)
+    net.deliver(net.request("slow", {"name": "a"}, call_id=b"only"))
+    await until(lambda: len(runtime.handler.runs) == 1)
+    net.deliver(net.request("slow", {"name": "a"}, call_id=b"only"))  # the caller sent it again
+    net.deliver(net.request("hello", {"name": "b"}, call_id=b"other"))
+    await until(lambda: len(net.answers(b"other")) == 1)
+    assert net.answers(b"other")[0][1]["type"] == "Throttled"
+    assert net.answers(b"only") == []  # the retry waits for the run's answer
+    runtime.handler.gate.set()
+    await until(lambda: len(net.answers(b"only")) == 2)
+    assert {ok for ok, _ in net.answers(b"only")} == {True} and len(runtime.handler.runs) == 1
+    await stop(runtime)

@@ -5,7 +5,7 @@ over two pipes, one JSON object per line:
 
 * commands, sidecar → runtime on the runtime's stdin: ``{"cmd": "load", "app_dir", "service",
   "version", "live", "slot"?, "environment"?, "extra_paths"?, "secrets_token"?, "memory_mb"?,
-  "max_concurrency"?}`` and ``{"cmd": "drain"}``; stdin closing also means drain, so a runtime
+  "max_concurrency"?, "generation"?}`` and ``{"cmd": "drain"}``; stdin closing also means drain, so a runtime
   never outlives its sidecar;
 * events, runtime → sidecar on the file descriptor named by ``DORMANT_CONTROL_FD``: ``standby``
   (imports done), ``ready`` (subscribed), ``failed`` (with ``error``; then exit 1) and ``drained``
@@ -57,6 +57,9 @@ class Load:
     command arrives (None: no limit)."""
     max_concurrency: int | None = None
     """Calls this runtime runs at once before it answers ``Throttled`` (None: no limit)."""
+    generation: int | None = None
+    """The slot's generation: with ``slot`` it keys the MQTT session (a new generation of the same
+    version gets a session of its own while the previous generation's runtime drains)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,8 @@ def encode_command(command: Command) -> bytes:
         body["memory_mb"] = command.memory_mb
     if command.max_concurrency is not None:
         body["max_concurrency"] = command.max_concurrency
+    if command.generation is not None:
+        body["generation"] = command.generation
     return orjson.dumps(body) + b"\n"
 
 
@@ -142,6 +147,7 @@ def decode_command(line: bytes) -> Command | None:
         secrets_token=token if isinstance(token, str) and token else None,
         memory_mb=_positive_int(data.get("memory_mb")),
         max_concurrency=_positive_int(data.get("max_concurrency")),
+        generation=_positive_int(data.get("generation")),
     )
 
 

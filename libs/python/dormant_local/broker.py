@@ -7,7 +7,7 @@ the secured form. ``MosquittoProcess`` without a security plan renders it open i
 the accounts and their ACLs, anonymous clients are refused, and there are two listeners: ``port`` for
 callers (``use_username_as_clientid true``: a caller's client id is its user name, so it can never be
 a runtime's) and ``component_port`` for runtimes, the controller and gateways (free client ids, which
-``dormant-{svc}-v{N}-s{slot}`` needs to resume a slot's session). Caller accounts are pinned to their
+``dormant-{svc}-v{N}-s{slot}-g{gen}`` needs to resume a slot's session). Caller accounts are pinned to their
 user name as client id, so the components' listener does not let a caller choose one either.
 """
 

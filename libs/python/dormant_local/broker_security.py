@@ -63,7 +63,8 @@ Action = Literal["publish", "subscribe"]
 COMPONENT_PREFIX = "dormant."
 """Every component account's user name starts with this; no caller's may start with ``dormant``."""
 RUNTIME_CLIENT_ID_PREFIX = "dormant-"
-"""Runtime, controller, gateway and SDK client ids start with this (``dormant-{svc}-v{N}-s{slot}`` ...)."""
+"""Runtime, controller, gateway and SDK client ids start with this (``dormant-{svc}-v{N}-s{slot}-g{gen}``
+...)."""
 
 DYNSEC_FILE = "dynamic-security.json"
 CREDENTIALS_FILE = "broker-credentials.json"

@@ -43,6 +43,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--broker-url", default=None)
     parser.add_argument("--max-in-flight", type=int, default=256)
     parser.add_argument(
+        "--generation", type=int, default=None, help="the slot's generation (keys the MQTT session)"
+    )
+    parser.add_argument(
         "--memory-mb", type=int, default=None, help="memory the function may use (default: no limit)"
     )
     parser.add_argument(
@@ -59,14 +62,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def client_id_for(service: str, version: int, slot: int | None, pod_id: str, *, live: bool = True) -> str:
-    """The MQTT client id: stable per service, version, replica slot and live flag, so a runtime that
-    replaces a dead one in the same slot resumes its session and gets the requests it never
-    acknowledged. The live flag is part of it because a pod switches a slot between live and
-    version-only with a second runtime while the first still serves: two healthy runtimes must never
-    share (and take over) one session."""
+def client_id_for(
+    service: str,
+    version: int,
+    slot: int | None,
+    pod_id: str,
+    *,
+    live: bool = True,
+    generation: int | None = None,
+) -> str:
+    """The MQTT client id: stable per service, version, replica slot, generation and live flag, so a
+    runtime that replaces a dead one in the same slot resumes its session and gets the requests it
+    never acknowledged. The live flag and the generation are part of it because a pod moves a slot to
+    another live flag or generation (new variables, limits or layers: the same version) with a second
+    runtime while the first still serves: two healthy runtimes must never share (and take over) one
+    session."""
     where = f"s{slot}" if slot is not None else pod_id
-    return f"dormant-{service}-v{version}-{where}" + ("" if live else "-vonly")
+    suffix = ("" if generation is None else f"-g{generation}") + ("" if live else "-vonly")
+    return f"dormant-{service}-v{version}-{where}{suffix}"
 
 
 async def _serve(
@@ -85,7 +98,7 @@ async def _serve(
     try:
         spec = load_service(app_dir)
         pod_id = os.environ.get("DORMANT_POD_ID") or uuid.uuid4().hex[:8]
-        client_id = client_id_for(spec.name, version, slot, pod_id, live=live)
+        client_id = client_id_for(spec.name, version, slot, pod_id, live=live, generation=args.generation)
         platform = RuntimePlatform(
             catalog_url=None if transactions is None else settings.catalog_url,
             client=outgoing_client(settings.broker_url, client_id),
@@ -196,6 +209,7 @@ async def _main(args: argparse.Namespace) -> int:
     sys.path[:0] = [str(path) for path in command.extra_paths]
     importlib.invalidate_caches()
     args.memory_mb, args.max_concurrency = command.memory_mb, command.max_concurrency
+    args.generation = command.generation
     serve = asyncio.create_task(
         _serve(command.app_dir, command.version, command.live, command.slot, args, events, stop)
     )

@@ -72,7 +72,8 @@ class Server:
         self.concurrency_limit = concurrency_limit
         """Calls run at once before the next is answered ``Throttled`` (the function's share on this
         replica of its ``maxConcurrency``); None: only ``max_in_flight`` bounds them, by waiting."""
-        self._running = 0
+        self._running: set[str] = set()
+        """The callIds of the calls running here (what the concurrency limit counts)."""
         self.authenticator = authenticator or CallAuthenticator(dispatcher.service.auth, None)
         self.broker_url = broker_url
         self.service = dispatcher.service.name
@@ -195,8 +196,11 @@ class Server:
             log.info("[%s] refused call of %s: %s", call.call_id, call.function, refused)
             await self._answer(transport, message, call, False, orjson.dumps(refused.to_payload()))
             return
+        # A caller's retry of a call this runtime is running (same callId) is no new work: it waits for
+        # that run's answer, so it neither counts against the limit nor is refused by it.
+        fresh = call.call_id not in self._running
         limit = self.concurrency_limit
-        if limit is not None and self._running >= limit:
+        if fresh and limit is not None and len(self._running) >= limit:
             # Refused before anything runs or is stored: calling again is safe (HTTP 429).
             throttled = errors.Throttled(
                 f"{self.service} is at its concurrency limit ({limit} calls at once on this replica)",
@@ -204,7 +208,8 @@ class Server:
             )
             await self._answer(transport, message, call, False, orjson.dumps(throttled.to_payload()))
             return
-        self._running += 1
+        if fresh:
+            self._running.add(call.call_id)
         try:
             if self.dedup is None or not call.call_id_given:
                 ok, body = await self.dispatcher.dispatch(call, user)
@@ -212,7 +217,8 @@ class Server:
                 return
             await self._handle_once(transport, message, call, user, self.dedup)
         finally:
-            self._running -= 1
+            if fresh:
+                self._running.discard(call.call_id)
 
     async def _handle_once(
         self, transport: Transport, message: Message, call: wire.Call, user: UserContext, dedup: Deduplicator
