@@ -360,6 +360,17 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 body={"type": "object"},
             ),
         },
+        "/api/v1/functions/{name}/scaling": {
+            "parameters": [FN],
+            "get": _op("Replica scaling settings", "functions", {"200": {"type": "object"}}),
+            "put": _op(
+                "Set replica scaling (minInstances, maxInstances, targetConcurrency, cooldowns, schedules)",
+                "functions",
+                {"200": {"type": "object"}},
+                errors=MANAGE_ERRORS,
+                body={"type": "object"},
+            ),
+        },
         "/api/v1/functions/{name}/versions": {
             "parameters": [FN],
             "get": _op("List versions", "versions", {"200": _list("Version")}),
