@@ -23,6 +23,7 @@ from typing import Any
 
 from .constants import PY_HEADER
 from .diagnostics import CodegenError, Diagnostic
+from .pysource import parse_module
 
 _MODEL_BASES = ("BaseModel", "RootModel")
 
@@ -98,7 +99,7 @@ def _without_formats(node: Any) -> Any:
 def _pydantic_classes(source: str) -> frozenset[str]:
     """Names of the classes in ``source`` that derive from ``BaseModel``/``RootModel`` (directly or not)."""
     bases: dict[str, list[str]] = {}
-    for node in ast.parse(source).body:
+    for node in parse_module(source).body:
         if isinstance(node, ast.ClassDef):
             bases[node.name] = [
                 ast.unparse(b.value if isinstance(b, ast.Subscript) else b) for b in node.bases

@@ -9,6 +9,7 @@ fact so later checks can point at it.
 from __future__ import annotations
 
 import ast
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,22 @@ from dormant.decorators import ROLE_RULE, is_valid_function_name, is_valid_role,
 
 from .constants import DEFAULT_TIMEOUT_S
 from .diagnostics import Diagnostic
+
+_PARSING = threading.Lock()
+
+
+def parse_module(source: str, *, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse``, one call at a time in this process: CPython 3.11 keeps the AST conversion's
+    recursion depth per interpreter, not per thread, so two threads parsing at once (two builds in
+    ``asyncio.to_thread``) can fail with "AST constructor recursion depth mismatch" (gh-106905)."""
+    with _PARSING:
+        return ast.parse(source, filename=filename)
+
+
+def parse_expression(source: str) -> ast.expr:
+    """One expression, parsed as ``parse_module`` parses (one at a time)."""
+    with _PARSING:
+        return ast.parse(source, mode="eval").body
 
 _DORMANT_MODULES = ("dormant", "dormant.decorators")
 
@@ -262,7 +279,7 @@ class _Reader:
         target: ast.expr = annotation
         if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
             try:
-                target = ast.parse(annotation.value, mode="eval").body
+                target = parse_expression(annotation.value)
             except SyntaxError:
                 target = annotation
         if isinstance(target, ast.Name):
@@ -310,7 +327,7 @@ def read_module(display: str, rel: str, text: str) -> tuple[list[ServiceClass], 
     """The ``@service`` classes of one module (``display`` is the path shown in diagnostics)."""
     reader = _Reader(display, rel)
     try:
-        tree = ast.parse(text, filename=display)
+        tree = parse_module(text, filename=display)
     except SyntaxError as exc:
         return [], [Diagnostic(display, exc.lineno or 1, exc.offset or 1, f"invalid Python: {exc.msg}")]
     found = reader.read(tree)

@@ -60,11 +60,18 @@ class Mesh:
 
     def __post_init__(self) -> None:
         self.identity = DevIdentity(self.work_root.parent / "state")
+        self._published: set[str] = set()
 
     async def publish(self, service_dir: Path, *, import_check: bool = True) -> tuple[str, int]:
-        return await publish(
+        service, version = await publish(
             service_dir, self.catalog_url, self.layer_store, actor="test", import_check=import_check
         )
+        if service not in self._published and not any(name.startswith("controller") for name in self.pods):
+            # The broker is shared by the session's tests: a route table another test's controller left
+            # retained for this service would send this test's calls to versions of another catalog.
+            await clear_retained(self.broker_url, [service])
+        self._published.add(service)
+        return service, version
 
     async def deploy(self, service: str, version: int, replicas: int = 1) -> None:
         await deploy(self.catalog_url, service, version, replicas)
