@@ -13,12 +13,14 @@ import pytest
 
 from dormant_catalog import open_catalog
 from dormant_cli import main
+from dormant_cli.build_cmds import publish
+from dormant_cli.deploy_cmd import deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
-from e2e.mesh import PROBE, Mesh  # noqa: E402
+from e2e.mesh import PROBE  # noqa: E402
 
 SERVICE = "probe-service"
 
@@ -31,9 +33,9 @@ async def _generations(catalog_url: str) -> list[int]:
 async def test_env_set_list_unset_roll_the_slots(
     catalog_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    mesh = Mesh("mqtt://127.0.0.1:1", catalog_url, tmp_path / "layers", tmp_path / "pods")
-    _, version = await mesh.publish(PROBE, import_check=False)
-    await mesh.deploy(SERVICE, version, replicas=2)
+    # The catalog only: no broker, no pods (what `dormant env` changes is the catalog's record).
+    _, version = await publish(PROBE, catalog_url, tmp_path / "layers", actor="test", import_check=False)
+    await deploy(catalog_url, SERVICE, version, 2)
     before = await _generations(catalog_url)
 
     async def dormant(*args: str) -> int:
