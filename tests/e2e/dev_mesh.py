@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,3 +106,16 @@ def dormant(mesh: DevMesh, *args: str, env: dict[str, str] | None = None) -> sub
         cwd=mesh.state,
         check=False,
     )
+
+
+def run_rr(dev: DevMesh, *options: str, service: str = "user-service") -> subprocess.CompletedProcess[str]:
+    """``mosquitto_rr`` calling ``service``.createUser on the callers' listener as the README shows,
+    with ``options`` (a login, TLS files) added."""
+    found = shutil.which("mosquitto_rr")
+    assert found is not None, "mosquitto_rr is missing: deploy/bootstrap.sh installs mosquitto-clients"
+    email = f"rr-{uuid.uuid4().hex[:8]}@example.com"
+    command = [found, "-V", "5", "-h", dev.host, "-p", str(dev.callers_port), *options, "-W", "10"]
+    command += ["-t", f"service/{service}/createUser", "-e", f"reply/{dev.user}/rr"]
+    command += ["-D", "publish", "user-property", "authorization", f"Bearer {dev.env_sh['DORMANT_TOKEN']}"]
+    command += ["-m", json.dumps({"email": email, "name": "Rr"})]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)

@@ -12,9 +12,7 @@ answer and without them is refused. The files holding passwords are 0600 and the
 from __future__ import annotations
 
 import json
-import shutil
 import stat
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 from dormant.mqtt import Message, MqttError, ReasonCode, connect
 from dormant_local.broker_security import CREDENTIALS_FILE
 
-from .dev_mesh import DevMesh, dormant, running_dev
+from .dev_mesh import DevMesh, dormant, run_rr, running_dev
 
 pytestmark = pytest.mark.slow
 
@@ -176,39 +174,6 @@ async def test_a_runtimes_client_id_cannot_be_taken(dev: DevMesh) -> None:
 
 
 # --------------------------------------------------------------------------- mosquitto_rr
-
-
-def run_rr(dev: DevMesh, *login: str) -> subprocess.CompletedProcess[str]:
-    found = shutil.which("mosquitto_rr")
-    assert found is not None, "mosquitto_rr is missing: deploy/bootstrap.sh installs mosquitto-clients"
-    email = f"rr-{uuid.uuid4().hex[:8]}@example.com"
-    return subprocess.run(
-        [
-            found,
-            "-V",
-            "5",
-            "-p",
-            str(dev.callers_port),
-            *login,
-            "-W",
-            "10",
-            "-t",
-            f"service/{SERVICE}/createUser",
-            "-e",
-            f"reply/{dev.user}/rr",
-            "-D",
-            "publish",
-            "user-property",
-            "authorization",
-            f"Bearer {dev.env_sh['DORMANT_TOKEN']}",
-            "-m",
-            json.dumps({"email": email, "name": "Rr"}),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 def test_mosquitto_rr_with_the_readmes_credentials_and_without(dev: DevMesh) -> None:

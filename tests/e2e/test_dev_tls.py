@@ -10,9 +10,7 @@ file ``env.sh`` names, and not without it; the gateway answers HTTPS with HSTS.
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 from dormant.config import parse_broker_url
 from dormant.mqtt import MqttError, connect
 
-from .dev_mesh import DevMesh, dormant, running_dev
+from .dev_mesh import DevMesh, dormant, run_rr, running_dev
 
 pytestmark = pytest.mark.slow
 
@@ -112,51 +110,12 @@ async def test_the_components_listener_wants_a_certificate_from_the_mesh_ca(dev:
         await login(_context(ca_file(dev)))
 
 
-def _rr(dev: DevMesh, *tls: str) -> subprocess.CompletedProcess[str]:
-    found = shutil.which("mosquitto_rr")
-    assert found is not None, "mosquitto_rr is missing: deploy/bootstrap.sh installs mosquitto-clients"
-    developer = parse_broker_url(dev.mesh["brokerUrl"], environ={})
-    email = f"rr-{uuid.uuid4().hex[:8]}@example.com"
-    return subprocess.run(
-        [
-            found,
-            "-V",
-            "5",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(developer.port),
-            *tls,
-            "-u",
-            dev.user,
-            "-P",
-            dev.password,
-            "-W",
-            "10",
-            "-t",
-            f"service/{SERVICE}/createUser",
-            "-e",
-            f"reply/{dev.user}/rr",
-            "-D",
-            "publish",
-            "user-property",
-            "authorization",
-            f"Bearer {dev.env_sh['DORMANT_TOKEN']}",
-            "-m",
-            json.dumps({"email": email, "name": "Rr"}),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 def test_mosquitto_rr_needs_the_ca_file(dev: DevMesh) -> None:
-    answered = _rr(dev, "--cafile", str(ca_file(dev)))
+    login = ("-u", dev.user, "-P", dev.password)
+    answered = run_rr(dev, "--cafile", str(ca_file(dev)), *login)
     assert answered.returncode == 0, answered.stderr
     assert "userId" in json.loads(answered.stdout)
-    refused = _rr(dev)  # plain MQTT to a TLS listener
+    refused = run_rr(dev, *login)  # plain MQTT to a TLS listener
     assert refused.returncode != 0 and "userId" not in refused.stdout
 
 
