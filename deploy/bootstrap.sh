@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a Dormant checkout on Debian 12 (as root, or a user with sudo):
 #  - apt-get installs only what is missing (mosquitto, mosquitto-clients, rabbitmq-server, nats-server,
-#    curl, zip, python3-venv); `apt-get update` runs once, and only when something has to be installed;
+#    curl, zip, chromium for the console test, python3-venv); `apt-get update` runs once, and only when
+#    something has to be installed;
 #  - creates .venv with a python3 >= 3.11 when it is absent or broken;
 #  - `pip install -e '.[dev]'`, skipped while pyproject.toml and the set of packages are unchanged since
 #    the last successful install (stamp in .venv/.dormant-bootstrap), with progress while pip runs;
@@ -69,6 +70,8 @@ command -v zip >/dev/null 2>&1 || missing+=(zip)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 # Stream triggers: tests and `dormant dev` start a private nats-server with JetStream (never one on :4222).
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+# The web console's test drives Debian's Chromium with Playwright (a browser download does not work offline).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 PY="$(find_python || true)"
 [ -n "$PY" ] || missing+=(python3)
 venv_ok() {
