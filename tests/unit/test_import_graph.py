@@ -21,15 +21,28 @@ ALLOWED: dict[str, frozenset[str]] = {
     "dormant": frozenset(),
     "dormant_layers": frozenset(),
     "dormant_local": frozenset(),
+    "dormant_telemetry": frozenset(),
     "dormant_auth": frozenset({"dormant"}),
     "dormant_codegen": frozenset({"dormant", "dormant_catalog", "dormant_layers"}),
     "dormant_catalog": frozenset({"dormant"}),
     "dormant_secrets": frozenset({"dormant", "dormant_catalog"}),
-    "dormant_runtime": frozenset({"dormant", "dormant_auth", "dormant_catalog", "dormant_secrets"}),
-    "dormant_sidecar": frozenset({"dormant", "dormant_catalog", "dormant_layers", "dormant_secrets"}),
-    "dormant_controller": frozenset({"dormant", "dormant_catalog"}),
+    "dormant_runtime": frozenset(
+        {"dormant", "dormant_auth", "dormant_catalog", "dormant_secrets", "dormant_telemetry"}
+    ),
+    "dormant_sidecar": frozenset(
+        {"dormant", "dormant_catalog", "dormant_layers", "dormant_secrets", "dormant_telemetry"}
+    ),
+    "dormant_controller": frozenset({"dormant", "dormant_catalog", "dormant_telemetry"}),
     "dormant_gateway": frozenset(
-        {"dormant", "dormant_auth", "dormant_catalog", "dormant_codegen", "dormant_layers", "dormant_secrets"}
+        {
+            "dormant",
+            "dormant_auth",
+            "dormant_catalog",
+            "dormant_codegen",
+            "dormant_layers",
+            "dormant_secrets",
+            "dormant_telemetry",
+        }
     ),
     "dormant_cli": frozenset(
         {
@@ -40,6 +53,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "dormant_codegen",
             "dormant_catalog",
             "dormant_secrets",
+            "dormant_telemetry",
             "dormant_runtime",
             "dormant_sidecar",
             "dormant_controller",
