@@ -2,7 +2,8 @@
 
     python bench/loadgen.py latency    BROKER_URL TOPIC N             [--tokens same|fresh --key KEY.pem]
     python bench/loadgen.py throughput BROKER_URL TOPIC N IN_FLIGHT   [--tokens same|fresh --key KEY.pem]
-    python bench/loadgen.py sdk        BROKER_URL SERVICE FUNCTION N   (latency through dormant.Client)
+    python bench/loadgen.py sdk        BROKER_URL SERVICE FUNCTION N   (latency through dormant.Client;
+                                                                       traced when OTEL_* configure it)
 
 Requests are MQTT 5, QoS 1, with a Response Topic and Correlation Data, payload {"text": "hello"}.
 With ``--tokens`` every request carries ``authorization: Bearer <token>`` signed with the key in
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import statistics
 import sys
 import time
@@ -189,6 +191,10 @@ def main(argv: list[str]) -> None:
         tokens = token_stream(args.tokens, args.key, WARM_UP + n)
         result = asyncio.run(throughput(args.url, rest[0], n, int(rest[2]), tokens, authenticated))
     else:
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):  # the SDK client traces (bench/run.py, tracing)
+            from dormant_telemetry.tracing import configure_tracing
+
+            configure_tracing("bench-loadgen")
         result = asyncio.run(sdk(args.url, rest[0], rest[1], int(rest[2])))
     print(json.dumps(result), flush=True)
 

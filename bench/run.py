@@ -15,7 +15,10 @@ Starts its own Mosquitto (Dormant's config) and Postgres, then measures:
 4. idle cost of a serving pod (sidecar + runtime + its standby runtime) over 60 s;
 5. codegen: `dormant build` (which generates, then packs) of a 20-function service, cold and no-op;
 6. cold and warm start (``--only coldstart``): the first call to a service its autoscaler scaled to
-   zero replicas (the call wakes it: controller, pooled pod, standby runtime), and the call after it.
+   zero replicas (the call wakes it: controller, pooled pod, standby runtime), and the call after it;
+7. tracing overhead (``--only tracing``): the runtime's throughput and p50/p99, and the SDK client's
+   p50/p99 (client and runtime both tracing), with tracing off and at 0 %, 10 % and 100 % sampling
+   (OTLP/HTTP export to a local receiver), as ratios against the untraced run.
 Prints a table and writes bench/results/latest.json.
 """
 
@@ -28,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -378,6 +382,126 @@ def _stats(samples: list[float]) -> dict[str, float]:
     }
 
 
+# --------------------------------------------------------------------------- 7: tracing overhead
+
+TRACING_MODES: dict[str, float | None] = {"untraced": None, "0%": 0.0, "10%": 0.1, "100%": 1.0}
+"""Tracing off (no OTEL_* settings), and on with a parent-based ratio sampler at each ratio."""
+TRACING_ROUNDS = 6
+"""Each mode is measured in this many rounds (2 with --quick), interleaved with the other modes."""
+
+
+def _tracing_env(endpoint: str, mode: str) -> dict[str, str]:
+    """The OTEL_* settings of a mode: none at all (tracing off), or OTLP/HTTP export to ``endpoint``
+    with a parent-based ratio sampler; the mode is a resource attribute, so spans are counted by mode."""
+    ratio = TRACING_MODES[mode]
+    if ratio is None:
+        return {}
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+        "OTEL_RESOURCE_ATTRIBUTES": f"bench.mode={ratio}",
+    }
+
+
+def _loadgen_env(extra: dict[str, str], *args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "loadgen.py"), *args],
+        env={**ENV, **extra},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+async def tracing_figures(
+    broker_url: str, catalog_url: str, n_latency: int, n_throughput: int, rounds: int = TRACING_ROUNDS
+) -> dict[str, Any]:
+    """bench-service's runtime in each tracing mode, one mode at a time, in interleaved rounds (so each
+    mode sees the same machine conditions): raw MQTT latency and throughput, 64 in flight (the runtime's
+    spans; the sampler decides each new trace), and the SDK client's latency (the client traces too: its
+    spans, and the runtime's as their children). The local receiver only keeps the export bodies while
+    the clock runs; their spans are decoded and counted afterwards."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from e2e.otlp import OtlpReceiver
+    from loadgen import WARM_UP
+
+    topic = "service/bench-service/echo"
+    raw: dict[str, list[float]] = {mode: [] for mode in TRACING_MODES}
+    sdk: dict[str, list[float]] = {mode: [] for mode in TRACING_MODES}
+    puts: dict[str, list[float]] = {mode: [] for mode in TRACING_MODES}
+    cpu: dict[str, list[float]] = {mode: [] for mode in TRACING_MODES}
+    calls = dict.fromkeys(TRACING_MODES, 0)
+    per_round, put_round = max(1, n_latency // rounds), max(1, n_throughput // rounds)
+    with OtlpReceiver(decode_later=True) as receiver:
+        for _ in range(rounds):
+            for mode in TRACING_MODES:
+                env = _tracing_env(receiver.url, mode)
+                # Each runtime ends (and flushes its spans) before the next mode starts.
+                runtime = _runtime(SERVICE, broker_url, catalog_url, **env)
+                async with responder(runtime, broker_url, topic):
+                    raw[mode] += _checked(loadgen("latency", broker_url, topic, str(per_round)), mode)[
+                        "samples_ms"
+                    ]
+                    # The runtime's own CPU time per call (its span exporter thread included): what the
+                    # throughput of a runtime-bound mesh follows, and far less noisy than calls/s on a
+                    # shared machine.
+                    before = _cpu_seconds([runtime.pid])
+                    measured = _checked(loadgen("throughput", broker_url, topic, str(put_round), "64"), mode)
+                    cpu[mode].append((_cpu_seconds([runtime.pid]) - before) / (put_round + WARM_UP) * 1e6)
+                    puts[mode].append(measured["calls_per_s"])
+                    traced = _loadgen_env(env, "sdk", broker_url, "bench-service", "echo", str(per_round))
+                    sdk[mode] += traced["samples_ms"]
+                    calls[mode] += 2 * (per_round + WARM_UP) + put_round + WARM_UP
+        received = receiver.spans()
+        refused = list(receiver.refused)
+    results: dict[str, Any] = {"refused_exports": refused}
+    for mode, ratio in TRACING_MODES.items():
+        mine = [s for s in received if ratio is not None and s.resource.get("bench.mode") == str(ratio)]
+        results[mode] = {
+            "latency": _merge(raw[mode]),
+            "sdk_latency": _merge(sdk[mode]),
+            "throughput": {"calls_per_s": round(statistics.median(puts[mode]), 1), "runs": puts[mode]},
+            "runtime_cpu_us_per_call": {
+                "median": round(statistics.median(cpu[mode]), 1),
+                "runs": [round(x, 1) for x in cpu[mode]],
+            },
+            "calls": calls[mode],
+            "execute_spans": sum(1 for s in mine if s.name == "function.execute"),
+            "spans": len(mine),
+        }
+        print(f"  tracing {mode}: {results[mode]}", file=sys.stderr)
+    return results
+
+
+def tracing_report(t: dict[str, Any]) -> str:
+    base = t["untraced"]
+    base_cpu = base["runtime_cpu_us_per_call"]["median"]
+    rows: list[Row] = []
+    for mode in TRACING_MODES:
+        m = t[mode]
+        put = m["throughput"]["calls_per_s"] / base["throughput"]["calls_per_s"]
+        cpu = m["runtime_cpu_us_per_call"]["median"]
+        raw, sdk = m["latency"], m["sdk_latency"]
+        rows.append(
+            (
+                f"tracing {mode}: calls/s; runtime CPU µs/call; p50 / p99 (ms); SDK p50 / p99 (ms)",
+                f"{m['throughput']['calls_per_s']:,.0f}; {cpu:.0f}; "
+                f"{raw['p50_ms']:.3f} / {raw['p99_ms']:.3f}; {sdk['p50_ms']:.3f} / {sdk['p99_ms']:.3f}",
+                f"{put:.3f}x calls/s, {base_cpu / cpu:.3f}x calls per CPU-s, "
+                f"{raw['p50_ms'] / base['latency']['p50_ms']:.2f}x / "
+                f"{raw['p99_ms'] / base['latency']['p99_ms']:.2f}x, SDK "
+                f"{sdk['p50_ms'] / base['sdk_latency']['p50_ms']:.2f}x / "
+                f"{sdk['p99_ms'] / base['sdk_latency']['p99_ms']:.2f}x untraced; "
+                f"{m['execute_spans']:,} execute spans / ~{m['calls']:,} calls",
+                ">= 0.95x untraced calls per runtime CPU-s" if mode == "10%" else "(informative)",
+                verdict(base_cpu / cpu >= 0.95) if mode == "10%" else "",
+            )
+        )
+    return table(rows)
+
+
 # --------------------------------------------------------------------------- 5: codegen
 
 
@@ -609,6 +733,10 @@ def report(r: dict[str, Any]) -> str:
                 verdict(c["cold_s"] <= 1.5 and c["noop_s"] <= 0.2),
             )
         )
+    return table(rows)
+
+
+def table(rows: list[Row]) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
     head = ("figure", "Dormant", "reference (same run)", "target", "")
     lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
@@ -620,9 +748,11 @@ def report(r: dict[str, Any]) -> str:
 async def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run, not for the docs)")
-    parser.add_argument("--only", choices=["calls", "deploys", "codegen", "coldstart"], action="append")
+    parser.add_argument(
+        "--only", choices=["calls", "deploys", "codegen", "coldstart", "tracing"], action="append"
+    )
     args = parser.parse_args(argv)
-    only = set(args.only or ["calls", "deploys", "codegen", "coldstart"])
+    only = set(args.only or ["calls", "deploys", "codegen", "coldstart", "tracing"])
     n_latency, n_throughput = (300, 3000) if args.quick else (2000, 20000)
     trials, rollbacks, idle_s = (6, 4, 10.0) if args.quick else (50, 20, 60.0)
     cold_trials = 3 if args.quick else 10
@@ -664,6 +794,11 @@ async def main(argv: Sequence[str]) -> int:
             if "coldstart" in only:
                 print("cold start ...", file=sys.stderr)
                 result["cold_start"] = await cold_start_figures(broker.url, catalog_url, work, cold_trials)
+            if "tracing" in only:
+                print("tracing overhead ...", file=sys.stderr)
+                result["tracing"] = await tracing_figures(
+                    broker.url, catalog_url, n_latency, n_throughput, 2 if args.quick else TRACING_ROUNDS
+                )
         if "codegen" in only:
             print("codegen ...", file=sys.stderr)
             result["codegen"] = codegen_figures(work)
@@ -674,7 +809,9 @@ async def main(argv: Sequence[str]) -> int:
     (out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     if "calls" in result:
         print(report(result))
-    else:
+    if "tracing" in result:
+        print(tracing_report(result["tracing"]))
+    if "calls" not in result and "tracing" not in result:
         print(json.dumps(result, indent=2))
     print(f"\nmachine: {result['machine']}; JSON in bench/results/latest.json")
     return 0

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a Dormant checkout on Debian 12 (as root, or a user with sudo):
 #  - apt-get installs only what is missing (mosquitto, mosquitto-clients, rabbitmq-server, nats-server,
-#    curl, zip, chromium for the console test, python3-venv); `apt-get update` runs once, and only when
-#    something has to be installed;
+#    docker-registry (its own service disabled), curl, zip, chromium for the console test, python3-venv);
+#    `apt-get update` runs once, and only when something has to be installed;
 #  - creates .venv with a python3 >= 3.11 when it is absent or broken;
 #  - `pip install -e '.[dev]'`, skipped while pyproject.toml and the set of packages are unchanged since
 #    the last successful install (stamp in .venv/.dormant-bootstrap), with progress while pip runs;
@@ -70,6 +70,8 @@ command -v zip >/dev/null 2>&1 || missing+=(zip)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 # Stream triggers: tests and `dormant dev` start a private nats-server with JetStream (never one on :4222).
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+# Layers in an OCI registry: tests start a private CNCF distribution server (never the system service on :5000).
+[ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 # The web console's test drives Debian's Chromium with Playwright (a browser download does not work offline).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 PY="$(find_python || true)"
@@ -93,6 +95,19 @@ if ! venv_ok && [ -n "$PY" ]; then
   fi
 fi
 apt_install "${missing[@]}"
+# The package's own service would listen on :5000: stop it and keep it from starting at boot.
+if [[ " ${missing[*]} " == *" docker-registry "* ]]; then
+  if command -v systemctl >/dev/null 2>&1; then
+    now=(); [ -d /run/systemd/system ] && now=(--now)
+    "${SUDO[@]}" systemctl disable "${now[@]}" docker-registry.service >/dev/null 2>&1 || true
+  fi
+  if command -v update-rc.d >/dev/null 2>&1; then
+    "${SUDO[@]}" update-rc.d docker-registry disable >/dev/null 2>&1 || true
+  fi
+  if [ ! -d /run/systemd/system ] && command -v service >/dev/null 2>&1; then
+    "${SUDO[@]}" service docker-registry stop >/dev/null 2>&1 || true
+  fi
+fi
 [ -n "$PY" ] || PY="$(find_python)" || die "no python3 >= 3.11 found"
 
 # 3. The virtualenv.

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, TypedDict, TypeVar, Unpack
 
-from . import aliases, audit, deployments, pods, status, versions
+from . import aliases, audit, deployments, listing, pods, status, versions
 from .db import Conn, Database
 from .listen import SlotListener
 from .migrate import migrate as run_migrations
@@ -100,6 +100,7 @@ class Catalog:
     report_serving = _Bound(pods.report_serving)
     release_slot = _Bound(pods.release_slot)
     record_start_failure = _Bound(pods.record_start_failure)
+    pool = _Bound(listing.pool)
 
 
 async def open_database(

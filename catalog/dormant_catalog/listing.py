@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from .aliases import list_aliases
 from .db import Conn
@@ -77,6 +78,10 @@ class PoolEntry:
     registered_at: datetime
     last_seen: datetime
     base_images: list[str]
+    health: dict[str, Any] | None = None
+    """What the pod last reported about its health (``dormant_sidecar.observe``): ``ready``, the
+    ``failing`` checks and why, its ``runtimes`` by state and their ``restarts`` per service and
+    version; None before it reported any."""
 
     @property
     def alive(self) -> bool:
@@ -92,7 +97,7 @@ _SERVICES = (
 
 # Every pod with the slot it holds under a live lease (by the database clock), if any.
 _POOL = (
-    "SELECT p.pod_id, p.state, p.registered_at, p.last_seen, p.base_images,"
+    "SELECT p.pod_id, p.state, p.registered_at, p.last_seen, p.base_images, p.health,"
     " p.last_seen > now() - make_interval(secs => %(ttl)s::float8) AS recent,"
     " s.app_name, s.version, s.slot_index, s.claimed_at, s.serving_generation = s.generation AS serving"
     " FROM pods AS p LEFT JOIN replica_slots AS s ON s.pod_id = p.pod_id AND s.lease_expires_at > now()"
@@ -160,6 +165,7 @@ async def pool(conn: Conn, *, pod_ttl_s: float = DEFAULT_POD_TTL_S) -> list[Pool
         registered,
         seen,
         bases,
+        health,
         recent,
         app,
         version,
@@ -186,6 +192,7 @@ async def pool(conn: Conn, *, pod_ttl_s: float = DEFAULT_POD_TTL_S) -> list[Pool
                 registered_at=registered,
                 last_seen=seen,
                 base_images=list(bases),
+                health=health if isinstance(health, dict) else None,
             )
         )
     return out

@@ -138,6 +138,8 @@ class AuditRecord:
     app_name: str | None
     action: str
     detail: dict[str, Any]
+    kind: str = "deployment"
+    """deployment, execution, authorization or security (``dormant_catalog.audit.KINDS``)."""
 
 
 @dataclass(frozen=True, slots=True)

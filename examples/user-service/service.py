@@ -5,7 +5,8 @@
 caller's token: a user created by one caller is found by that caller through any replica, and another
 caller gets ``NotFound`` (not ``Forbidden``: whether a document exists is itself not theirs to know)
 unless the Authorizer granted them ``read`` on ``users`` (``grantRead``, for callers with the ``admin``
-role). Emails are unique among each caller's users.
+role). Emails are unique among each caller's users. The live configuration's ``signups_open`` flag
+(``dormant config``) closes ``createUser`` while it is ``false``.
 
 The platform interfaces come in through the constructor, as in the seed (``UserService(IDataStore,
 IMessaging)``); each use acts as the caller of the call being served.
@@ -38,6 +39,10 @@ class UserService:
 
     @function("createUser", timeout=10)
     async def create_user(self, request: CreateUserRequest, ctx: Context) -> CreateUserResponse:
+        # A feature flag in the live configuration: `dormant config set user-service signups_open=false`
+        # closes sign-ups from the next call on, without a restart.
+        if ctx.config.get("signups_open", True) is False:
+            raise BusinessLogicError("sign-ups are closed")
         email = str(request.email).lower()
         if (await self.data.query(USERS, {"email": email}, page_size=1)).total:
             raise BusinessLogicError(f"a user with email {email} already exists", {"email": email})

@@ -20,7 +20,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dormant.client import Client
 from dormant.errors import DormantError, NotFound, SystemError, Unavailable, ValidationError
 from dormant_auth import IssuerConfig
 from dormant_catalog import (
@@ -31,9 +30,13 @@ from dormant_catalog import (
     NotFoundInCatalog,
     open_database,
 )
+from dormant_catalog.audit_trail import AuditTrail
 
+from . import console
+from .api import config as config_api
 from .api import deployments, functions, invocations, invoke, meta, triggers, versions
 from .api import layers as layers_api
+from .api import logs as logs_api
 from .api import scaling as scaling_api
 from .api import secrets as secrets_api
 from .auth import PrincipalVerifier, load_or_create_dev_key
@@ -42,6 +45,7 @@ from .config import GatewayConfig
 from .hsts import StrictTransportSecurity
 from .http_errors import HttpError, conflict, error_response
 from .inputs import RefuseNul
+from .observability import GatewayMetrics, HttpMetrics, MeteredClient, observability_routes
 from .ratelimit import RateLimiter
 from .state import GatewayState
 from .triggers.http import http_trigger_routes
@@ -57,6 +61,7 @@ DB_POOL_SIZE = 10
 def routes() -> list[Route]:
     return [
         Route("/health", meta.health, methods=["GET"]),
+        *observability_routes(),  # /metrics, /healthz, /readyz
         Route("/.well-known/openid-configuration", meta.openid_configuration, methods=["GET"]),
         Route("/.well-known/jwks.json", meta.jwks, methods=["GET"]),
         Route("/openapi.json", meta.openapi, methods=["GET"]),
@@ -73,6 +78,10 @@ def routes() -> list[Route]:
         Route(f"{API}/functions/{{name}}/secrets", secrets_api.function_secrets, methods=["GET", "PUT"]),
         Route(f"{API}/functions/{{name}}/concurrency", functions.put_concurrency, methods=["PUT"]),
         Route(f"{API}/functions/{{name}}/scaling", scaling_api.function_scaling, methods=["GET", "PUT"]),
+        Route(f"{API}/functions/{{name}}/logs", logs_api.function_logs, methods=["GET"]),
+        Route(
+            f"{API}/functions/{{name}}/config", config_api.function_config, methods=["GET", "PUT", "PATCH"]
+        ),
         Route(f"{API}/functions/{{name}}/versions", versions.list_versions, methods=["GET"]),
         Route(f"{API}/functions/{{name}}/versions", versions.upload_version, methods=["POST"]),
         Route(f"{API}/functions/{{name}}/versions/{{version}}", versions.get_version, methods=["GET"]),
@@ -109,6 +118,7 @@ def routes() -> list[Route]:
         Route(f"{API}/layers/{{name}}/versions", layers_api.publish_version, methods=["POST"]),
         Route(f"{API}/functions/{{name}}/layers", layers_api.get_function_layers, methods=["GET"]),
         Route(f"{API}/functions/{{name}}/layers", layers_api.put_function_layers, methods=["PUT"]),
+        *console.routes(),
         *http_trigger_routes(),
     ]
 
@@ -156,6 +166,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(config: GatewayConfig) -> Starlette:
+    metrics = GatewayMetrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
@@ -164,8 +176,11 @@ def create_app(config: GatewayConfig) -> Starlette:
             stack.push_async_callback(db.close)
             # The client sends no token by default: a call for an HTTP caller carries that caller's token
             # (forwarded as a header), a call the gateway makes on its own carries the gateway's.
-            client = Client(
-                config.broker_url, client_id=f"dormant-gateway-{uuid.uuid4().hex[:12]}", authorization=""
+            client = MeteredClient(
+                config.broker_url,
+                client_id=f"dormant-gateway-{uuid.uuid4().hex[:12]}",
+                authorization="",
+                metrics=metrics,
             )
             await client.connect()
             stack.push_async_callback(client.close)
@@ -197,6 +212,8 @@ def create_app(config: GatewayConfig) -> Starlette:
             else:
                 stack.push_async_callback(identity.close)
             limits = config.rate_limits
+            audit = AuditTrail(config.catalog_url, executions="off")  # refused tokens and roles, batched
+            stack.push_async_callback(audit.close)
             gateway = GatewayState(
                 config=config,
                 client=client,
@@ -211,8 +228,11 @@ def create_app(config: GatewayConfig) -> Starlette:
                 ),
                 dev_key=dev_key,
                 identity=identity,
+                audit=audit,
             )
             app.state.gateway = gateway
+            app.state.metrics = metrics
+            stack.push_async_callback(console.stop, app)  # the console's live feed, if it was used
             tasks: list[asyncio.Task[None]] = start_workers(gateway) if config.workers else []
             try:
                 yield
@@ -221,7 +241,7 @@ def create_app(config: GatewayConfig) -> Starlette:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    middleware = [Middleware(RefuseNul)]
+    middleware = [Middleware(HttpMetrics, metrics=metrics), Middleware(RefuseNul)]
     if config.tls and config.hsts_max_age_s > 0:
         # First: outside RefuseNul, so its 400s carry the header too.
         middleware.insert(0, Middleware(StrictTransportSecurity, max_age_s=config.hsts_max_age_s))

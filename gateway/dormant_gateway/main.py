@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from dormant_telemetry.logs import configure_logging  # lazy: start-up time
+    from dormant_telemetry.tracing import configure_tracing  # lazy: start-up time
+
     from .app import create_app  # lazy: start-up time
     from .config import GatewayConfig  # lazy: start-up time
     from .server import guarded_h11  # lazy: start-up time
@@ -70,11 +72,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a setting the server cannot use: say which, before anything starts
         print(f"dormant gateway: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:  # JSON lines, or plain text on a terminal (DORMANT_LOG_FORMAT decides otherwise)
+        configure_logging("gateway", args.log_level)
+    except ValueError as exc:
+        print(f"dormant gateway: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:  # OTLP traces when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
+        configure_tracing("dormant-gateway", attributes={"dormant.component": "gateway"})
+    except ValueError as exc:
+        print(f"dormant gateway: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     scheme = "https" if config.tls else "http"
     print(f"dormant gateway on {scheme}://{config.host}:{config.port}", file=sys.stderr, flush=True)
     limits = config.server
@@ -83,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         host=config.host,
         port=config.port,
         log_level=args.log_level,
+        log_config=None,  # uvicorn's records go through the root logger's handler, in the same format
         access_log=False,
         lifespan="on",
         loop="asyncio",  # the native MQTT client needs asyncio transports (not uvloop)

@@ -290,6 +290,36 @@ INVOKE_PARAMS = [
     },
 ]
 
+_NSTR = {"type": "string", "nullable": True}
+LOG_RECORD = {
+    "type": "object",
+    "required": ["timestamp", "level", "message"],
+    "properties": {
+        "timestamp": TIME,
+        "level": {"type": "string", "enum": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]},
+        "requestId": _NSTR,
+        "functionName": _NSTR,
+        "version": _NSTR,
+        "message": {"type": "string"},
+        "duration": {"type": "number", "nullable": True},
+        "traceId": _NSTR,
+        "spanId": _NSTR,
+    },
+}
+LOG_PAGE = {
+    "type": "object",
+    "required": ["function", "items"],
+    "properties": {"function": NAME, "items": {"type": "array", "items": LOG_RECORD}},
+}
+LOG_PARAMS = [
+    _query("version", {"type": "string", "pattern": "^v?[0-9]{1,9}$"}),
+    _query("since", {"type": "string", "example": "10m"}),
+    _query("callId", {"type": "string", "maxLength": 512}),
+    _query("level", {"type": "string", "enum": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]}),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+    _query("follow", {"type": "string", "enum": ["true", "false"]}),
+]
+
 
 def openapi_document(server_url: str) -> dict[str, Any]:
     paths: dict[str, Any] = {
@@ -350,6 +380,30 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 body={"type": "object", "required": ["variables"], "properties": {"variables": STR_MAP}},
             ),
         },
+        "/api/v1/functions/{name}/config": {
+            "parameters": [FN],
+            "get": _op(
+                "Live configuration (ctx.config): values, revision, published",
+                "functions",
+                {"200": {"type": "object"}},
+            ),
+            "put": _op(
+                "Replace the live configuration; answers once the mesh has it (wait up to ?wait=S)",
+                "functions",
+                {"200": {"type": "object"}},
+                errors=MANAGE_ERRORS,
+                body={"type": "object", "required": ["values"], "properties": {"values": {"type": "object"}}},
+                params=[_query("wait", {"type": "integer", "minimum": 0, "maximum": 30})],
+            ),
+            "patch": _op(
+                "Merge into the live configuration (a null value removes that name)",
+                "functions",
+                {"200": {"type": "object"}},
+                errors=MANAGE_ERRORS,
+                body={"type": "object", "required": ["values"], "properties": {"values": {"type": "object"}}},
+                params=[_query("wait", {"type": "integer", "minimum": 0, "maximum": 30})],
+            ),
+        },
         "/api/v1/functions/{name}/concurrency": {
             "parameters": [FN],
             "put": _op(
@@ -370,6 +424,34 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 errors=MANAGE_ERRORS,
                 body={"type": "object"},
             ),
+        },
+        "/api/v1/functions/{name}/logs": {
+            "parameters": [FN],
+            "get": {
+                **_op(
+                    "The function's log records, newest `limit` oldest first; follow=true: NDJSON, then"
+                    " each new record as it is stored",
+                    "functions",
+                    {},
+                    params=LOG_PARAMS,
+                ),
+                "responses": {
+                    "200": {
+                        "description": "records (follow=true: a record per line; empty lines keep alive)",
+                        "content": {
+                            "application/json": {"schema": LOG_PAGE},
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **{
+                        s: {
+                            "description": ERROR_STATUSES[s],
+                            "content": {"application/json": {"schema": _ref("Error")}},
+                        }
+                        for s in ("400", "401", "403", "404", "429", "503")
+                    },
+                },
+            },
         },
         "/api/v1/functions/{name}/versions": {
             "parameters": [FN],

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from dormant.client import Client
 from dormant_catalog import Database
 from dormant_catalog import versions as version_sql
+from dormant_catalog.audit_trail import AuditTrail
 from dormant_catalog.gateway import functions as function_sql
 
 from .auth import DevKey, PrincipalVerifier
@@ -42,6 +43,8 @@ class GatewayState:
     identity: GatewayIdentity | None = None
     """The gateway's own token, for the calls it makes by itself; None: no client configured, those
     calls carry no token."""
+    audit: AuditTrail | None = None
+    """Where refused tokens (``security``) and refused roles (``authorization``) are recorded."""
     invocations_ready: asyncio.Event = field(default_factory=asyncio.Event)
     triggers_changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when this replica changed a trigger: wakes the cron scheduler and the queue supervisor."""

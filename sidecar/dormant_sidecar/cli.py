@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dormant.config import Settings
 from dormant_layers import UnpackLimits
+from dormant_telemetry.endpoint import metrics_host, metrics_port
 
 from .pod import Pod
 from .run import configure_logging, serve_pod
@@ -67,6 +68,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="most files and dirs in one app layer (default $DORMANT_LAYER_MAX_ENTRIES or 20000)",
     )
     parser.add_argument("--runtime-cmd", help="runtime command line (default: python -m dormant_runtime)")
+    parser.add_argument(
+        "--metrics-port",
+        default=None,
+        help="serve /metrics, /healthz and /readyz on this port (0: any free one; default"
+        " $DORMANT_METRICS_PORT, unset: not served)",
+    )
+    parser.add_argument(
+        "--metrics-host", default=None, help="its address (default $DORMANT_METRICS_HOST or 127.0.0.1)"
+    )
     parser.add_argument("--log-level", default=os.environ.get("DORMANT_LOG_LEVEL", "INFO"))
     return parser
 
@@ -112,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     pod = pod_from_args(args)
     try:
-        asyncio.run(serve_pod(pod))
+        port = metrics_port(args.metrics_port)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    try:
+        asyncio.run(serve_pod(pod, metrics_port=port, metrics_host=metrics_host(args.metrics_host)))
     except KeyboardInterrupt:
         return 130
     return 0

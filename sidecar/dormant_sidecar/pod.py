@@ -27,10 +27,12 @@ from typing import TypeVar
 from dormant._control import Load
 from dormant_catalog import Catalog, CatalogUnavailable, SlotClaim, open_catalog
 from dormant_layers import UnpackLimits
+from dormant_telemetry.logs import choose_format
 
 from .fetch import LayerFetchFailed, fetch_extra_layers, fetch_layer
 from .lease import LeaseKeeper
-from .logs import LogSink, stderr_sink
+from .log_shipper import LogShipper
+from .logs import LogCapture, LogSink, stderr_sink
 from .runtime import RuntimeFailed, RuntimeProcess
 from .secrets import RuntimeTokens, without_secret_variables
 from .supervisor import RuntimeSupervisor
@@ -73,6 +75,8 @@ class Pod:
         log_sink: LogSink = stderr_sink,
         layer_limits: UnpackLimits | None = None,
         tokens: RuntimeTokens | None = None,
+        log_format: str | None = None,
+        ship_logs: bool = True,
     ) -> None:
         if lease_s <= 0 or poll_interval_s <= 0:
             raise ValueError("lease_s and poll_interval_s must be positive")
@@ -93,6 +97,19 @@ class Pod:
         """A runtime that ran this long before crashing is restarted at once (no back-off)."""
         self.runtime_cmd = tuple(runtime_cmd) if runtime_cmd else DEFAULT_RUNTIME_CMD
         self._log_sink = log_sink
+        # The runtimes' output: shown on log_sink in the pod's log format (log_format, default
+        # $DORMANT_LOG_FORMAT: JSON unless stderr is a terminal), published and stored (ship_logs).
+        self.log_shipper = (
+            LogShipper(broker_url=broker_url, catalog_url=catalog_url, pod_id=self.pod_id)
+            if ship_logs
+            else None
+        )
+        self._capture = LogCapture(
+            self.pod_id,
+            log_sink,
+            choose_format(log_format),
+            ship=self.log_shipper.offer if self.log_shipper is not None else None,
+        )
         self.tokens = tokens if tokens is not None else RuntimeTokens.from_env()
         """Mints each runtime's secrets token (``DORMANT_VAULT_*``; none when not configured)."""
         self._stop = asyncio.Event()
@@ -101,6 +118,10 @@ class Pod:
         self.runtime: RuntimeProcess | None = None
         """The runtime serving the slot, or None."""
         self.supervisor: RuntimeSupervisor | None = None
+        self.catalog: Catalog | None = None
+        """The catalog connection while the pod is registered (its health checks use it)."""
+        self.restarts: dict[tuple[str, int], int] = {}
+        """Runtimes that exited unexpectedly (and were restarted), per (service, version)."""
         self._waker: SlotWaker | None = None
 
     # ------------------------------------------------------------------ control
@@ -121,6 +142,8 @@ class Pod:
             DORMANT_POD_ID=self.pod_id,
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # A runtime's output is read by LogCapture: JSON lines, whatever the pod itself shows.
+        env["DORMANT_LOG_FORMAT"] = "json"
         # Few allocator arenas: each reserves address space that counts against a memory limit.
         env.setdefault("MALLOC_ARENA_MAX", "2")
         return env
@@ -158,6 +181,7 @@ class Pod:
             cmd=self.runtime_cmd,
             env=self._runtime_env(),
             sink=self._log_sink,
+            output=self._capture,
             standby_timeout_s=self.load_timeout_s,
             load_timeout_s=self.load_timeout_s,
             drain_timeout_s=self.drain_timeout_s,
@@ -169,14 +193,20 @@ class Pod:
             catalog = await self._connect()
             if catalog is None:
                 return
+            self.catalog = catalog
+            if self.log_shipper is not None:  # the catalog is migrated now: function_logs exists
+                self.log_shipper.start()
             try:
                 await self._serve_slots(catalog, supervisor)
             finally:
+                self.catalog = None
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(catalog.deregister_pod(self.pod_id), 5)
                 await catalog.close()
         finally:
             await supervisor.close()
+            if self.log_shipper is not None:  # after the runtimes: their last lines are stored too
+                await self.log_shipper.close()
             log.info("pod %s stopped", self.pod_id)
 
     async def _connect(self) -> Catalog | None:
@@ -370,6 +400,8 @@ class Pod:
                     current.version,
                     runtime.returncode,
                 )
+                key = (current.app_name, current.version)
+                self.restarts[key] = self.restarts.get(key, 0) + 1
                 if now - started_at > self.crash_backoff_reset_s:
                     restart_delay = 0.0
                 runtime = self.runtime = None

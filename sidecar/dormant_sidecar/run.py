@@ -13,21 +13,30 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from dormant_telemetry import logs as telemetry_logs
+
 from .logs import LogSink, stderr_sink
+from .observe import PodObserver
 from .pod import Pod
 
 log = logging.getLogger("dormant.sidecar")
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Pod log lines on stderr (unless the program configured logging already)."""
-    logging.basicConfig(level=level.upper(), format="%(asctime)s dormant-pod %(levelname)s %(message)s")
+def configure_logging(level: str | None = None) -> None:
+    """Pod log lines on stderr: JSON lines, or plain text on a terminal (``dormant_telemetry.logs``;
+    ``DORMANT_LOG_FORMAT`` decides otherwise); a bad level or format stops the program with the reason."""
+    try:
+        telemetry_logs.configure_logging("sidecar", level)
+    except ValueError as exc:
+        raise SystemExit(f"dormant pod: {exc}") from None
     # The pool logs every failed reconnect; the pod reports an outage once, and when it ends.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
-async def serve_pod(pod: Pod) -> None:
-    """Install SIGTERM/SIGINT handlers that call ``pod.stop()``, then run the pod to completion."""
+async def serve_pod(pod: Pod, *, metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> None:
+    """Install SIGTERM/SIGINT handlers that call ``pod.stop()``, then run the pod to completion. Its
+    health goes to the catalog; with ``metrics_port`` it also serves ``/metrics``, ``/healthz`` and
+    ``/readyz`` there (``observe``)."""
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
 
@@ -42,9 +51,12 @@ async def serve_pod(pod: Pod) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, on_signal, signum)
             installed.append(signum)
+    observer = PodObserver(pod, host=metrics_host, port=metrics_port)
+    await observer.start()
     try:
         await pod.run()
     finally:
+        await observer.close()
         for signum in installed:
             loop.remove_signal_handler(signum)
 
@@ -64,6 +76,8 @@ def run_pod(
     runtime_cmd: Sequence[str] | None = None,
     load_timeout_s: float = 30.0,
     log_sink: LogSink = stderr_sink,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> int:
     """Run one pod in the foreground until SIGTERM/SIGINT; returns the process exit code."""
     configure_logging()
@@ -83,7 +97,7 @@ def run_pod(
         log_sink=log_sink,
     )
     try:
-        asyncio.run(serve_pod(pod))
+        asyncio.run(serve_pod(pod, metrics_port=metrics_port, metrics_host=metrics_host))
     except KeyboardInterrupt:
         return 130
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dormant._control import (
+    CONNECTION,
     CONTROL_FD_ENV,
     DRAINED,
     FAILED,
@@ -27,8 +28,9 @@ from dormant._control import (
     decode_event,
     encode_command,
 )
+from dormant_telemetry.logs import Stream
 
-from .logs import MAX_LINE, LogSink, pump_lines
+from .logs import MAX_LINE, LogSink, Origin, OutputSink, prefixed, pump_output
 
 log = logging.getLogger("dormant.sidecar")
 
@@ -38,15 +40,26 @@ class RuntimeFailed(Exception):
 
 
 class RuntimeProcess:
-    """Spawn with ``await RuntimeProcess.spawn(cmd, env, sink)``; see the module docstring."""
+    """Spawn with ``await RuntimeProcess.spawn(cmd, env, sink)``; see the module docstring.
 
-    def __init__(self, proc: asyncio.subprocess.Process, sink: LogSink) -> None:
+    Its output goes line by line to ``output`` (``logs.LogCapture`` in a pod), or as ``[label] line`` to
+    ``sink`` when there is none.
+    """
+
+    def __init__(
+        self, proc: asyncio.subprocess.Process, sink: LogSink, output: OutputSink | None = None
+    ) -> None:
         self.proc = proc
         self.label = f"standby {proc.pid}"
         self.error: str | None = None
         self.app_dir: Path | None = None
         self.draining = False
-        self._sink = sink
+        self.connected = True
+        """The runtime's broker connection, as it last reported it (``connection`` events after ``ready``)."""
+        self.service: str | None = None
+        self.version: int | None = None
+        """The service and version loaded (None while standing by)."""
+        self._output = output if output is not None else prefixed(sink)
         self._standby = asyncio.Event()
         self._ready = asyncio.Event()
         self._failed = asyncio.Event()
@@ -69,12 +82,24 @@ class RuntimeProcess:
         return self.proc.returncode is None
 
     @property
+    def standing_by(self) -> bool:
+        """It has done its imports and waits for a load command."""
+        return self._standby.is_set() and not self._ready.is_set() and self.running
+
+    @property
+    def ready(self) -> bool:
+        """It loaded its version and serves it (subscribed)."""
+        return self._ready.is_set() and self.running
+
+    @property
     def exited(self) -> asyncio.Task[int]:
         """Done (with the exit code) once the process has exited."""
         return self._exited
 
     @classmethod
-    async def spawn(cls, cmd: Sequence[str], env: Mapping[str, str], sink: LogSink) -> RuntimeProcess:
+    async def spawn(
+        cls, cmd: Sequence[str], env: Mapping[str, str], sink: LogSink, *, output: OutputSink | None = None
+    ) -> RuntimeProcess:
         read_fd, write_fd = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -91,7 +116,7 @@ class RuntimeProcess:
             raise
         finally:
             os.close(write_fd)
-        runtime = cls(proc, sink)
+        runtime = cls(proc, sink, output)
         try:
             await runtime._attach(read_fd)
         except BaseException:
@@ -111,9 +136,12 @@ class RuntimeProcess:
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._tasks = [
             asyncio.create_task(self._read_events(control)),
-            asyncio.create_task(pump_lines(self.proc.stdout, lambda: self.label, self._sink)),
-            asyncio.create_task(pump_lines(self.proc.stderr, lambda: self.label, self._sink)),
+            asyncio.create_task(pump_output(self.proc.stdout, lambda: self._origin("stdout"), self._output)),
+            asyncio.create_task(pump_output(self.proc.stderr, lambda: self._origin("stderr"), self._output)),
         ]
+
+    def _origin(self, stream: Stream) -> Origin:
+        return Origin(self.label, self.service, self.version, stream)
 
     async def _read_events(self, control: asyncio.StreamReader) -> None:
         while True:
@@ -131,6 +159,10 @@ class RuntimeProcess:
             elif event.kind == FAILED:
                 self.error = event.error
                 self._failed.set()
+            elif event.kind == CONNECTION:
+                self.connected = bool(event.fields.get("connected"))
+                if not self.connected:
+                    log.warning("runtime %s (%s) lost its broker connection", self.pid, self.label)
             elif event.kind == DRAINED:
                 log.debug("runtime %s (%s) drained", self.pid, self.label)
 
@@ -159,6 +191,7 @@ class RuntimeProcess:
     async def load(self, load: Load, *, timeout_s: float) -> None:
         """Send ``load`` and wait for ``ready`` (what each field means: ``dormant._control.Load``)."""
         self.label = f"{load.service} v{load.version}"
+        self.service, self.version = load.service, load.version
         self.app_dir = load.app_dir
         await self._send(load)
         await self._until(self._ready, "ready", timeout_s)

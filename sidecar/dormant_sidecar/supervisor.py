@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from dormant._control import Load
 
-from .logs import LogSink
+from .logs import LogSink, OutputSink
 from .runtime import RuntimeFailed, RuntimeProcess
 
 log = logging.getLogger("dormant.sidecar")
@@ -29,10 +29,12 @@ class RuntimeSupervisor:
         standby_timeout_s: float,
         load_timeout_s: float,
         drain_timeout_s: float,
+        output: OutputSink | None = None,
     ) -> None:
         self._cmd = list(cmd)
         self._env = dict(env)
         self._sink = sink
+        self._output = output
         self._standby_timeout_s = standby_timeout_s
         self._load_timeout_s = load_timeout_s
         self._drain_timeout_s = drain_timeout_s
@@ -50,7 +52,7 @@ class RuntimeSupervisor:
         return self._standby
 
     async def _spawn(self) -> RuntimeProcess:
-        runtime = await RuntimeProcess.spawn(self._cmd, self._env, self._sink)
+        runtime = await RuntimeProcess.spawn(self._cmd, self._env, self._sink, output=self._output)
         self._children.add(runtime)
         runtime.exited.add_done_callback(lambda _: self._children.discard(runtime))
         return runtime

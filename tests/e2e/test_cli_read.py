@@ -130,7 +130,8 @@ async def test_read_commands_on_a_running_mesh(mesh: Mesh, tmp_path: Path) -> No
         ("serving", SERVICE, 1),
     ]
     table = ok("pods", env=env).splitlines()
-    assert table[0].split() == ["POD", "STATE", "SERVICE", "VERSION", "SINCE", "LAST", "SEEN"]
+    header = ["POD", "STATE", "SERVICE", "VERSION", "SINCE", "LAST", "SEEN", "HEALTH", "RESTARTS"]
+    assert table[0].split() == header
     assert any(line.split()[1:4] == ["serving", SERVICE, "v1"] for line in table[1:])
 
     # history and status: tables when piped, JSON with --json.

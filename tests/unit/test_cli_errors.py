@@ -177,6 +177,7 @@ def test_json_shapes_have_stable_keys() -> None:
     pod = PoolEntry("pod-1", "free", None, None, None, T0, T0, T0, ["dormant-python:1"])
     assert list(list_cmds.pods_json([pod])["pods"][0]) == [
         "pod", "state", "service", "version", "slot", "since", "registeredAt", "lastSeen", "baseImages",
+        "health",
     ]  # fmt: skip
 
 

@@ -249,8 +249,10 @@ class RolloutCatalog:
                 actor="cli",
                 action="alias.set",
                 detail={"alias": "live", "weights": {"1": 90, "2": 10}, "image": f"users@{DIGEST}"},
+                kind="deployment",
             )
         ]
+        self.audit_filters: dict[str, Any] = {}
 
     async def set_alias(self, service: str, name: str, weights: dict[int, int], **kw: Any) -> None:
         self.calls.append(("set_alias", service, name, weights, kw))
@@ -275,6 +277,9 @@ class RolloutCatalog:
     async def list_aliases(self, service: str) -> dict[str, dict[int, int]]:
         return {"live": {1: 90, 2: 10}}
 
+    async def pool(self) -> list[Any]:
+        return []
+
     async def list_rollouts(self, service: str, *, limit: int) -> list[RolloutRecord]:
         return self.rollouts[:limit]
 
@@ -284,8 +289,18 @@ class RolloutCatalog:
             SimpleNamespace(slot_index=1, version=2, pod_id=None, serving=False, last_error="ImportError: x"),
         ]
 
-    async def list_audit(self, service: str, *, limit: int) -> list[Any]:
-        return self.audit[:limit]
+    async def list_audit(
+        self,
+        service: str,
+        *,
+        limit: int,
+        kinds: list[str] | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: Any = None,
+    ) -> list[Any]:
+        self.audit_filters = {"kinds": kinds, "actor": actor, "action": action, "since": since}
+        return [a for a in self.audit if kinds is None or a.kind in kinds][:limit]
 
 
 @pytest.fixture
@@ -391,8 +406,31 @@ def test_history_of_an_unknown_service_is_one_error_line(
     catalog.rollouts, catalog.audit = [], []
     code, out, err = run(["history", "nosuch"], capsys)
     assert (code, out) == (1, "") and err == "error: no service named 'nosuch': nothing is recorded for it\n"
+    bare = SimpleNamespace(
+        service="nosuch", limit=5, json=False, kind=None, actor=None, action=None, since=None
+    )
     with pytest.raises(CommandError):
-        rollout_cmds.run_history(SimpleNamespace(service="nosuch", limit=5, json=False))  # type: ignore[arg-type]
+        rollout_cmds.run_history(bare)  # type: ignore[arg-type]
+
+
+def test_history_filters_reach_the_catalog_and_bad_ones_are_refused(
+    catalog: RolloutCatalog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run(
+        ["history", "users", "--kind", "execution,security", "--actor", "ann", "--since", "1h"], capsys
+    )
+    assert code == 0
+    filters = catalog.audit_filters
+    assert filters["kinds"] == ["execution", "security"] and filters["actor"] == "ann"
+    assert filters["since"] is not None
+    assert run(["history", "users"], capsys)[0] == 0
+    assert "execution" not in catalog.audit_filters["kinds"]  # the default leaves calls out
+    assert run(["history", "users", "--kind", "all"], capsys)[0] == 0
+    assert len(catalog.audit_filters["kinds"]) == 4
+    code, _, err = run(["history", "users", "--kind", "deploys"], capsys)
+    assert code == 1 and "--kind: deploys" in err
+    code, _, err = run(["history", "users", "--since", "yesterday"], capsys)
+    assert code == 1 and "--since" in err
 
 
 class StatsFeed:

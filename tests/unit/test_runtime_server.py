@@ -74,6 +74,10 @@ class Greeter:
         await self.gate.wait()
         return Out(greeting="finally")
 
+    async def configured(self, request: In, ctx: Context) -> Out:
+        """The live configuration value named ``request.name``, as this call sees it."""
+        return Out(greeting=repr(ctx.config.get(request.name)))
+
     async def write(self, request: In, ctx: Context) -> Out:
         self.runs.append(("write", ctx.call_id))
         tx = await ctx._transaction()
@@ -88,7 +92,7 @@ class Greeter:
         return Out(greeting=f"wrote {request.name}")
 
 
-FUNCTIONS = ("hello", "refuse", "crash", "slow", "write")
+FUNCTIONS = ("hello", "refuse", "crash", "slow", "write", "configured")
 SERVICE = ServiceSpec(
     name=SERVICE_NAME,
     handler_class=Greeter,
@@ -119,6 +123,12 @@ class FakeTransport:
 
     async def subscribe(self, filters: Sequence[str], qos: int = 1) -> None:
         self.subscribed += filters
+        for topic in filters:
+            # As a broker holding the controller's retained live configuration.
+            if topic == wire.config_topic(SERVICE_NAME) and self.net.retained_config is not None:
+                self.inbox.put_nowait(Message(topic, orjson.dumps(self.net.retained_config), qos=1))
+            if topic == wire.config_topic() and self.net.config_marker:
+                self.inbox.put_nowait(Message(topic, b'{"publisher": "dormant-controller"}', qos=1))
 
     async def unsubscribe(self, filters: Sequence[str]) -> None:
         self.unsubscribed += filters
@@ -153,6 +163,8 @@ class FakeNet:
         self.log: list[tuple[str, bytes | None]] = []
         self.refuse_connects = 0
         self.publish_errors: list[Exception] = []
+        self.retained_config: dict[str, Any] | None = {"revision": 1, "values": {}}
+        self.config_marker = True
 
     def new_transport(self, broker_url: str, **kwargs: Any) -> FakeTransport:
         transport = FakeTransport(self, kwargs)
@@ -421,7 +433,8 @@ async def test_a_request_is_answered_on_its_reply_topic_then_acknowledged(net: F
         "session_expiry_s": server_module.SESSION_EXPIRY_S,
         "manual_ack": True,
     }
-    assert transport.subscribed == wire.serving_filters(SERVICE_NAME, VERSION, live=True)
+    filters = wire.serving_filters(SERVICE_NAME, VERSION, live=True)
+    assert transport.subscribed == [wire.config_topic(SERVICE_NAME), wire.config_topic(), *filters]
     deadline = time.time() + 20
     await served(net, runtime, net.request("hello", {"name": "ann"}, deadline=deadline))
     assert net.log == [("publish", b"call-1"), ("ack", b"call-1")]  # the answer first, then the ack
@@ -432,8 +445,69 @@ async def test_a_request_is_answered_on_its_reply_topic_then_acknowledged(net: F
     assert runtime.handler.runs == [("hello", "call-1")]
     assert runtime.server.stats is not None and runtime.server.stats.calls == 1
     assert await stop(runtime) == 0
-    assert transport.unsubscribed == transport.subscribed
+    assert transport.unsubscribed == filters
     assert transport.closed_end_session is True  # a drained runtime ends its persistent session
+
+
+# ------------------------------------------------------------------------------ live configuration
+
+
+def config_message(revision: int, values: Any) -> Message:
+    body = {"revision": revision, "values": values}
+    return Message(wire.config_topic(SERVICE_NAME), orjson.dumps(body), qos=1)
+
+
+async def test_the_retained_configuration_is_in_place_before_the_first_call(net: FakeNet) -> None:
+    net.retained_config = {"revision": 4, "values": {"greeting": "hi", "limits": {"max": 3}}}
+    runtime = await start()
+    assert runtime.server.config_revision == 4
+    await served(net, runtime, net.request("configured", {"name": "limits"}, call_id=b"c1"))
+    assert net.answers(b"c1") == [(True, {"greeting": "{'max': 3}"})]
+    assert await stop(runtime) == 0
+
+
+async def test_a_new_revision_is_seen_by_the_next_call_and_a_malformed_one_changes_nothing(
+    net: FakeNet,
+) -> None:
+    runtime = await start()
+    await served(net, runtime, net.request("configured", {"name": "flag"}, call_id=b"c1"))
+    net.deliver(config_message(2, {"flag": True}))
+    await served(net, runtime, net.request("configured", {"name": "flag"}, call_id=b"c2"))
+    for bad in (b"{not json", b'{"revision": "3", "values": {}}', b'{"revision": 3, "values": []}', b""):
+        net.deliver(Message(wire.config_topic(SERVICE_NAME), bad, qos=1))
+    await served(net, runtime, net.request("configured", {"name": "flag"}, call_id=b"c3"))
+    assert [net.answers(c) for c in (b"c1", b"c2", b"c3")] == [
+        [(True, {"greeting": "None"})],
+        [(True, {"greeting": "True"})],
+        [(True, {"greeting": "True"})],
+    ]
+    assert runtime.server.config_revision == 2
+    assert await stop(runtime) == 0
+
+
+async def test_with_the_controllers_marker_and_no_revision_the_runtime_serves_at_once(
+    net: FakeNet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "FIRST_REVISION_WAIT_S", 3600)  # never reached
+    net.retained_config = None
+    runtime = await start()
+    assert runtime.server.config_revision is None
+    await served(net, runtime, net.request("configured", {"name": "flag"}, call_id=b"c1"))
+    assert net.answers(b"c1") == [(True, {"greeting": "None"})]
+    assert await stop(runtime) == 0
+
+
+async def test_without_a_controller_the_runtime_serves_after_a_bounded_wait(
+    net: FakeNet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "FIRST_REVISION_WAIT_S", 0.05)
+    net.retained_config = None
+    net.config_marker = False
+    runtime = await start()
+    assert runtime.server.config_revision is None
+    await served(net, runtime, net.request("configured", {"name": "flag"}, call_id=b"c1"))
+    assert net.answers(b"c1") == [(True, {"greeting": "None"})]
+    assert await stop(runtime) == 0
 
 
 async def test_a_version_only_server_subscribes_to_its_version_topic_only(net: FakeNet) -> None:
@@ -442,7 +516,11 @@ async def test_a_version_only_server_subscribes_to_its_version_topic_only(net: F
     )
     task = asyncio.create_task(server.run())
     await asyncio.wait_for(server.wait_ready(), 10)
-    assert net.current.subscribed == [f"$share/{SERVICE_NAME}-v3/service/{SERVICE_NAME}/v3/+"]
+    assert net.current.subscribed == [
+        wire.config_topic(SERVICE_NAME),
+        wire.config_topic(),
+        f"$share/{SERVICE_NAME}-v3/service/{SERVICE_NAME}/v3/+",
+    ]
     await server.drain(5)
     await task
 

@@ -288,6 +288,9 @@ class Handlers:
     async def not_json(self, request: Probe, ctx: Context) -> Any:
         return {"values": {1, 2}}
 
+    async def configured(self, request: Probe, ctx: Context) -> Any:
+        return dict(ctx.config)
+
     async def odd_details(self, request: Probe, ctx: Context) -> Probe:
         raise BusinessLogicError("with details that are not JSON", {"when": object()})
 
@@ -307,6 +310,7 @@ SPEC = ServiceSpec(
     {
         "seen": _fn("seen", Seen, SEEN_SCHEMA),
         "not_json": _fn("not_json", schema=ANY_SCHEMA),
+        "configured": _fn("configured", schema=ANY_SCHEMA),
         "odd_details": _fn("odd_details"),
         "forever": _fn("forever"),
     },
@@ -327,6 +331,20 @@ async def test_the_handler_sees_the_context_a_pod_gives_it() -> None:
     assert second["callId"] == "mine" and second["loggerCallId"] == "mine"
     assert second["headers"] == {"traceparent": "t", "x-extra": "1"}
     assert 59 < second["remaining"] <= 60
+
+
+async def test_the_live_configuration_is_what_handlers_read_and_changes_between_calls() -> None:
+    async with TestClient(SPEC, config={"flag": True, "rate": {"max": 3}}) as client:
+        assert await client.call("configured") == {"flag": True, "rate": {"max": 3}}
+        client.config = {"flag": False}
+        assert await client.call("configured") == {"flag": False}
+        with pytest.raises(TypeError, match="JSON"):
+            client.config = {"when": object()}
+        assert dict(client.config) == {"flag": False}  # a refused change leaves the last one
+        with pytest.raises(TypeError):
+            client.config["flag"] = True  # type: ignore[index]  # read-only, as in a pod
+    async with TestClient(SPEC) as client:
+        assert await client.call("configured") == {}
 
 
 async def test_errors_are_the_typed_errors_a_caller_gets() -> None:

@@ -16,6 +16,7 @@ from ..db import Conn
 from ..deployments import undeploy
 from ..environment import environment_problems, roll_generation
 from ..errors import InvalidCatalogRequest, NotFoundInCatalog
+from ..live_config import forget_config
 from ..names import check_app_name
 from ..rollouts.actions import deploy
 from ..versions import get_version, latest_version
@@ -308,6 +309,7 @@ async def purge_deleted(conn: Conn, *, retention_s: float, actor: str) -> list[s
     names = sorted(str(r[0]) for r in await cur.fetchall())
     if names:
         await conn.execute("DELETE FROM gateway_triggers WHERE function_name = ANY(%s)", (names,))
+        await forget_config(conn, names)
     for name in names:
         await record_audit(conn, actor=actor, app_name=name, action="purge-function", detail={})
     return names

@@ -9,7 +9,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dormant.errors import Forbidden, ValidationError
+from dormant.errors import Forbidden, Unauthenticated, ValidationError
+from dormant_catalog.audit import AuditEvent
 
 from ..auth import Action, Principal, allowed
 from ..http_errors import HttpError
@@ -21,23 +22,43 @@ DIGITS = re.compile(r"[0-9]{1,19}", re.ASCII)
 SERVICE_NAME = re.compile(r"[a-z0-9-]{1,64}", re.ASCII)  # use fullmatch: "$" also matches before "\n"
 
 
+def _audit(request: Request, kind: str, actor: str, action: str, detail: dict[str, Any]) -> None:
+    """Buffer an audit entry for this request (the function it names, the method and the path)."""
+    trail = state(request).audit
+    if trail is None:
+        return
+    name = request.path_params.get("name")
+    app_name = name.split(".")[0][:64] if isinstance(name, str) and name else None
+    where = {"method": request.method, "path": request.url.path[:300]}
+    client = request.client.host if request.client is not None else None
+    trail.add(AuditEvent(kind, actor, app_name, action, {**where, **detail, "client": client}))
+
+
 def state(request: Request) -> GatewayState:
     gateway: GatewayState = request.app.state.gateway
     return gateway
 
 
 async def authenticate(request: Request) -> Principal:
-    """The caller behind the bearer token, or raise ``Unauthenticated``."""
-    return await state(request).verifier.verify(request.headers.get("authorization"))
+    """The caller behind the bearer token, or raise ``Unauthenticated`` (recorded as a security event:
+    what was asked and why it was refused, never the token)."""
+    try:
+        return await state(request).verifier.verify(request.headers.get("authorization"))
+    except Unauthenticated as exc:
+        _audit(request, "security", "anonymous", "token-refused", {"reason": str(exc)})
+        raise
 
 
 def require(request: Request, principal: Principal, action: Action, *, limit: str | None = None) -> None:
     """Check ``action`` against the caller's roles, then take a token from the ``limit`` bucket.
 
     ``limit`` names the per-user bucket (``deploy`` or ``manage``); invoke limits are per function.
+    A refusal is recorded in the audit log (``authorization``).
     """
     if not allowed(principal.roles, action):
         roles = sorted(r.value for r in principal.roles) or ["none"]
+        detail = {"action": action.value, "roles": roles}
+        _audit(request, "authorization", principal.sub, "refused", detail)
         raise Forbidden(f"role {', '.join(roles)} may not {action.value.replace('-', ' ')}")
     if limit is not None:
         state(request).limiter.check(limit, principal.sub)

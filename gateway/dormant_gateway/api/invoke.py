@@ -17,7 +17,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from dormant import callid
+from dormant import _tracing, callid
 from dormant.errors import DormantError, SystemError, ValidationError
 from dormant_catalog.gateway import invocations as invocation_sql
 
@@ -101,22 +101,24 @@ def _timeout(request: Request, configured: float | None) -> float:
 
 
 async def _call(gateway: GatewayState, p: Prepared, call_id: str) -> tuple[Any, int | None]:
-    version = await route(gateway, p.service, alias=p.body.alias, version=p.body.version)
-    try:
-        result = await gateway.client.call(
-            p.service,
-            p.function,
-            p.body.params,
-            timeout=p.timeout,
-            version=version,
-            call_id=call_id,
-            headers=p.body.headers,
-        )
-    except DormantError as exc:
-        explained = await explain_unavailable(gateway, p.service, p.function, version, exc)
-        if explained is exc:
-            raise
-        raise explained from None
+    # One function.invoke span (continuing the request's traceparent) over the version pick and the call.
+    with _tracing.invocation(p.service, p.function, trigger="http", headers=p.body.headers, call_id=call_id):
+        version = await route(gateway, p.service, alias=p.body.alias, version=p.body.version)
+        try:
+            result = await gateway.client.call(
+                p.service,
+                p.function,
+                p.body.params,
+                timeout=p.timeout,
+                version=version,
+                call_id=call_id,
+                headers=p.body.headers,
+            )
+        except DormantError as exc:
+            explained = await explain_unavailable(gateway, p.service, p.function, version, exc)
+            if explained is exc:
+                raise
+            raise explained from None
     return result, version
 
 

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dormant import callid
+from dormant import _tracing, callid, wire
 from dormant.errors import DormantError, NotFound, ValidationError
 from dormant_catalog.gateway import TriggerRecord
 from dormant_catalog.gateway import triggers as trigger_sql
@@ -163,34 +163,42 @@ async def handle(request: Request) -> Response:
             "pattern": record.config["path"],
         },
     }
-    version = await route(
-        gateway, service, alias=record.config.get("alias"), version=record.config.get("version")
-    )
-    info = await gateway.function_info(service)
-    headers = {"X-Dormant-Call-Id": call_id, **_cors_headers(cors, origin)}
-    try:
-        # With "jwt" the call runs as the verified caller: their token is the call's authorization, as
-        # on the invoke API (never in the event, whose headers leave it out). A public route calls as
-        # the gateway itself: a web caller's own header is not verified there, so it is not forwarded.
-        authorization = request.headers["authorization"] if as_caller else await gateway.own_authorization()
-    except DormantError as exc:  # the gateway has no token of its own right now (Unavailable)
-        await gateway.db.run(trigger_sql.add_metrics, record.trigger_id, fired=1, failed=1)
-        return error_response(exc, headers)
-    try:
-        result = await gateway.client.call(
-            service,
-            function,
-            event,
-            timeout=info.timeout_s or 30.0,
-            version=version,
-            call_id=call_id,
-            headers=trigger_headers(record.created_by),
-            authorization=authorization,
+    # The caller's W3C trace context (when valid) goes on with the call, and the gateway's
+    # function.invoke span (when it traces) continues it.
+    traced = wire.trace_context(request.headers)
+    with _tracing.invocation(service, function, trigger="http", headers=traced, call_id=call_id) as span:
+        version = await route(
+            gateway, service, alias=record.config.get("alias"), version=record.config.get("version")
         )
-    except DormantError as exc:
-        error = await explain_unavailable(gateway, service, function, version, exc)
-        await gateway.db.run(trigger_sql.add_metrics, record.trigger_id, fired=1, failed=1)
-        return error_response(error, headers)
+        info = await gateway.function_info(service)
+        headers = {"X-Dormant-Call-Id": call_id, **_cors_headers(cors, origin)}
+        try:
+            # With "jwt" the call runs as the verified caller: their token is the call's authorization, as
+            # on the invoke API (never in the event, whose headers leave it out). A public route calls as
+            # the gateway itself: a web caller's own header is not verified there, so it is not forwarded.
+            authorization = (
+                request.headers["authorization"] if as_caller else await gateway.own_authorization()
+            )
+        except DormantError as exc:  # the gateway has no token of its own right now (Unavailable)
+            await gateway.db.run(trigger_sql.add_metrics, record.trigger_id, fired=1, failed=1)
+            _tracing.failed(span, exc)
+            return error_response(exc, headers)
+        try:
+            result = await gateway.client.call(
+                service,
+                function,
+                event,
+                timeout=info.timeout_s or 30.0,
+                version=version,
+                call_id=call_id,
+                headers={**trigger_headers(record.created_by), **traced},
+                authorization=authorization,
+            )
+        except DormantError as exc:
+            error = await explain_unavailable(gateway, service, function, version, exc)
+            await gateway.db.run(trigger_sql.add_metrics, record.trigger_id, fired=1, failed=1)
+            _tracing.failed(span, error)
+            return error_response(error, headers)
     await gateway.db.run(trigger_sql.add_metrics, record.trigger_id, fired=1, succeeded=1)
     return _to_response(result, headers)
 

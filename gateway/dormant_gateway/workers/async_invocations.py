@@ -17,7 +17,7 @@ import contextlib
 import logging
 from typing import Any
 
-from dormant import callid
+from dormant import _tracing, callid
 from dormant.errors import DormantError, SystemError
 from dormant_catalog import CatalogError
 from dormant_catalog.gateway import InvocationRecord
@@ -91,18 +91,25 @@ class AsyncInvocationWorker:
             except DormantError as exc:
                 await self._failed(record, exc, settings.backoff_base_s, settings.backoff_max_s)
                 return
+            # A cron tick's call is a timer's; an invoke-async's continues its HTTP request's trace.
+            trigger = "timer" if record.trigger_id is not None else "http"
             try:
-                version = await route(gateway, record.app_name, alias=record.alias, version=record.version)
-                result = await gateway.client.call(
-                    record.app_name,
-                    record.function,
-                    payload.get("params"),
-                    timeout=record.timeout_s,
-                    version=version,
-                    call_id=call_id,
-                    headers=headers,
-                    authorization=authorization,
-                )
+                with _tracing.invocation(
+                    record.app_name, record.function, trigger=trigger, headers=headers, call_id=call_id
+                ):
+                    version = await route(
+                        gateway, record.app_name, alias=record.alias, version=record.version
+                    )
+                    result = await gateway.client.call(
+                        record.app_name,
+                        record.function,
+                        payload.get("params"),
+                        timeout=record.timeout_s,
+                        version=version,
+                        call_id=call_id,
+                        headers=headers,
+                        authorization=authorization,
+                    )
             except DormantError as exc:
                 # A function or version that does not exist is NotFound: permanent, not retried.
                 explained = await explain_unavailable(

@@ -23,7 +23,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from dormant import callid
+from dormant import _tracing, callid
 from dormant.errors import DormantError, SystemError, ValidationError
 from dormant_catalog import CatalogError
 from dormant_catalog.gateway import TriggerRecord
@@ -179,24 +179,31 @@ class QueueConsumer:
             attempt = 0
             while True:
                 attempt += 1
+                attempt_id = f"{call_id}.{attempt}"
                 try:
-                    version = await route(
-                        gateway,
-                        record.function_name,
-                        alias=record.config.get("alias"),
-                        version=record.config.get("version"),
-                    )
-                    info = await gateway.function_info(record.function_name)
-                    await gateway.client.call(
-                        record.function_name,
-                        record.target,
-                        params,
-                        timeout=info.timeout_s or CALL_TIMEOUT_S,
-                        version=version,
-                        call_id=f"{call_id}.{attempt}",
-                        headers={"x-dormant-queue": self._queue_name, **trigger_headers(record.created_by)},
-                        authorization=await gateway.own_authorization(),
-                    )
+                    with _tracing.invocation(
+                        record.function_name, record.target, trigger="pubsub", call_id=attempt_id
+                    ):
+                        version = await route(
+                            gateway,
+                            record.function_name,
+                            alias=record.config.get("alias"),
+                            version=record.config.get("version"),
+                        )
+                        info = await gateway.function_info(record.function_name)
+                        await gateway.client.call(
+                            record.function_name,
+                            record.target,
+                            params,
+                            timeout=info.timeout_s or CALL_TIMEOUT_S,
+                            version=version,
+                            call_id=attempt_id,
+                            headers={
+                                "x-dormant-queue": self._queue_name,
+                                **trigger_headers(record.created_by),
+                            },
+                            authorization=await gateway.own_authorization(),
+                        )
                 except DormantError as exc:
                     error = exc
                 except CatalogError as exc:

@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
+from ..observability import WORKER
 from ..state import GatewayState
 from .async_invocations import AsyncInvocationWorker
 from .cron import CronScheduler
@@ -20,6 +21,7 @@ RESTART_S = 1.0
 
 async def _forever(name: str, make: Callable[[], Awaitable[None]]) -> None:
     """Run a worker; if it crashes, log it and start it again."""
+    WORKER.set(name)  # the trigger label of the calls it (and its tasks) make: observability.py
     while True:
         try:
             await make()

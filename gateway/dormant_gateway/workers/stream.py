@@ -42,6 +42,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from dormant import _tracing
 from dormant.errors import DormantError, SystemError, ValidationError
 from dormant_catalog import CatalogError
 from dormant_catalog.gateway import TriggerRecord
@@ -347,29 +348,33 @@ class StreamConsumer:
         except orjson.JSONDecodeError:
             error = ValidationError("the message data is not JSON")
         else:
+            call_id = stream_call_id(record.trigger_id, self._stream_created_ms, sequence)
             try:
-                version = await route(
-                    gateway,
-                    record.function_name,
-                    alias=record.config.get("alias"),
-                    version=record.config.get("version"),
-                )
-                info = await gateway.function_info(record.function_name)
-                await gateway.client.call(
-                    record.function_name,
-                    record.target,
-                    params,
-                    timeout=info.timeout_s or CALL_TIMEOUT_S,
-                    version=version,
-                    call_id=stream_call_id(record.trigger_id, self._stream_created_ms, sequence),
-                    headers={
-                        "x-dormant-stream": self._stream,
-                        "x-dormant-stream-sequence": str(sequence),
-                        "x-dormant-subject": message.subject,
-                        **trigger_headers(record.created_by),
-                    },
-                    authorization=await gateway.own_authorization(),
-                )
+                with _tracing.invocation(
+                    record.function_name, record.target, trigger="pubsub", call_id=call_id
+                ):
+                    version = await route(
+                        gateway,
+                        record.function_name,
+                        alias=record.config.get("alias"),
+                        version=record.config.get("version"),
+                    )
+                    info = await gateway.function_info(record.function_name)
+                    await gateway.client.call(
+                        record.function_name,
+                        record.target,
+                        params,
+                        timeout=info.timeout_s or CALL_TIMEOUT_S,
+                        version=version,
+                        call_id=call_id,
+                        headers={
+                            "x-dormant-stream": self._stream,
+                            "x-dormant-stream-sequence": str(sequence),
+                            "x-dormant-subject": message.subject,
+                            **trigger_headers(record.created_by),
+                        },
+                        authorization=await gateway.own_authorization(),
+                    )
             except DormantError as exc:
                 error = exc
             except CatalogError as exc:

@@ -8,8 +8,9 @@ over two pipes, one JSON object per line:
   "max_concurrency"?, "generation"?}`` and ``{"cmd": "drain"}``; stdin closing also means drain, so a runtime
   never outlives its sidecar;
 * events, runtime → sidecar on the file descriptor named by ``DORMANT_CONTROL_FD``: ``standby``
-  (imports done), ``ready`` (subscribed), ``failed`` (with ``error``; then exit 1) and ``drained``
-  (then exit 0).
+  (imports done), ``ready`` (subscribed), ``failed`` (with ``error``; then exit 1), ``drained``
+  (then exit 0) and ``connection`` (with ``connected``: the broker connection was lost or is back, after
+  ``ready``; what the sidecar's readiness check reports).
 
 Neither end spells a key or a name itself: both encode and decode through this module. It lives in the
 SDK (as a private module) because it is the one package both the sidecar and the runtime import.
@@ -30,7 +31,8 @@ STANDBY: Final = "standby"
 READY: Final = "ready"
 FAILED: Final = "failed"
 DRAINED: Final = "drained"
-EVENTS: Final = frozenset({STANDBY, READY, FAILED, DRAINED})
+CONNECTION: Final = "connection"
+EVENTS: Final = frozenset({STANDBY, READY, FAILED, DRAINED, CONNECTION})
 
 
 @dataclass(frozen=True, slots=True)

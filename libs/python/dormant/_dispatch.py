@@ -39,11 +39,11 @@ from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
-from . import _injection, errors
+from . import _injection, _tracing, errors
 from ._formats import CHECKED_FORMATS, format_checker, formats_used
 from ._modeljson import model_json
 from .app import FunctionSpec, ServiceSpec
-from .context import ANONYMOUS, Context, Platform, TransactionSource, UserContext
+from .context import ANONYMOUS, NO_CONFIG, Context, Platform, TransactionSource, UserContext
 
 log = logging.getLogger("dormant.dispatch")
 
@@ -182,6 +182,9 @@ class Dispatcher:
         self.transactions = transactions
         self.platform = platform
         """Gives handlers ``ctx.data``, ``ctx.authorizer``, ``ctx.messaging`` (and injected ones)."""
+        self.config: Mapping[str, Any] = NO_CONFIG
+        """The live configuration handed to each call as ``ctx.config``: replaced whole (a read-only
+        mapping) when a new revision arrives, so a call keeps the one it started with."""
         self.handler = _injection.construct(service.handler_class) if handler is None else handler
         self._functions = {
             name: _Compiled(
@@ -213,17 +216,23 @@ class Dispatcher:
             deadline=deadline,
             user=user,
             headers=dict(headers or {}),
+            config=self.config,
             _transactions=self.transactions,
             _platform=self.platform,
         )
+        # The calls the handler makes carry this call's trace (as children of its function.execute span).
+        traced = _tracing.enter_handler(ctx.headers)
         try:
             return Outcome(True, await self._run(function, params, ctx), ctx._tx)
         except errors.DormantError as exc:
             return Outcome(False, _error_payload(exc, call_id), ctx._tx, exc)
         except Exception as exc:
             log.exception("[%s] %s.%s failed", call_id, self.service.name, function)
+            _tracing.handler_failed(exc)
             body = errors.SystemError(f"{function} failed with an internal error", {"callId": call_id})
             return Outcome(False, body.to_payload(), ctx._tx, exc)
+        finally:
+            _tracing.leave_handler(traced)
 
     async def end_call(self, outcome: Outcome, *, function: str, call_id: str) -> Outcome:
         """Finish the outcome's transaction, if any: committed on success, rolled back on error.

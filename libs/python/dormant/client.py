@@ -33,9 +33,9 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import wire
+from . import _tracing, wire
 from ._modeljson import request_body
 from .callid import CallId
 from .config import Settings, redact_url
@@ -52,6 +52,9 @@ from .transport import (
     TransportError,
     new_transport,
 )
+
+if TYPE_CHECKING:
+    from ._spans import Invocation
 
 DEFAULT_TIMEOUT_S = 30.0
 FIRST_RETRY_S = 1.0
@@ -270,6 +273,11 @@ class Client:
         # Wakes whoever waits for the connection; they find ``_ended`` set (``_live_transport``).
         self._connected.set()
 
+    @property
+    def connected(self) -> bool:
+        """Whether the client has a broker connection now (while it has none, it reconnects on its own)."""
+        return self._transport is not None and self._ended is None
+
     def _live_transport(self) -> Transport | None:
         """The current connection (None while it is down); raises why the client ended, if it did."""
         if self._ended is not None:
@@ -308,6 +316,27 @@ class Client:
             raise ValidationError(f"{function[:100]!r} is not a function name", {"function": function[:100]})
         timeout = self.default_timeout if timeout is None else timeout
         correlation = _correlation(call_id)
+        args = (service, function, params, timeout, version, correlation, headers, routing_key, authorization)
+        traced = _tracing.client_call(service, function, headers)
+        if traced is None:
+            return await self._call(*args)
+        with traced as invocation:
+            return await self._call(*args, invocation)
+
+    async def _call(
+        self,
+        service: str,
+        function: str,
+        params: Any,
+        timeout: float,
+        version: int | None,
+        correlation: bytes,
+        headers: Mapping[str, str] | None,
+        routing_key: str | None,
+        authorization: str | _Default | None,
+        invocation: Invocation | None = None,
+    ) -> Any:
+        """``call`` once its arguments are checked; ``invocation`` is its span when this process traces."""
         if version is None:
             version = await self.route(service, routing_key=routing_key)
         topic = (
@@ -317,10 +346,12 @@ class Client:
         )
         payload = wire.encode_request(request_body(params))
         deadline = time.time() + timeout
+        if invocation is not None:
+            invocation.sending(topic, version, CallId(correlation).text)
         props = wire.request_properties(
             deadline=deadline,
             authorization=self.authorization if authorization is CLIENT_AUTHORIZATION else authorization,
-            extra=tuple((headers or {}).items()),
+            extra=_tracing.outgoing(headers, invocation),
         )
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
@@ -355,11 +386,15 @@ class Client:
                         error = await self._unserved(service, function, version, topic, correlation)
                         if not await waking.still_waiting(service, error):
                             raise error
+                        if invocation is not None:
+                            invocation.waiting(waking.reason)
                         await asyncio.sleep(min(waking.pause(), max(0.0, deadline - time.time())))
                         continue
                     # An earlier attempt reached a runtime that is now draining: its answer may still come.
                 else:
                     delivered = True
+                    if invocation is not None:
+                        invocation.delivered()
                 try:
                     budget = min(wait, max(0.0, deadline - time.time()))
                     reply = await asyncio.wait_for(asyncio.shield(future), budget)
@@ -371,6 +406,8 @@ class Client:
             self._pending.pop(correlation, None)
             if not future.done():
                 future.cancel()
+            if invocation is not None:
+                invocation.attempts(attempts)
 
     async def publish(
         self,
@@ -483,8 +520,12 @@ class Client:
     ) -> int | None:
         """The version a call through ``alias`` goes to: a pick from the published route table
         (subscribed to and waited for on first use); None when the table has no such alias."""
-        await self._watch(self.routes.watched, service, [RouteTable.filter_for(service)], "routes")
-        return self.routes.choose(service, routing_key, alias)
+        with _tracing.route(service, alias, routing_key is not None) as span:
+            await self._watch(self.routes.watched, service, [RouteTable.filter_for(service)], "routes")
+            version = self.routes.choose(service, routing_key, alias)
+            if span is not None:
+                span.picked(version)
+            return version
 
     async def _unserved(
         self, service: str, function: str, version: int | None, topic: str, correlation: bytes
@@ -627,6 +668,12 @@ class _Wake:
     def pause(self) -> float:
         pause, self._pause = self._pause, min(self._pause * 2, WAKE_POLL_MAX_S)
         return pause
+
+    @property
+    def reason(self) -> str:
+        """What the call waits for (``dormant.coldstart.reason``): ``wake`` (a service scaled to zero,
+        woken by this call) or ``switch`` (a version switch under way)."""
+        return "wake" if self._first is not None else "switch"
 
 
 _REFUSED_REQUESTS = {

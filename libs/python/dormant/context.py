@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import SystemError
@@ -39,6 +40,9 @@ class UserContext:
 
 
 ANONYMOUS = UserContext()
+
+NO_CONFIG: Mapping[str, Any] = MappingProxyType({})
+"""The live configuration of a service that has none set."""
 
 
 class TransactionSource(Protocol):
@@ -81,6 +85,10 @@ class Context:
     """Absolute deadline, seconds since the epoch, or None when the caller set none."""
     user: UserContext = ANONYMOUS
     headers: dict[str, str] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=lambda: NO_CONFIG)
+    """The service's live configuration (``dormant config set``, ``PUT …/config``) as this call started:
+    read-only, JSON values by name. Unlike environment variables it changes without a restart: the
+    next call sees a change; one call sees one revision throughout."""
     _logger: logging.LoggerAdapter[logging.Logger] | None = None
     _transactions: TransactionSource | None = None
     _tx: Any = None
@@ -134,5 +142,7 @@ class Context:
         """A logger whose records carry this call's callId."""
         if self._logger is None:
             base = logging.getLogger(f"dormant.fn.{self.service}.{self.function}")
-            self._logger = _CallLogger(base, {"call_id": self.call_id})
+            # What the runtime's JSON log lines carry (requestId, functionName, function, version).
+            extra = {"call_id": self.call_id, "service": self.service, "function": self.function}
+            self._logger = _CallLogger(base, {**extra, "version": self.version})
         return self._logger

@@ -44,7 +44,7 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
-from . import wire
+from . import _tracing, wire
 from ._modeljson import request_body
 from .callid import child_call_id
 from .client import Client
@@ -736,21 +736,31 @@ class Messaging:
         message = HookMessage("send", target, body, _checked_headers(headers), call_id)
         await self.hooks.run("before_send", message)
         payload = wire.encode_request(request_body(message.body))
-        props = wire.request_properties(
-            deadline=self.deadline,
-            authorization=self.authorization,
-            extra=_checked_headers(message.headers).items(),
-        )
         topic = wire.function_topic(service, function)
-
-        async def attempt(attempt_timeout: float) -> None:
-            reason = await self.client.publish(
-                topic, payload, user_properties=props, correlation=call_id.encode(), timeout=attempt_timeout
+        sent_headers = _checked_headers(message.headers)
+        # Its function.invoke span (a PRODUCER: nobody answers) when this process traces.
+        traced = _tracing.client_call(service, function, sent_headers, one_way=True)
+        with traced if traced is not None else _tracing.NO_TRACE as invocation:
+            if invocation is not None:
+                invocation.sending(topic, None, call_id)
+            props = wire.request_properties(
+                deadline=self.deadline,
+                authorization=self.authorization,
+                extra=_tracing.outgoing(sent_headers, invocation),
             )
-            if reason == NO_MATCHING_SUBSCRIBERS:
-                raise Unavailable(f"nothing serves {target} now", {"target": target, "callId": call_id})
 
-        await self.resiliency.run(target, attempt, budget_s=self._budget())
+            async def attempt(attempt_timeout: float) -> None:
+                reason = await self.client.publish(
+                    topic,
+                    payload,
+                    user_properties=props,
+                    correlation=call_id.encode(),
+                    timeout=attempt_timeout,
+                )
+                if reason == NO_MATCHING_SUBSCRIBERS:
+                    raise Unavailable(f"nothing serves {target} now", {"target": target, "callId": call_id})
+
+            await self.resiliency.run(target, attempt, budget_s=self._budget())
         return call_id
 
     async def _publish_event(self, name: str, body: Any, headers: Mapping[str, str] | None) -> str:

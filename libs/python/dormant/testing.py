@@ -39,7 +39,7 @@ import inspect
 import os
 import time
 from collections.abc import Mapping
-from types import ModuleType, TracebackType
+from types import MappingProxyType, ModuleType, TracebackType
 from typing import Any
 
 import orjson
@@ -105,7 +105,9 @@ class TestClient:
     the service's ``auth`` mode and each function's ``roles`` are enforced as in a pod); ``headers`` are sent
     with every call; ``timeout`` (seconds) sets each call's deadline (``ctx.remaining()``; default: none,
     so only the function's own timeout applies); ``platform`` is the ``TestPlatform`` behind ``ctx.data``,
-    ``ctx.authorizer`` and ``ctx.messaging`` (a fresh one unless given).
+    ``ctx.authorizer`` and ``ctx.messaging`` (a fresh one unless given); ``config`` is the live
+configuration handlers read as ``ctx.config`` (assign ``client.config`` to change it between calls, as
+``dormant config set`` does on a mesh).
 
     Use it with ``async with`` and ``await client.call(...)``, or from synchronous code with ``with`` and
     ``client.call_sync(...)`` (which runs the calls on an event loop of the client's own); a handler that
@@ -123,6 +125,7 @@ class TestClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         platform: TestPlatform | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         spec, handler, self.app = _resolve(service)
         self.spec: ServiceSpec = spec
@@ -135,6 +138,22 @@ class TestClient:
         self.platform.memory.apply_migrations(spec.name, declared_migrations(spec.handler_class))
         self._dispatcher = Dispatcher(spec, version, handler=handler, platform=self.platform)
         self._runner: asyncio.Runner | None = None
+        if config is not None:
+            self.config = config
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The live configuration the next call sees as ``ctx.config`` (read-only)."""
+        return self._dispatcher.config
+
+    @config.setter
+    def config(self, values: Mapping[str, Any]) -> None:
+        # Through JSON, as it travels on the mesh: a value a mesh could not carry fails here too.
+        try:
+            copied = orjson.loads(orjson.dumps(dict(values)))
+        except TypeError as exc:
+            raise TypeError(f"config values must be JSON: {exc}") from None
+        self._dispatcher.config = MappingProxyType(copied)
 
     @property
     def handler(self) -> Any:

@@ -24,7 +24,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +163,29 @@ def parse_stats_topic(topic: str) -> StatsSource | None:
     return StatsSource(parts[2], int(match.group(1)), parts[4])
 
 
+_LOGS_PREFIX = "mesh/logs/"
+
+
+def logs_topic(service: str, version: int) -> str:
+    """``mesh/logs/{svc}/v{N}``: one log record (a JSON object) of a runtime of ``service`` version
+    ``version``, published by its pod's sidecar (QoS 0; the records are also stored in the catalog)."""
+    return f"{_LOGS_PREFIX}{service}/v{version}"
+
+
+def logs_filter(service: str, version: int | None = None) -> str:
+    """The filter for the log records of every version of ``service``, or of one version."""
+    return f"{_LOGS_PREFIX}{service}/+" if version is None else logs_topic(service, version)
+
+
+def parse_logs_topic(topic: str) -> tuple[str, int] | None:
+    """(service, version) of a ``mesh/logs/{svc}/v{N}`` topic; None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[:2] != ["mesh", "logs"] or not parts[2]:
+        return None
+    match = _VERSION_SEGMENT.match(parts[3])
+    return None if match is None else (parts[2], int(match.group(1)))
+
+
 _WAKE_PREFIX = "mesh/wake/"
 
 
@@ -182,6 +205,30 @@ def parse_wake_topic(topic: str) -> str | None:
     if not topic.startswith(_WAKE_PREFIX):
         return None
     service = topic[len(_WAKE_PREFIX) :]
+    return service if service and "/" not in service else None
+
+
+_CONFIG_PREFIX = "mesh/config/"
+
+
+def config_topic(service: str | None = None) -> str:
+    """``mesh/config/{svc}`` (retained, by the controller): the service's live configuration,
+    ``{"revision": N, "values": {...}}``, read by its runtimes and handed to handlers as ``ctx.config``;
+    empty once the service is gone. Without a service, ``mesh/config``: the controller's retained marker
+    (configurations are published on this broker), which a runtime subscribes to after its own topic."""
+    return "mesh/config" if service is None else _CONFIG_PREFIX + service
+
+
+def config_filter() -> str:
+    """The filter for every service's live configuration (the controller's, to learn what is retained)."""
+    return _CONFIG_PREFIX + "+"
+
+
+def parse_config_topic(topic: str) -> str | None:
+    """The service of a ``mesh/config/{svc}`` topic; None for any other topic."""
+    if not topic.startswith(_CONFIG_PREFIX):
+        return None
+    service = topic[len(_CONFIG_PREFIX) :]
     return service if service and "/" not in service else None
 
 
@@ -430,6 +477,14 @@ def _read_properties(
         by_expiry = now + expiry_s
         deadline = by_expiry if deadline is None else min(deadline, by_expiry)
     return headers, deadline, problem
+
+
+def trace_context(headers: Mapping[str, str]) -> dict[str, str]:
+    """The W3C trace context of ``headers`` that the rules below keep: ``{}``, or ``traceparent`` and
+    the ``tracestate`` beside it (``dormant._tracing`` reads callers' context through this)."""
+    kept = {key: headers[key] for key in (PROP_TRACEPARENT, PROP_TRACESTATE) if key in headers}
+    _check_trace_context(kept)
+    return kept
 
 
 def _check_trace_context(headers: dict[str, str]) -> None:

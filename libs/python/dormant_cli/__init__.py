@@ -19,6 +19,8 @@ from . import (
     build_cmds,
     call_cmd,
     completion_cmd,
+    config_cmd,
+    console_cmd,
     data_cmd,
     deploy_cmd,
     dev_cmd,
@@ -27,11 +29,13 @@ from . import (
     init_cmd,
     layer_cmd,
     list_cmds,
+    logs_cmd,
     pod_cmd,
     rollout_cmds,
     scale_cmd,
     secret_cmd,
     token_cmd,
+    wait_cmd,
 )
 from .common import CommandError
 
@@ -46,16 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version="dormant 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands = (init_cmd, build_cmds, deploy_cmd, rollout_cmds, pod_cmd, call_cmd, dev_cmd, gateway_cmd)
+    commands = (
+        init_cmd,
+        build_cmds,
+        deploy_cmd,
+        rollout_cmds,
+        wait_cmd,
+        pod_cmd,
+        call_cmd,
+        dev_cmd,
+        gateway_cmd,
+    )
     for module in (
         *commands,
         scale_cmd,
         env_cmd,
+        config_cmd,
         secret_cmd,
         layer_cmd,
         list_cmds,
         data_cmd,
+        logs_cmd,
         token_cmd,
+        console_cmd,
         completion_cmd,
     ):
         module.register(sub)

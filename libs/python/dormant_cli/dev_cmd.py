@@ -287,7 +287,13 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         # The pods start (and warm their runtimes) while the service builds. Pods hold the token that
         # may only mint per-function tokens; the gateway (and the developer's shell) the admin token.
         pod_env = {**env, **{k: v for k, v in vault_env.items() if k != "DORMANT_VAULT_TOKEN"}}
-        children = [await _start_pod(pod_env, state, index, args.lease) for index in range(args.pods)]
+        # Each pod and the controller serve /metrics, /healthz and /readyz on a port of their own (the
+        # gateway on its HTTP port); mesh.json records them ("observability").
+        pod_ports = {f"dev-pod-{index + 1}": free_port() for index in range(args.pods)}
+        children = [
+            await _start_pod(pod_env, state, index, args.lease, pod_ports[f"dev-pod-{index + 1}"])
+            for index in range(args.pods)
+        ]
         stack.push_async_callback(_stop_children, children)
         gateway_url = f"{'https' if tls_files else 'http'}://127.0.0.1:{free_port()}"
         # Only the gateway gets its own client's secret (client credentials, for the calls it makes itself).
@@ -297,12 +303,15 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         children.append(await _start_gateway(gateway_env, state, gateway_url, tls_files))
         controller_log = (state / "controller.log").open("ab")
         stack.callback(controller_log.close)
+        controller_port = free_port()
         children.append(
             await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "dormant_cli",
                 "controller",
+                "--metrics-port",
+                str(controller_port),
                 env={**env, "DORMANT_BROKER_URL": urls.controller},
                 stdout=controller_log,
                 stderr=asyncio.subprocess.STDOUT,
@@ -345,6 +354,11 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "gatewayUrl": gateway_url,
             "stateDir": str(state),
             "tokenFile": str(token_file),
+            "observability": {  # each serves /metrics, /healthz and /readyz
+                "gateway": gateway_url,
+                "controller": f"http://127.0.0.1:{controller_port}",
+                "pods": {pod: f"http://127.0.0.1:{port}" for pod, port in pod_ports.items()},
+            },
         }
         if urls.admin != urls.developer:
             info["adminBrokerUrl"] = urls.admin  # `dormant status` reads mesh/stats as the admin
@@ -359,6 +373,9 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         mesh_file = state / "mesh.json"
         _write_json(mesh_file, info)
         stack.callback(mesh_file.unlink, missing_ok=True)
+        targets_file = state / "prometheus-targets.json"  # deploy/observability/prometheus-dev.yml reads it
+        _write_json(targets_file, _scrape_targets(info["observability"]))
+        stack.callback(targets_file.unlink, missing_ok=True)
         env_file = state / "env.sh"
         write_private(
             env_file,
@@ -469,7 +486,21 @@ def _dev_key_token(state: Path) -> str:
     )
 
 
-def _write_json(path: Path, value: dict[str, Any]) -> None:
+def _scrape_targets(endpoints: dict[str, Any]) -> list[dict[str, Any]]:
+    """Prometheus file-based discovery targets for the mesh's /metrics endpoints."""
+
+    def target(url: str, **labels: str) -> dict[str, Any]:
+        scheme, _, address = url.partition("://")
+        return {"targets": [address], "labels": {"__scheme__": scheme, **labels}}
+
+    return [
+        target(endpoints["gateway"], component="gateway"),
+        target(endpoints["controller"], component="controller"),
+        *(target(url, component="pod", pod=pod) for pod, url in endpoints["pods"].items()),
+    ]
+
+
+def _write_json(path: Path, value: Any) -> None:
     """Written 0600 (it holds the developer's and the admin's broker passwords), then moved in place."""
     tmp = path.with_name(f".{path.name}.tmp")
     write_private(tmp, json.dumps(value, indent=2) + "\n")
@@ -477,8 +508,9 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
 
 
 async def _start_pod(
-    env: dict[str, str], state: Path, index: int, lease: float
+    env: dict[str, str], state: Path, index: int, lease: float, metrics_port: int | None = None
 ) -> asyncio.subprocess.Process:
+    metrics = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -489,6 +521,7 @@ async def _start_pod(
         str(state / "pods" / f"pod-{index + 1}"),
         "--lease",
         str(lease),
+        *metrics,
         env=env,
         preexec_fn=_die_with_parent,
         start_new_session=True,
@@ -615,6 +648,8 @@ Dormant dev mesh
   catalog  {info["catalogUrl"]}
   gateway  {info["gatewayUrl"]}  (token: dormant token --role developer)
   service  {service} v{version} on {info["replicas"]} of {info["pods"]} pooled pod(s)
+  metrics  {info["observability"]["controller"]}/metrics (per function), {info["gatewayUrl"]}/metrics;
+           /healthz and /readyz there too; the pods' are in {info["stateDir"]}/mesh.json
 
 Call it (in another shell, from this directory, or anywhere after `source {env_file}`):
   dormant call {service}.{function} '{params}'

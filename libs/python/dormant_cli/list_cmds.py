@@ -189,10 +189,32 @@ def pods_json(rows: list[PoolEntry]) -> dict[str, Any]:
                 "registeredAt": iso(r.registered_at),
                 "lastSeen": iso(r.last_seen),
                 "baseImages": r.base_images,
+                "health": r.health,
             }
             for r in rows
         ]
     }
+
+
+def health_cell(health: dict[str, Any] | None) -> Styled:
+    """A pod's reported health: ``ready``, or ``not ready`` and why (``-`` before it reported any)."""
+    if health is None:
+        return Styled("-", "dim")
+    if health.get("ready"):
+        return Styled("ready", "green")
+    failing = health.get("failing") or {}
+    why = "; ".join(f"{name}: {detail}" for name, detail in failing.items())
+    return Styled(f"not ready ({why})" if why else "not ready", "yellow")
+
+
+def restarts_of(health: dict[str, Any] | None, service: str | None = None) -> dict[str, int]:
+    """Runtime restarts a pod reported, ``{"svc vN": count}`` (only ``service``'s when given)."""
+    out: dict[str, int] = {}
+    for svc, versions in ((health or {}).get("restarts") or {}).items():
+        if service is None or svc == service:
+            for version, count in versions.items():
+                out[f"{svc} v{version}"] = out.get(f"{svc} v{version}", 0) + int(count)
+    return out
 
 
 def pods_table(rows: list[PoolEntry], hidden: int) -> None:
@@ -204,6 +226,8 @@ def pods_table(rows: list[PoolEntry], hidden: int) -> None:
             Column("version"),
             Column("since"),
             Column("last seen"),
+            Column("health"),
+            Column("restarts"),
         ],
         [
             [
@@ -213,6 +237,8 @@ def pods_table(rows: list[PoolEntry], hidden: int) -> None:
                 "-" if r.version is None else f"v{r.version}",
                 ago(r.since),
                 ago(r.last_seen),
+                health_cell(r.health if r.alive else None),
+                ", ".join(f"{k}: {n}" for k, n in restarts_of(r.health).items()) or "-",
             ]
             for r in rows
         ],

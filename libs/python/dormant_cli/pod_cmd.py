@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Subparsers, add_command, add_settings_flags, settings_from
+from .common import Subparsers, add_command, add_settings_flags, fail, settings_from
 
 
 def register(sub: Subparsers) -> None:
@@ -20,6 +20,15 @@ def register(sub: Subparsers) -> None:
         "--work-dir", type=Path, default=None, help="where layers are unpacked (default: a temp dir)"
     )
     p.add_argument("--lease", type=float, default=10.0, help="lease length in seconds")
+    p.add_argument(
+        "--metrics-port",
+        default=None,
+        help="serve /metrics, /healthz and /readyz on this port (0: any free one; default"
+        " $DORMANT_METRICS_PORT, unset: not served)",
+    )
+    p.add_argument(
+        "--metrics-host", default=None, help="its address (default $DORMANT_METRICS_HOST or 127.0.0.1)"
+    )
     add_settings_flags(p, broker=True, catalog=True, layers=True)
     p.set_defaults(run=run_pod_cmd)
 
@@ -28,8 +37,13 @@ def run_pod_cmd(args: argparse.Namespace) -> int:
     import tempfile  # lazy: start-up time
 
     from dormant_sidecar import run_pod  # lazy: start-up time
+    from dormant_telemetry.endpoint import metrics_host, metrics_port  # lazy: start-up time
 
     settings = settings_from(args)
+    try:
+        port = metrics_port(args.metrics_port)
+    except ValueError as exc:
+        return fail(str(exc))
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="dormant-pod-"))
     return run_pod(
         broker_url=settings.broker_url,
@@ -38,4 +52,6 @@ def run_pod_cmd(args: argparse.Namespace) -> int:
         work_dir=work_dir,
         pod_id=args.pod_id,
         lease_s=args.lease,
+        metrics_port=port,
+        metrics_host=metrics_host(args.metrics_host),
     )

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from .common import (
     show,
     with_catalog,
 )
+from .list_cmds import health_cell
 from .output import Cell, Column, Styled, ago, iso, print_lines, print_table, progress, state, weights_text
 
 SERVICE_HELP = "the service's name, e.g. user-service"
@@ -45,7 +47,17 @@ def register(sub: Subparsers) -> None:
         sub,
         "controller",
         help="run the rollout controller (one is active at a time)",
-        example="dormant controller     # `dormant dev` starts one for you",
+        example="dormant controller     # `dormant dev` starts one for you\n"
+        "dormant controller --metrics-port 9464   # with /metrics, /healthz and /readyz",
+    )
+    p.add_argument(
+        "--metrics-port",
+        default=None,
+        help="serve /metrics, /healthz and /readyz on this port (0: any free one; default"
+        " $DORMANT_METRICS_PORT, unset: not served)",
+    )
+    p.add_argument(
+        "--metrics-host", default=None, help="its address (default $DORMANT_METRICS_HOST or 127.0.0.1)"
     )
     add_settings_flags(p, broker=True, catalog=True)
     p.set_defaults(run=run_controller)
@@ -117,11 +129,21 @@ def register(sub: Subparsers) -> None:
     p = add_command(
         sub,
         "history",
-        help="a service's rollouts and audit log",
-        example="dormant history user-service\ndormant history user-service --limit 5 --json",
+        help="a service's rollouts and audit log: deployments, executions, authorization, security",
+        example="dormant history user-service\ndormant history user-service --limit 5 --json\n"
+        "dormant history user-service --kind authorization,security --since 1h\n"
+        "dormant history user-service --kind execution --actor alice",
     )
     p.add_argument("service", help=SERVICE_HELP)
     p.add_argument("--limit", type=int, default=50, help="the newest N audit entries (default 50)")
+    p.add_argument(
+        "--kind",
+        help="only these kinds, comma-separated: deployment, execution, authorization, security, or all"
+        " (default: all but execution, one entry per call)",
+    )
+    p.add_argument("--actor", help="only entries of this actor (a token's subject, anonymous, cli:NAME)")
+    p.add_argument("--action", help="only this action (e.g. call, refused, set-config, rollback)")
+    p.add_argument("--since", help="only entries from the last DURATION (30s, 10m, 2h, PT1H)")
     add_json_flag(p)
     add_settings_flags(p, catalog=True)
     p.set_defaults(run=run_history)
@@ -224,6 +246,7 @@ def run_status(args: argparse.Namespace) -> int:
         aliases = await c.list_aliases(args.service)
         rollouts = await c.list_rollouts(args.service, limit=1)
         slots = await c.list_slots(args.service)
+        health = {p.pod_id: p.health for p in await c.pool() if p.alive}  # as the pods last reported
         stats: dict[int, dict[str, Any]] = {}
         if args.listen > 0:
             with progress(f"reading {args.service}'s live stats for {args.listen:g} s"):
@@ -253,14 +276,25 @@ def run_status(args: argparse.Namespace) -> int:
                     "pod": s.pod_id,
                     "serving": s.serving,
                     "error": s.last_error,
+                    "podHealth": health.get(s.pod_id) if s.pod_id else None,
                 }
                 for s in slots
             ],
+            # Runtime restarts per version, summed over the pods that report them.
+            "restarts": _restarts(args.service, health.values()),
             "stats": {str(v): n for v, n in stats.items()},
         }
 
     data = with_catalog(args, work, read_only=True)
     return show(args, data, lambda: status_view(data, args.listen))
+
+
+def _restarts(service: str, healths: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for health in healths:
+        for version, count in (((health or {}).get("restarts") or {}).get(service) or {}).items():
+            out[version] = out.get(version, 0) + int(count)
+    return dict(sorted(out.items(), key=lambda item: int(item[0])))
 
 
 def status_view(data: dict[str, Any], listen: float) -> None:
@@ -281,6 +315,9 @@ def status_view(data: dict[str, Any], listen: float) -> None:
     )
     for alias, weights in data["aliases"].items():
         lines.append((f"alias {alias}", weights_text({int(v): w for v, w in weights.items()})))
+    if data.get("restarts"):
+        shown = ", ".join(f"v{v}: {n}" for v, n in data["restarts"].items())
+        lines.append(("restarts", Styled(shown, "yellow")))
     r = data["rollout"]
     if r is not None:
         lines.append(
@@ -298,6 +335,7 @@ def status_view(data: dict[str, Any], listen: float) -> None:
             Column("version"),
             Column("state"),
             Column("pod"),
+            Column("pod health"),
             Column("last error"),
         ],
         [
@@ -306,6 +344,7 @@ def status_view(data: dict[str, Any], listen: float) -> None:
                 f"v{s['version']}",
                 state("serving" if s["serving"] else ("starting" if s["pod"] else "free")),
                 s["pod"] or "-",
+                health_cell(s.get("podHealth")) if s["pod"] else Styled("-", "dim"),
                 s["error"] or "-",
             ]
             for s in data["slots"]
@@ -346,20 +385,55 @@ def _detail_text(detail: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _history_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """``dormant history``'s filters as ``list_audit`` keywords; ``CommandError`` for a bad one."""
+    from dormant_catalog.audit import KINDS  # lazy: start-up time
+    from dormant_catalog.rollouts.durations import parse_duration  # lazy: start-up time
+
+    if args.limit < 1:
+        raise CommandError("--limit must be at least 1")
+    filters: dict[str, Any] = {"actor": args.actor, "action": args.action}
+    kinds = [k.strip() for k in (args.kind or "").split(",") if k.strip()]
+    if not kinds:
+        kinds = [k for k in KINDS if k != "execution"]
+    elif kinds == ["all"]:
+        kinds = list(KINDS)
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise CommandError(f"--kind: {', '.join(unknown)}; one of {', '.join(KINDS)} or all")
+    filters["kinds"] = kinds
+    if args.since:
+        try:
+            filters["since"] = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since))
+        except ValueError as exc:
+            raise CommandError(f"--since: {exc}") from None
+    return filters
+
+
 def run_history(args: argparse.Namespace) -> int:
+    filters = _history_filters(args)
+    # Rollouts are deployment history: shown unless the filters ask for other kinds only.
+    show_rollouts = "deployment" in filters["kinds"] and not (args.actor or args.action or args.since)
+
     async def work(c: Any) -> tuple[Any, Any]:
-        return await c.list_rollouts(args.service, limit=args.limit), await c.list_audit(
-            args.service, limit=args.limit
-        )
+        rollouts = await c.list_rollouts(args.service, limit=args.limit) if show_rollouts else []
+        return rollouts, await c.list_audit(args.service, limit=args.limit, **filters)
 
     rollouts, audit = with_catalog(args, work, read_only=True)
-    if not rollouts and not audit:
+    if not rollouts and not audit and not (args.kind or args.actor or args.action or args.since):
         raise CommandError(f"no service named {args.service!r}: nothing is recorded for it")
     data = {
         "service": args.service,
         "rollouts": [r.to_json() for r in rollouts],
         "audit": [
-            {"id": a.id, "at": iso(a.at), "actor": a.actor, "action": a.action, "detail": a.detail}
+            {
+                "id": a.id,
+                "at": iso(a.at),
+                "kind": a.kind,
+                "actor": a.actor,
+                "action": a.action,
+                "detail": a.detail,
+            }
             for a in audit
         ],
     }
@@ -394,12 +468,13 @@ def run_history(args: argparse.Namespace) -> int:
             )
             print()
         print_table(
-            [Column("at"), Column("actor"), Column("action", style="bold"), Column("detail")],
+            [Column("at"), Column("kind"), Column("actor"), Column("action", style="bold"), Column("detail")],
             [
-                [f"{a.at.astimezone():%Y-%m-%d %H:%M:%S}", a.actor, a.action, _detail_text(a.detail)]
+                [f"{a.at.astimezone():%Y-%m-%d %H:%M:%S}", a.kind, a.actor, a.action, _detail_text(a.detail)]
                 for a in audit
             ],
             title="audit log" if rollouts else None,
+            empty="no audit entries match",
         )
 
     return show(args, data, render)
@@ -407,19 +482,35 @@ def run_history(args: argparse.Namespace) -> int:
 
 def run_controller(args: argparse.Namespace) -> int:
     from dormant_controller import Controller  # lazy: start-up time
+    from dormant_controller.observe import run_observed  # lazy: start-up time
+    from dormant_telemetry.endpoint import metrics_host, metrics_port  # lazy: start-up time
 
     settings = settings_from(args)
     if not settings.catalog_url:
         return fail("the controller needs a catalog: --catalog-url or DORMANT_CATALOG_URL")
+    try:
+        port = metrics_port(args.metrics_port)
+    except ValueError as exc:
+        return fail(str(exc))
 
     async def go() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await Controller(settings.catalog_url, settings.broker_url).run(stop)
+        controller = Controller(settings.catalog_url, settings.broker_url)
+        await run_observed(controller, stop, port=port, host=metrics_host(args.metrics_host))
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from dormant_catalog.function_logs import retention_from_env  # lazy: start-up time
+    from dormant_controller.audit_retention import audit_retention_from_env  # lazy: start-up time
+    from dormant_telemetry.logs import configure_logging  # lazy: start-up time
+
+    try:
+        retention_from_env()  # the log retention the controller enforces: refused here when unusable
+        audit_retention_from_env()  # and the audit log's
+        configure_logging("controller")
+    except ValueError as exc:
+        return fail(str(exc))
     started = time.monotonic()
     asyncio.run(go())
     logging.getLogger("dormant.controller").info("stopped after %.0f s", time.monotonic() - started)

@@ -18,7 +18,7 @@ import httpx
 
 from dormant.config import dev_mesh, read_mesh_record
 
-from .common import Subparsers, add_command, fail
+from .common import CommandError, Subparsers, add_command, fail
 
 _TTL = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -72,51 +72,53 @@ def run_token(args: argparse.Namespace) -> int:
         ttl = parse_ttl(args.ttl)
     except ValueError as exc:
         return fail(str(exc))
-    # The dev mesh: the one of --state-dir, else the running one of this project.
-    if args.state_dir is not None:
-        mesh = read_mesh_record(args.state_dir / "mesh.json")
-    else:
-        mesh = dev_mesh()
+    print(issue_token(args.user, tuple(args.role), ttl, state_dir=args.state_dir))
+    return 0
+
+
+def issue_token(user: str, roles: tuple[str, ...], ttl_s: int, *, state_dir: Path | None = None) -> str:
+    """A token for ``user`` with ``roles``: from the dev mesh's identity provider (the mesh of
+    ``state_dir``, else this project's running one), else signed by the gateway's dev key;
+    ``CommandError`` when neither can issue it (``dormant console`` uses it too)."""
+    mesh = read_mesh_record(state_dir / "mesh.json") if state_dir is not None else dev_mesh()
     if mesh.get("oidcIssuer") and mesh.get("stateDir"):
-        return _from_provider(args, mesh["oidcIssuer"], Path(mesh["stateDir"]), ttl)
-    return _from_dev_key(args, ttl)
+        return _from_provider(user, roles, mesh["oidcIssuer"], Path(mesh["stateDir"]), ttl_s)
+    return _from_dev_key(user, roles, ttl_s, state_dir)
 
 
-def _from_provider(args: argparse.Namespace, issuer: str, state_dir: Path, ttl: int) -> int:
+def _from_provider(user: str, roles: tuple[str, ...], issuer: str, state_dir: Path, ttl: int) -> str:
     from dormant_local.oidc import token_for  # lazy: start-up time
 
     try:
         secret = json.loads((state_dir / "oidc" / "secrets.json").read_text())["management"]
     except (OSError, ValueError, KeyError):
-        return fail(
+        raise CommandError(
             f"cannot read the dev identity provider's secret under {state_dir}; is `dormant dev` running?"
-        )
+        ) from None
     try:
-        token = asyncio.run(
-            token_for(issuer, secret, args.user, tuple(args.role), minutes=math.ceil(ttl / 60))
-        )
+        return asyncio.run(token_for(issuer, secret, user, roles, minutes=math.ceil(ttl / 60)))
     except (httpx.HTTPError, KeyError, ValueError) as exc:  # the provider is down or refused
-        return fail(f"the dev identity provider at {issuer} did not issue a token ({type(exc).__name__})")
-    print(token)
-    return 0
+        raise CommandError(
+            f"the dev identity provider at {issuer} did not issue a token ({type(exc).__name__})"
+        ) from None
 
 
-def _from_dev_key(args: argparse.Namespace, ttl: int) -> int:
+def _from_dev_key(user: str, roles: tuple[str, ...], ttl: int, state_dir: Path | None) -> str:
     from dormant_gateway.auth import Role, load_or_create_dev_key, mint_token  # lazy: start-up time
     from dormant_gateway.config import DEFAULT_AUDIENCE, DEV_ISSUER, default_state_dir  # lazy: start-up time
 
     known = {role.value for role in Role}
-    unknown = [r for r in args.role if r not in known]
-    if not args.role or unknown:
-        return fail(f"the gateway's dev key signs only the roles {', '.join(sorted(known))}: give --role")
-    key = load_or_create_dev_key(args.state_dir or default_state_dir())
-    token = mint_token(
+    unknown = [r for r in roles if r not in known]
+    if not roles or unknown:
+        raise CommandError(
+            f"the gateway's dev key signs only the roles {', '.join(sorted(known))}: give --role"
+        )
+    key = load_or_create_dev_key(state_dir or default_state_dir())
+    return mint_token(
         key,
-        sub=args.user,
-        roles=[Role(r) for r in args.role],
+        sub=user,
+        roles=[Role(r) for r in roles],
         ttl_s=ttl,
         issuer=DEV_ISSUER,
         audience=DEFAULT_AUDIENCE,
     )
-    print(token)
-    return 0

@@ -2,8 +2,9 @@
 
 Waits for the leader lock (one active controller), then keeps one MQTT connection: it subscribes to
 ``mesh/stats/+/+/+`` (QoS 0), ``mesh/services/+`` (to learn which service states are retained) and
-``mesh/wake/+`` (callers asking for a service scaled to zero) and publishes route tables and service
-states retained. Every ``tick_s`` (and at once on a ``dormant_routes`` or ``dormant_slots`` NOTIFY or a
+``mesh/wake/+`` (callers asking for a service scaled to zero) and ``mesh/config/+`` (to learn which
+configurations are retained), and publishes route tables, service states and live configurations
+retained. Every ``tick_s`` (and at once on a ``dormant_routes`` or ``dormant_slots`` NOTIFY or a
 wake request) it republishes changed route tables and service states, drives the rollouts and lets
 the autoscaler set replica counts. Losing the lock (its database connection) stops the work until it is won
 again.
@@ -24,6 +25,10 @@ from dormant_catalog.db import Database
 from dormant_catalog.listen import SlotListener
 from dormant_catalog.migrate import migrate
 
+from .audit_retention import AuditRetention
+from .config import CONFIG_FILTER, ConfigPublisher
+from .log_retention import LogRetention
+from .metrics import FunctionMetrics
 from .routes import RoutePublisher
 from .services import STATES_FILTER, StatePublisher
 
@@ -41,6 +46,8 @@ class Controller:
         self.tick_s = tick_s
         self.client_id = f"dormant-controller-{uuid.uuid4().hex[:8]}"
         self.stats = StatsBook()
+        self.metrics = FunctionMetrics()
+        """The per-function Prometheus metrics, fed by the same windows (``observe`` serves them)."""
         self.active = asyncio.Event()
         """Set while this controller holds the lock and works."""
         self._transport: Transport | None = None
@@ -63,6 +70,11 @@ class Controller:
             self.active.clear()
             await lock.release()
 
+    @property
+    def connected(self) -> bool:
+        """Whether it has a broker connection now (it has one only while it is the active controller)."""
+        return self._transport is not None
+
     async def _publish(self, app_name: str, payload: bytes) -> None:
         await self._publish_retained(wire.routes_topic(app_name), payload)
 
@@ -77,12 +89,16 @@ class Controller:
         await db.open()
         routes = RoutePublisher(db, self._publish)
         states = StatePublisher(db, self._publish_retained)
+        configs = ConfigPublisher(db, self._publish_retained)
         engine = Engine(db, self.stats)
         autoscaler = self._autoscaler = Autoscaler(db, self.stats)
         tasks = [
-            asyncio.create_task(self._mqtt(routes, states), name="controller-mqtt"),
+            asyncio.create_task(self._mqtt(routes, states, configs), name="controller-mqtt"),
             asyncio.create_task(self._listen(ROUTES_CHANNEL), name="controller-listen"),
             asyncio.create_task(self._listen(SLOTS_CHANNEL), name="controller-listen-slots"),
+            # Function logs are purged here, once per mesh (log_retention says why).
+            asyncio.create_task(LogRetention(db).run(), name="controller-log-retention"),
+            asyncio.create_task(AuditRetention(db).run(), name="controller-audit-retention"),
         ]
         self.active.set()
         try:
@@ -95,11 +111,13 @@ class Controller:
                     if self._transport is not None:
                         await routes.sync()
                         await states.sync()
+                        await configs.sync()
                     await engine.tick()
                 except Exception as exc:
                     log.warning("controller tick failed (retrying): %s", exc)
                     routes.forget()
                     states.forget()
+                    configs.forget()
                 try:
                     await autoscaler.tick()
                 except Exception as exc:
@@ -117,16 +135,17 @@ class Controller:
                     await task
             await db.close()
 
-    async def _mqtt(self, routes: RoutePublisher, states: StatePublisher) -> None:
+    async def _mqtt(self, routes: RoutePublisher, states: StatePublisher, configs: ConfigPublisher) -> None:
         delay = 0.1
         while True:
             transport = new_transport(self.broker_url, client_id=self.client_id)
             try:
                 await transport.connect()
-                await transport.subscribe([STATS_FILTER, STATES_FILTER, WAKE_FILTER], qos=0)
+                await transport.subscribe([STATS_FILTER, STATES_FILTER, WAKE_FILTER, CONFIG_FILTER], qos=0)
                 self._transport = transport
                 routes.forget()
                 states.forget()
+                configs.forget()
                 self._wake.set()
                 delay = 0.1
                 async for message in transport.messages():
@@ -135,8 +154,11 @@ class Controller:
                         if self._autoscaler is not None:
                             self._autoscaler.wake(woken)
                             self._wake.set()  # tick now: the caller is waiting
-                    elif not states.seen(message.topic, message.payload):
-                        self.stats.add(message.topic, message.payload)
+                    elif not states.seen(message.topic, message.payload) and not configs.seen(
+                        message.topic, message.payload
+                    ):
+                        if self.stats.add(message.topic, message.payload):
+                            self.metrics.add(message.topic, message.payload)
             except TransportError as exc:
                 log.warning("broker connection lost (%s); reconnecting", exc)
             finally:

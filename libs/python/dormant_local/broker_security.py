@@ -14,16 +14,19 @@ Kinds of account:
   (``use_username_as_clientid``) and the account is pinned to it, so a caller can never present a
   runtime's client id (those all start with ``dormant-``, a prefix no caller name may have).
 * ``runtime`` (one account per service): subscribes to that service's shared topics only
-  (``$share/{group}/service/{svc}/#``), answers on ``reply/#``, publishes its own ``mesh/stats/{svc}/#``,
-  sends and receives events and binary transfers (``events/#``, ``binary/#``: only runtimes publish
-  there, so the subject an event carries is a runtime's word), and may call other services as a caller
-  does (its inbox is ``reply/{its username}/#``). A dev mesh, whose pods serve whatever is deployed
-  next, has one runtime account for every service instead (``SecurityPlan.add_all_services_runtime``:
-  ``{svc}`` is ``+``).
-* ``controller``: alone publishes ``mesh/routes/#``, ``mesh/services/#`` and ``mesh/events/#``; alone
-  reads ``mesh/stats/#`` and ``mesh/wake/#`` (besides the admin, who reads everything); a caller besides.
+  (``$share/{group}/service/{svc}/#``) and its live configuration (``mesh/config/{svc}``), answers on
+  ``reply/#``, publishes its own ``mesh/stats/{svc}/#`` (and, with the same account, its pod's sidecar
+  the service's log records on ``mesh/logs/{svc}/#``), sends and receives events and binary transfers
+  (``events/#``, ``binary/#``: only runtimes publish there, so the subject an event carries is a
+  runtime's word), and may call other services as a caller does (its inbox is
+  ``reply/{its username}/#``). A dev mesh, whose pods serve whatever is deployed next, has one runtime
+  account for every service instead (``SecurityPlan.add_all_services_runtime``: ``{svc}`` is ``+``).
+* ``controller``: alone publishes ``mesh/routes/#``, ``mesh/services/#``, ``mesh/config/#`` and
+  ``mesh/events/#``; alone reads ``mesh/wake/#``, and reads ``mesh/stats/#`` (as the gateway and the
+  admin, who reads everything, do) and ``mesh/config/#``; a caller besides.
 * ``gateway``: a caller with an account of its own (on the components' listener, so several gateway
-  processes may share it with different client ids).
+  processes may share it with different client ids) that also reads ``mesh/stats/#``, for the live
+  figures of its web console.
 * ``admin`` (operators, ``dormant status``, tests): reads everything, publishes nothing but dynamic
   security commands on ``$CONTROL/dynamic-security/#``.
 
@@ -118,8 +121,13 @@ RULES: tuple[TopicRule, ...] = (
     TopicRule(
         "runtime", "subscribe", "$share/+/service/{service}/#", "its own service's shared request topics"
     ),
+    TopicRule("runtime", "subscribe", "mesh/config/{service}", "its own service's live configuration"),
+    TopicRule("runtime", "subscribe", "mesh/config", "the controller's marker: configurations are published"),
     TopicRule("runtime", "publish", "reply/#", "answers into any caller's inbox"),
     TopicRule("runtime", "publish", "mesh/stats/{service}/#", "its own service's one-second windows"),
+    TopicRule(
+        "runtime", "publish", "mesh/logs/{service}/#", "its own service's log records (the pod's sidecar)"
+    ),
     TopicRule("runtime", "publish", "events/#", "events its handlers send (ctx.messaging)"),
     TopicRule("runtime", "subscribe", "events/#", "events its handlers receive"),
     TopicRule("runtime", "publish", "binary/#", "binary transfers' chunks its handlers send"),
@@ -127,8 +135,11 @@ RULES: tuple[TopicRule, ...] = (
     TopicRule("controller", "publish", "mesh/routes/#", "route tables, retained"),
     TopicRule("controller", "publish", "mesh/services/#", "service states and the marker, retained"),
     TopicRule("controller", "publish", "mesh/events/#", "deployment events"),
+    TopicRule("controller", "publish", "mesh/config/#", "live configurations, retained"),
+    TopicRule("controller", "subscribe", "mesh/config/#", "which live configurations are retained"),
     TopicRule("controller", "subscribe", "mesh/stats/#", "every runtime's windows, for rollouts"),
     TopicRule("controller", "subscribe", "mesh/wake/#", "wake requests, for the autoscaler"),
+    TopicRule("gateway", "subscribe", "mesh/stats/#", "every runtime's windows, for the web console"),
     TopicRule("admin", "subscribe", "#", "operators read everything (not $-topics)"),
     TopicRule("admin", "publish", "$CONTROL/dynamic-security/#", "account management", emqx=False),
     TopicRule("admin", "subscribe", "$CONTROL/dynamic-security/#", "its answers", emqx=False),
@@ -136,7 +147,7 @@ RULES: tuple[TopicRule, ...] = (
 
 KIND_RULES: Mapping[Kind, tuple[Kind, ...]] = {
     "caller": ("caller",),
-    "gateway": ("caller",),
+    "gateway": ("gateway", "caller"),
     "runtime": ("runtime", "caller"),
     "controller": ("controller", "caller"),
     "admin": ("admin",),
@@ -456,6 +467,7 @@ EMQX_WHO: Mapping[Kind, str] = {
     "caller": '{username, {re, "^(?!dormant\\\\.admin$)"}}',
     "runtime": '{username, {re, "^dormant\\\\.runtime\\\\.[a-z0-9-]+$"}}',
     "controller": '{username, "dormant.controller"}',
+    "gateway": '{username, "dormant.gateway"}',
     "admin": '{username, "dormant.admin"}',
 }
 """Who holds each rule set in EMQX's ``acl.conf`` (Erlang terms): caller rules go to every account but
@@ -481,7 +493,7 @@ def render_emqx_acl() -> str:
         '{deny, {username, {re, "[/+#]"}}, all, ["#"]}.',
         "",
     ]
-    for kind in ("caller", "runtime", "controller", "admin"):
+    for kind in ("caller", "runtime", "controller", "gateway", "admin"):
         for action in ("publish", "subscribe"):
             rules = [r for r in RULES if r.kind == kind and r.action == action and r.emqx]
             if not rules:

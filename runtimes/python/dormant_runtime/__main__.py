@@ -9,17 +9,22 @@ import logging
 import os
 import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 
-from dormant._control import DRAINED, FAILED, READY, STANDBY, Drain, Load
+from dormant._control import CONNECTION, DRAINED, FAILED, READY, STANDBY, Drain, Load
 from dormant.config import Settings
 from dormant.errors import DormantError
 from dormant.messaging import declared_resiliency
 from dormant.migrations import declared_migrations
+from dormant_catalog.audit_trail import AuditTrail, execution_mode_from_env
 from dormant_catalog.calls import DEFAULT_LEASE_S, CallStore
 from dormant_secrets import SecretsError
+from dormant_telemetry.logs import configure_logging
+from dormant_telemetry.tracing import configure_tracing
 
+from .audit import CallAudit
 from .authn import CallAuthenticator
 from .control import EventChannel, read_commands
 from .dedup import Deduplicator
@@ -33,6 +38,9 @@ from .stats import CallStats, StatsPublisher
 from .transactions import TransactionPool
 
 log = logging.getLogger("dormant.runtime")
+
+CONNECTION_POLL_S = 0.5
+"""How often a serving runtime looks at its broker connection, to tell its sidecar when it changes."""
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -107,7 +115,17 @@ async def _serve(
         dispatcher = Dispatcher(spec, version, transactions, platform=platform)
         dispatcher.memory_limit_mb = args.memory_mb
         authenticator = CallAuthenticator.from_env(spec.auth)
+        audit_executions = execution_mode_from_env()  # a bad DORMANT_AUDIT_EXECUTIONS fails the start
         migrations = declared_migrations(spec.handler_class)
+        # OTLP traces when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (a bad OTEL_* setting fails the start).
+        configure_tracing(
+            spec.name,
+            attributes={
+                "service.version": str(version),
+                "dormant.component": "runtime",
+                "dormant.pod_id": pod_id,
+            },
+        )
     except (LoadError, ValueError, DormantError) as exc:
         events.emit(FAILED, error=str(exc))
         log.error("%s", exc)
@@ -136,6 +154,11 @@ async def _serve(
             if transactions is not None:
                 await transactions.close()
             return 1
+    # The audit log (executions, refusals, security events) lives in the catalog, as the call store does.
+    trail = None if args.no_dedup else AuditTrail(settings.catalog_url, executions=audit_executions)
+    audit = None
+    if trail is not None:
+        audit = CallAudit(trail, service=spec.name, version=version, client_id=client_id)
     server = Server(
         dispatcher,
         broker_url=settings.broker_url,
@@ -147,8 +170,13 @@ async def _serve(
         stats=CallStats(),
         authenticator=authenticator,
         concurrency_limit=args.max_concurrency,
+        audit=audit,
     )
     assert server.stats is not None
+    started = getattr(args, "load_received", None) or time.time()
+    server.stats.started = started
+    server.stats.in_flight = lambda: server.in_flight
+    server.stats.declared = frozenset(spec.functions)
     stats = StatsPublisher(
         server.stats,
         broker_url=settings.broker_url,
@@ -162,20 +190,38 @@ async def _serve(
     ready = asyncio.create_task(server.wait_ready())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    watching: asyncio.Task[None] | None = None
     if ready.done():
+        server.stats.init_seconds = round(time.time() - started, 3)
         events.emit(READY, service=spec.name, version=version)
+        watching = asyncio.create_task(_report_connection(server, events))
     await stopping
+    if watching is not None:
+        watching.cancel()
     left = await server.drain(args.drain_timeout)
     await running
     publishing.cancel()
     if dedup is not None:
         await dedup.close()
+    if trail is not None:
+        await trail.close()
     if transactions is not None:
         await transactions.close()
     await authenticator.close()
     await platform.close()
     events.emit(DRAINED, cut_off=left)
     return 0
+
+
+async def _report_connection(server: Server, events: EventChannel) -> None:
+    """Tell the sidecar when the broker connection is lost and when it is back (``connection``)."""
+    connected = True
+    while True:
+        await asyncio.sleep(CONNECTION_POLL_S)
+        now = server.connected
+        if now != connected:
+            connected = now
+            events.emit(CONNECTION, connected=now)
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -194,6 +240,7 @@ async def _main(args: argparse.Namespace) -> int:
             events.emit(DRAINED, cut_off=0)
             return 0
         if isinstance(command, Load):
+            args.load_received = time.time()  # the cold start's clock starts here
             break
     # The function's variables, before its modules are imported (they may read them at import time);
     # ${SECRET:...} references are resolved first and kept fresh while the process serves.
@@ -232,11 +279,8 @@ async def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    logging.basicConfig(
-        level=os.environ.get("DORMANT_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # JSON lines (a pod's sidecar reads them: it sets DORMANT_LOG_FORMAT=json), text on a terminal.
+    configure_logging("runtime")
     return asyncio.run(_main(args))
 
 

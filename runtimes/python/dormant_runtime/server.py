@@ -21,18 +21,20 @@ from typing import Any, Literal
 
 import orjson
 
-from dormant import errors, wire
+from dormant import _tracing, errors, wire
 from dormant.context import UserContext
 from dormant.transport import Message, TakeoverWatch, Transport, TransportError, new_transport
 from dormant_catalog import CatalogUnavailable
 from dormant_catalog.calls import MAX_CALL_ID_BYTES, CallState, Claim, call_id_problem, fingerprint
 from dormant_catalog.db import is_transient
 
+from .audit import CallAudit
 from .authn import CallAuthenticator
 from .datastore import leave_caller_role
 from .dedup import STORED_ERROR_TYPES, Deduplicator
 from .dispatcher import Dispatcher, Outcome
 from .limits import EXIT_OUT_OF_MEMORY, peak_rss_mb
+from .live_config import FIRST_REVISION_WAIT_S, parse_revision
 from .stats import CallStats, mark_start
 from .transactions import is_broken
 
@@ -67,8 +69,13 @@ class Server:
         stats: CallStats | None = None,
         authenticator: CallAuthenticator | None = None,
         concurrency_limit: int | None = None,
+        audit: CallAudit | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self.audit = audit
+        """Where executions, refusals and security events go (``dormant_runtime.audit``); None: nowhere."""
+        self._callers: dict[str, str | None] = {}
+        """The subject of each admitted call being handled, by callId (for its execution entry)."""
         self.concurrency_limit = concurrency_limit
         """Calls run at once before the next is answered ``Throttled`` (the function's share on this
         replica of its ``maxConcurrency``); None: only ``max_in_flight`` bounds them, by waiting."""
@@ -83,6 +90,11 @@ class Server:
         self.dedup = dedup
         self.stats = stats
         self.filters = wire.serving_filters(self.service, version, live=live)
+        self.config_topic = wire.config_topic(self.service)
+        self._config_marker = wire.config_topic()
+        self.config_revision: int | None = None
+        """The live configuration revision handlers see (None before the first arrived)."""
+        self._config_arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: Transport | None = None
@@ -93,10 +105,22 @@ class Server:
         self._reader: asyncio.Task[None] | None = None
         self.replaced = False
         """True once another runtime took this one's session over."""
+        self._served = False
+        """A call has been handled here (the first one is the cold start, ``faas.coldstart``)."""
 
     async def wait_ready(self) -> None:
         """Return once the first subscription is in place."""
         await self._ready.wait()
+
+    @property
+    def connected(self) -> bool:
+        """Whether this runtime has a broker connection now (for its sidecar's readiness check)."""
+        return self._transport is not None and not self.replaced
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled now (received, not yet answered and acknowledged)."""
+        return len(self._tasks)
 
     async def run(self) -> None:
         """Serve until drained."""
@@ -112,9 +136,20 @@ class Server:
             )
             try:
                 await transport.connect()
+                # The live configuration first: its retained revision is in place before a call. The
+                # broker sends retained messages in the order of the filters, so the controller's
+                # marker, after the service's own topic, says no revision is retained for it.
+                await transport.subscribe([self.config_topic, wire.config_topic()], qos=1)
+                self._reader = asyncio.create_task(self._read(transport, takeover))
+                if not self._config_arrived.is_set():
+                    await self._first_config()
                 await transport.subscribe(self.filters, qos=1)
             except TransportError as exc:
                 log.warning("broker unreachable (%s); retrying in %.2fs", exc, delay)
+                if self._reader is not None:
+                    self._reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._reader
                 await transport.close()
                 takeover.unreachable()
                 await self._sleep_unless_draining(delay)
@@ -125,7 +160,6 @@ class Server:
             takeover.connected()
             self._ready.set()
             log.info("serving %s v%d on %s", self.service, self.version, ", ".join(self.filters))
-            self._reader = asyncio.create_task(self._read(transport, takeover))
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             if self.replaced:
@@ -137,9 +171,34 @@ class Server:
                 self._transport = None
         self._stopped.set()
 
+    async def _first_config(self) -> None:
+        try:
+            await asyncio.wait_for(self._config_arrived.wait(), FIRST_REVISION_WAIT_S)
+        except TimeoutError:
+            self._config_arrived.set()  # wait once only: no controller has published on this broker
+            log.info("no live configuration for %s is published; serving without one", self.service)
+
+    def _apply_config(self, message: Message) -> None:
+        """A ``mesh/config/{svc}`` message: the next calls see its revision (applied in arrival order,
+        before any call that arrives after it)."""
+        message.ack()
+        arrived = parse_revision(message.payload)
+        if arrived is not None and arrived.revision != self.config_revision:
+            self.dispatcher.config = arrived.values
+            self.config_revision = arrived.revision
+            log.info("live configuration of %s: revision %d", self.service, arrived.revision)
+        self._config_arrived.set()
+
     async def _read(self, transport: Transport, takeover: TakeoverWatch) -> None:
         try:
             async for message in transport.messages():
+                if message.topic == self.config_topic:
+                    self._apply_config(message)
+                    continue
+                if message.topic == self._config_marker:
+                    message.ack()
+                    self._config_arrived.set()
+                    continue
                 await self._slots.acquire()
                 task = asyncio.create_task(self._handle(transport, message))
                 self._tasks.add(task)
@@ -150,6 +209,8 @@ class Server:
                 # Reconnecting would take the session back from the runtime that has it, for ever.
                 self.replaced = True
                 log.warning("another connection took this runtime's session over: %s", evidence)
+                if self.audit is not None:
+                    self.audit.security("session-taken-over", None, {"evidence": str(evidence)})
             log.warning("%s", exc)
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -185,8 +246,15 @@ class Server:
         except wire.CallRejected as rejected:
             call = rejected.call
             log.info("[%s] rejected call on %s: %s", call.call_id, message.topic, rejected.error)
-            await self._answer(transport, message, call, False, orjson.dumps(rejected.error.to_payload()))
+            with _tracing.execute(call, message.topic, version=self.version):
+                await self._answer(transport, message, call, False, orjson.dumps(rejected.error.to_payload()))
             return
+        coldstart, self._served = not self._served, True
+        # function.execute: a child of the caller's function.invoke (the request's traceparent).
+        with _tracing.execute(call, message.topic, version=self.version, coldstart=coldstart):
+            await self._handle_call(transport, message, call)
+
+    async def _handle_call(self, transport: Transport, message: Message, call: wire.Call) -> None:
         try:
             # Before anything is looked up or stored: an answer kept for a callId goes only to a caller
             # who may make the call (and, through the fingerprint, only to the caller who made it).
@@ -194,8 +262,20 @@ class Server:
             self.dispatcher.admit(call.function, user)
         except errors.DormantError as refused:
             log.info("[%s] refused call of %s: %s", call.call_id, call.function, refused)
+            if self.audit is not None:
+                self.audit.refused(call, refused)
             await self._answer(transport, message, call, False, orjson.dumps(refused.to_payload()))
             return
+        if self.audit is not None:
+            self._callers[call.call_id] = user.user_id
+        try:
+            await self._handle_admitted(transport, message, call, user)
+        finally:
+            self._callers.pop(call.call_id, None)
+
+    async def _handle_admitted(
+        self, transport: Transport, message: Message, call: wire.Call, user: UserContext
+    ) -> None:
         # A caller's retry of a call this runtime is running (same callId) is no new work: it waits for
         # that run's answer, so it neither counts against the limit nor is refused by it.
         fresh = call.call_id not in self._running
@@ -242,9 +322,14 @@ class Server:
                 await self._answer(transport, message, call, False, orjson.dumps(exc.to_payload()))
                 return
             if state.kind == "done":
+                self._callers.pop(call.call_id, None)  # answered from the store: not run again
+                _tracing.replayed()
                 await self._answer(transport, message, call, bool(state.ok), state.response or b"null")
                 return
             if state.kind == "conflict":
+                if self.audit is not None:
+                    detail = {"callId": call.call_id, "function": call.function}
+                    self.audit.security("callid-reused", self._callers.pop(call.call_id, None), detail)
                 reused = errors.Conflict(
                     f"callId {call.call_id!r} was already used for a {call.function} call with another"
                     " input or by another caller; use a new callId for a new call",
@@ -400,21 +485,26 @@ class Server:
     ) -> bool:
         """True once the broker has the answer (or there is nobody to answer)."""
         if self.stats is not None:
-            self.stats.record(ok, body_json)
+            self.stats.record(ok, body_json, call.function)
+        if self.audit is not None and call.call_id in self._callers:
+            caller = self._callers.pop(call.call_id)
+            self.audit.executed(call, caller, ok, None if ok else _error_type(body_json))
+        _tracing.answered(ok, body_json)
         if not call.reply_to:
             return True
         payload, props = wire.encode_response_json(call, ok, body_json)
         try:
-            await transport.publish(
-                Message(
-                    call.reply_to,
-                    payload,
-                    qos=1,
-                    correlation=call.correlation,
-                    user_properties=props,
-                    expiry_s=wire.reply_expiry(call.deadline),
+            with _tracing.response(call, ok, len(payload)):  # function.response
+                await transport.publish(
+                    Message(
+                        call.reply_to,
+                        payload,
+                        qos=1,
+                        correlation=call.correlation,
+                        user_properties=props,
+                        expiry_s=wire.reply_expiry(call.deadline),
+                    )
                 )
-            )
         except TransportError as exc:
             if exc.reason in PERMANENT_PUBLISH_FAILURES:
                 # The answer can never be delivered there (refused before sending, or by the broker's
@@ -461,3 +551,13 @@ class Server:
     async def _sleep_unless_draining(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drain_requested.wait(), delay)
+
+
+def _error_type(body_json: bytes) -> str | None:
+    """The wire error type of an error answer's body (for the audit log), if it names one."""
+    try:
+        body = orjson.loads(body_json)
+    except orjson.JSONDecodeError:
+        return None
+    kind = body.get("type") if isinstance(body, dict) else None
+    return kind if isinstance(kind, str) else None

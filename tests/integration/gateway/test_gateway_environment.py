@@ -10,9 +10,12 @@ variable's value in the serving runtime process and that process's pid.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import signal
 import time
+import zipfile
 from typing import Any
 
 import httpx
@@ -215,3 +218,175 @@ async def test_calls_over_the_concurrency_limit_are_throttled_and_counted(gatewa
         cleared = await http.put(f"{API}/functions/{SERVICE}/concurrency", json={})
         assert cleared.status_code == 200, cleared.text
         await _until_new_runtime(client, limited_pid)
+
+
+# ------------------------------------------------------------------------------ live configuration
+
+
+async def _config(client: Client, name: str) -> tuple[Any, int]:
+    answer = await client.call(SERVICE, "config", {"name": name}, timeout=10)
+    return json.loads(answer["valueJson"]), answer["pid"]
+
+
+async def test_live_configuration_reaches_the_next_call_without_a_restart_and_fails_no_call(
+    gateway: GatewayProcess,
+) -> None:
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers("admin")) as http,
+        Client(gateway.broker_url) as client,
+    ):
+        await _until_value(client, "GREETING", None)  # the replica serves (and no variable is set)
+        put = await http.put(f"{API}/functions/{SERVICE}/config", json={"values": {"flag": True}})
+        assert put.status_code == 200, put.text
+        assert put.json()["delivered"] is True and put.json()["revision"] >= 1
+        value, pid = await _config(client, "flag")  # the very next call sees it
+        assert value is True
+
+        # Steady calls at about RATE_PER_S while the configuration changes five times: every call is
+        # answered, by the same runtime process, and each call made after a change returned sees it.
+        stop = asyncio.Event()
+        failures: list[DormantError] = []
+        pids: set[int] = set()
+
+        async def traffic() -> None:
+            started, sent = time.monotonic(), 0
+            pending: set[asyncio.Task[None]] = set()
+
+            async def one() -> None:
+                try:
+                    pids.add((await _config(client, "flag"))[1])
+                except DormantError as exc:
+                    failures.append(exc)
+
+            while not stop.is_set():
+                sent += 1
+                task = asyncio.create_task(one())
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                await asyncio.sleep(max(0.0, started + sent / RATE_PER_S - time.monotonic()))
+            await asyncio.gather(*pending)
+
+        load = asyncio.create_task(traffic())
+        for step in range(5):
+            patch = await http.patch(f"{API}/functions/{SERVICE}/config", json={"values": {"flag": step}})
+            assert patch.status_code == 200 and patch.json()["delivered"] is True, patch.text
+            assert await _config(client, "flag") == (step, pid)
+            await asyncio.sleep(0.2)
+        stop.set()
+        await load
+        assert failures == [] and pids == {pid}  # no call failed; no new process
+
+        # PATCH with null removes a name; GET shows what handlers see.
+        patch = await http.patch(
+            f"{API}/functions/{SERVICE}/config", json={"values": {"flag": None, "x": "y"}}
+        )
+        assert patch.status_code == 200, patch.text
+        got = (await http.get(f"{API}/functions/{SERVICE}/config")).json()
+        assert got["values"] == {"x": "y"} and got["published"] is True
+        assert await _config(client, "flag") == (None, pid)
+        assert await _config(client, "x") == ("y", pid)
+
+
+async def test_live_configuration_refuses_what_it_cannot_carry(gateway: GatewayProcess) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers("admin")) as http:
+        url = f"{API}/functions/{SERVICE}/config"
+        cases: list[tuple[Any, str]] = [
+            ({"values": [1]}, "object"),
+            ({"flag": True}, "unknown field"),
+            ({"values": {"bad name": 1}}, "bad name"),
+            ({"values": {"k": "x" * 70_000}}, "at most"),
+            ({"values": {"db": "${SECRET:db-password}"}}, "secret"),
+        ]
+        before = (await http.get(url)).json()
+        for body, why in cases:
+            response = await http.put(url, json=body)
+            assert response.status_code == 400, (body, response.text)
+            assert why in response.text and response.json()["type"] == "ValidationError"
+        assert (await http.get(url)).json()["revision"] == before["revision"]  # nothing stored
+        missing = await http.put(f"{API}/functions/no-such-fn/config", json={"values": {}})
+        assert missing.status_code == 404, missing.text
+        reader = await http.put(url, json={"values": {}}, headers=gateway.headers("viewer"))
+        assert reader.status_code == 403, reader.text
+
+
+# ------------------------------------------------------------------------------ shared layers over HTTP
+
+LAYER_MODULE = "dormant_http_layer_probe"
+
+
+def _layer_zip(value: str, *, extra: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"python/{LAYER_MODULE}.py", f"VALUE = {value!r}\n")
+        for name, text in (extra or {}).items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+async def test_a_layer_published_and_attached_over_http_is_imported_by_the_handler(
+    gateway: GatewayProcess,
+) -> None:
+    zip_type = {"Content-Type": "application/zip"}
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers("admin"), timeout=60) as http,
+        Client(gateway.broker_url) as client,
+    ):
+        created = await http.post(f"{API}/layers?name=web-utils", content=_layer_zip("web"), headers=zip_type)
+        assert created.status_code == 201, created.text
+        assert created.json()["reference"] == "web-utils:1" and created.json()["created"] is True
+        same = await http.post(
+            f"{API}/layers/web-utils/versions", content=_layer_zip("web"), headers=zip_type
+        )
+        assert same.status_code == 200 and same.json()["reference"] == "web-utils:1"  # same content
+        listed = (await http.get(f"{API}/layers")).json()["items"]
+        assert "web-utils:1" in [item["reference"] for item in listed]
+        versions = (await http.get(f"{API}/layers/web-utils/versions")).json()["items"]
+        assert [v["version"] for v in versions] == [1] and versions[0]["unpackedBytes"] > 0
+
+        # Refused, and nothing published: not a ZIP, an unsafe path, a wrong media type, no name,
+        # an unknown layer to attach, more than five layers, a reader publishing.
+        bad = await http.post(f"{API}/layers?name=web-utils", content=b"not a zip", headers=zip_type)
+        assert bad.status_code == 400 and "not a ZIP" in bad.text, bad.text
+        unsafe = _layer_zip("x", extra={"../escape.py": "X = 1\n"})
+        escaped = await http.post(f"{API}/layers?name=web-utils", content=unsafe, headers=zip_type)
+        assert escaped.status_code == 400 and "unsafe path" in escaped.text, escaped.text
+        media = await http.post(
+            f"{API}/layers?name=web-utils", content=_layer_zip("x"), headers={"Content-Type": "text/plain"}
+        )
+        assert media.status_code == 415, media.text
+        nameless = await http.post(f"{API}/layers", content=_layer_zip("x"), headers=zip_type)
+        assert nameless.status_code == 400 and "name the layer" in nameless.text
+        reader = await http.post(
+            f"{API}/layers?name=web-utils",
+            content=_layer_zip("y"),
+            headers={**zip_type, **gateway.headers("viewer")},
+        )
+        assert reader.status_code == 403, reader.text
+        assert [
+            v["version"] for v in (await http.get(f"{API}/layers/web-utils/versions")).json()["items"]
+        ] == [1]
+        unknown = await http.put(f"{API}/functions/{SERVICE}/layers", json={"layers": ["nope:1"]})
+        assert unknown.status_code in (400, 404), unknown.text
+        six = await http.put(f"{API}/functions/{SERVICE}/layers", json={"layers": ["web-utils:1"] * 6})
+        assert six.status_code in (400, 422), six.text
+
+        attached = await http.put(f"{API}/functions/{SERVICE}/layers", json={"layers": ["web-utils:1"]})
+        assert attached.status_code == 200, attached.text
+        assert [layer["reference"] for layer in attached.json()["layers"]] == ["web-utils:1"]
+        assert (await http.get(f"{API}/functions/{SERVICE}/layers")).json()["layers"][0][
+            "name"
+        ] == "web-utils"
+        # The replicas reload with the layer on their import path (a new generation).
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = await client.call(SERVICE, "module", {"name": LAYER_MODULE}, timeout=10)
+            except DormantError:
+                answer = {}
+            if answer.get("value") == "web":
+                break
+            assert time.monotonic() < deadline, f"the layer's module is not importable: {answer}"
+            await asyncio.sleep(0.2)
+        assert "web-utils" in answer["file"] or LAYER_MODULE in answer["file"]
+        detached = await http.put(f"{API}/functions/{SERVICE}/layers", json={"layers": []})
+        assert detached.status_code == 200 and detached.json()["layers"] == []

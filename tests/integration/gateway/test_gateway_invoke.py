@@ -3,10 +3,21 @@ CloudEvents, SSE, the dev issuer's JWKS, and the OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
+import json
+import time
 import uuid
+from typing import Any
 
 import httpx
+import pytest
 from gw_helpers import GatewayProcess
+
+from dormant import Client
+from dormant.errors import Conflict, Unauthenticated
+from dormant_cli import main as cli
 
 API = "/api/v1"
 
@@ -161,3 +172,79 @@ async def test_openapi_document_lists_the_api(gateway: GatewayProcess) -> None:
     assert document["openapi"].startswith("3.")
     for path in ("/api/v1/functions", "/api/v1/functions/{name}/invoke", "/api/v1/deployments"):
         assert path in document["paths"]
+
+
+# ------------------------------------------------------------------------------ the audit log
+
+
+def _history(catalog_url: str, *flags: str) -> list[dict[str, Any]]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli(
+            ["history", "user-service", "--json", "--limit", "500", "--catalog-url", catalog_url, *flags]
+        )
+    assert code == 0, out.getvalue()
+    entries: list[dict[str, Any]] = json.loads(out.getvalue())["audit"]
+    return entries
+
+
+async def test_executions_refusals_and_security_events_reach_the_audit_log(gateway: GatewayProcess) -> None:
+    run = uuid.uuid4().hex[:10]
+    call_id = f"audit-{run}"
+    async with Client(gateway.broker_url) as client:  # as "tester" (the module's caller token)
+        await client.call(
+            "user-service", "createUser", {"email": f"a-{run}@example.com", "name": "Au"}, call_id=call_id
+        )
+        with pytest.raises(Conflict):  # the same callId with another input
+            await client.call(
+                "user-service", "createUser", {"email": f"b-{run}@example.com", "name": "Au"}, call_id=call_id
+            )
+    async with Client(gateway.broker_url, authorization="") as anonymous:
+        with pytest.raises(Unauthenticated):
+            await anonymous.call("user-service", "createUser", {"email": f"c-{run}@example.com", "name": "C"})
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        forged = await http.get(f"{API}/functions/user-service", headers={"Authorization": "Bearer forged"})
+        assert forged.status_code == 401
+        viewer = await http.put(
+            f"{API}/functions/user-service/config", json={"values": {}}, headers=gateway.headers("viewer")
+        )
+        assert viewer.status_code == 403
+
+    def found(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        seen: dict[str, dict[str, Any]] = {}
+        for e in entries:
+            d = e["detail"]
+            if e["kind"] == "execution" and d.get("callId") == call_id:
+                seen["execution"] = e
+            elif e["action"] == "callid-reused" and d.get("callId") == call_id:
+                seen["reused"] = e
+            elif e["kind"] == "authorization" and d.get("error") == "Unauthenticated":
+                seen.setdefault("unauthenticated", e)
+            elif e["action"] == "token-refused" and d.get("method") == "GET":
+                seen["token"] = e
+            elif e["kind"] == "authorization" and d.get("action") == "set-environment":
+                seen["role"] = e
+        return seen
+
+    # Written in batches (about a second): wait for every kind to be in.
+    deadline = time.monotonic() + 60
+    while len(seen := found(await asyncio.to_thread(_history, gateway.catalog_url, "--kind", "all"))) < 5:
+        assert time.monotonic() < deadline, f"only {sorted(seen)} reached the audit log"
+        await asyncio.sleep(0.5)
+    execution = seen["execution"]
+    assert execution["actor"] == "tester" and execution["detail"]["ok"] is True
+    assert execution["detail"]["function"] == "createUser" and execution["detail"]["durationMs"] >= 0
+    assert seen["reused"]["kind"] == "security" and seen["reused"]["actor"] == "tester"
+    assert seen["unauthenticated"]["actor"] == "anonymous"
+    assert seen["token"]["kind"] == "security" and "forged" not in json.dumps(seen["token"])
+    assert seen["role"]["actor"] == "tester" and seen["role"]["detail"]["roles"] == ["viewer"]
+    # No input, output or token in any entry.
+    text = json.dumps(await asyncio.to_thread(_history, gateway.catalog_url, "--kind", "all"))
+    assert f"a-{run}@example.com" not in text and "Bearer" not in text
+
+    # Filters: the default leaves executions out; --kind and --actor narrow.
+    default = await asyncio.to_thread(_history, gateway.catalog_url)
+    assert all(e["kind"] != "execution" for e in default) and any(e["kind"] == "security" for e in default)
+    mine = await asyncio.to_thread(_history, gateway.catalog_url, "--kind", "execution", "--actor", "tester")
+    assert mine and all(e["kind"] == "execution" and e["actor"] == "tester" for e in mine)
+    assert any(e["detail"].get("callId") == call_id for e in mine)

@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from e2e.mesh import Mesh, call_many
 from rollout_helpers import (
     SERVICE,
@@ -19,6 +20,7 @@ from rollout_helpers import (
 )
 
 from dormant_catalog import open_catalog
+from dormant_cli import main
 
 
 async def _versions(mesh: Mesh, tmp_path: Path, *, replicas: int, pods: int) -> tuple[int, int]:
@@ -33,7 +35,9 @@ async def _versions(mesh: Mesh, tmp_path: Path, *, replicas: int, pods: int) -> 
     return v1, v2
 
 
-async def test_blue_green_switch_and_manual_rollback_fail_no_call(mesh: Mesh, tmp_path: Path) -> None:
+async def test_blue_green_switch_and_manual_rollback_fail_no_call(
+    mesh: Mesh, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     v1, v2 = await _versions(mesh, tmp_path, replicas=1, pods=2)
     stop = asyncio.Event()
     load = asyncio.create_task(steady_calls(mesh.broker_url, stop))
@@ -71,6 +75,11 @@ async def test_blue_green_switch_and_manual_rollback_fail_no_call(mesh: Mesh, tm
         assert {s.version for s in await catalog.list_slots(SERVICE)} == {v1}
         last = (await catalog.list_rollouts(SERVICE, limit=1))[0]
     assert last.state == "rolled-back" and "manual rollback" in (last.reason or "")
+    # `dormant wait` on a rolled-back rollout: exit 1 with its reason, at once.
+    capsys.readouterr()
+    waited = await asyncio.to_thread(main, ["wait", SERVICE, "--catalog-url", mesh.catalog_url])
+    out = capsys.readouterr().out
+    assert waited == 1 and "rolled-back: manual rollback" in out, out
 
 
 async def test_rolling_replaces_slots_batch_by_batch_and_fails_no_call(mesh: Mesh, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -72,8 +73,12 @@ async def test_sigterm_drains_releases_and_leaves_no_child(
     assert not [pid for pid in children if alive(pid)]
     assert any(e["event"] == "drained" and e["pid"] == load["pid"] for e in read_log(runtime_log))
     lines = stderr.decode().splitlines()
-    assert "[svc v1] serving svc v1" in lines  # runtime output, prefixed with its app and version
-    assert any("SIGTERM: draining pod term-pod" in line for line in lines)
+    # Not a terminal: one JSON record per line, the runtime's output stamped with its app and version.
+    records = [json.loads(line) for line in lines]
+    assert {"functionName": "svc", "version": "v1", "message": "serving svc v1"}.items() <= next(
+        r for r in records if r["message"] == "serving svc v1"
+    ).items()
+    assert any("SIGTERM: draining pod term-pod" in r["message"] for r in records)
 
 
 async def test_sigkilled_pod_is_taken_over_after_its_lease(
