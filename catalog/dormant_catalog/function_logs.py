@@ -138,8 +138,24 @@ _FILTERS = (
 )
 
 
+FIELD_ORDER = (
+    "timestamp",
+    "level",
+    "requestId",
+    "functionName",
+    "version",
+    "message",
+    "duration",
+    "traceId",
+    "spanId",
+)
+"""The seed's fields first, as they were written (jsonb keeps keys in an order of its own)."""
+
+
 def _row(row: Sequence[Any]) -> StoredLog:
-    record = row[6] if isinstance(row[6], dict) else orjson.loads(row[6])
+    stored = row[6] if isinstance(row[6], dict) else orjson.loads(row[6])
+    record = {key: stored[key] for key in FIELD_ORDER if key in stored}
+    record.update((key, value) for key, value in stored.items() if key not in record)
     return StoredLog(int(row[0]), row[1], int(row[2]), row[3], int(row[4]), row[5], record)
 
 

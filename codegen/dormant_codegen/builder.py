@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dormant_layers import ImageRef, LayerStore
+from dormant_layers import ImageRef, Store
 
 from .constants import GENERATED_DIR
 from .dependencies import IMPORT_ROOT, DependencyLayer, resolve_dependencies
@@ -46,8 +46,9 @@ def app_manifest(interface: dict[str, Any], dependency_lock: str | None = None) 
     return manifest
 
 
-def build(service_dir: Path, store: LayerStore, *, import_check: bool = False) -> BuildResult:
-    """Generate, pack and push ``service_dir``; the same inputs always give the same digests.
+def build(service_dir: Path, store: Store, *, import_check: bool = False) -> BuildResult:
+    """Generate, pack and push ``service_dir`` to ``store`` (a directory or a registry: ``dormant_layers``);
+    the same inputs always give the same digests.
 
     With ``import_check`` the service is first imported as a runtime would (``importcheck``; cached
     while nothing changes), so a module that cannot be imported fails here. It runs the service's

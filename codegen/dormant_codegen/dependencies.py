@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dormant_layers import LayerStore
+from dormant_layers import DEPENDENCY_IMAGE_PREFIX, SHARED_LAYER_IMAGE_PREFIX, ImageRef, Store
 
 from .diagnostics import CodegenError, Diagnostic
 from .pack import pack_files
@@ -48,7 +48,8 @@ REQUIREMENTS_FILE = "requirements.txt"
 PYPROJECT_FILE = "pyproject.toml"
 IMPORT_ROOT = "python"
 """The folder of a dependency or shared layer that goes on the runtime's import path."""
-IMAGE_PREFIX = "dormant-deps-"
+IMAGE_PREFIX = DEPENDENCY_IMAGE_PREFIX
+"""``dormant-deps-``: a registry store keeps these images in ``deps/<lock hash>``."""
 LOCK_ANNOTATION = "io.dormant.dependency-lock"
 PIP_TIMEOUT_S = 600.0
 _SKIPPED_DIRS = frozenset({"__pycache__", "bin"})
@@ -243,7 +244,7 @@ def tree_files(root: Path, prefix: str) -> dict[str, bytes]:
     return found
 
 
-def resolve_dependencies(service_dir: Path, store: LayerStore) -> DependencyLayer | None:
+def resolve_dependencies(service_dir: Path, store: Store) -> DependencyLayer | None:
     """The dependency layer of ``service_dir`` in ``store`` (built only when its lock is new), or None
     when the service declares no dependencies. ``CodegenError`` when pip cannot resolve or install."""
     service_dir = Path(service_dir)
@@ -254,7 +255,7 @@ def resolve_dependencies(service_dir: Path, store: LayerStore) -> DependencyLaye
     with tempfile.TemporaryDirectory(prefix="dormant-deps-") as tmp:
         work = Path(tmp)
         lock = resolve_lock(service_dir, path, lines, work)
-        existing = store.names().get(lock.image_name)
+        existing = store.lookup(lock.image_name)
         if existing is not None:
             return DependencyLayer(f"{lock.image_name}@{existing}", lock, reused=True)
         target = work / "target"
@@ -289,7 +290,8 @@ def unpacked_size(files: dict[str, bytes]) -> int:
     return sum(len(data) for data in files.values())
 
 
-SHARED_LAYER_PREFIX = "dormant-layer-"
+SHARED_LAYER_PREFIX = SHARED_LAYER_IMAGE_PREFIX
+"""``dormant-layer-``: a registry store keeps these images in ``layers/<name>``."""
 
 
 def shared_layer(directory: Path) -> tuple[bytes, int]:
@@ -311,8 +313,14 @@ def shared_layer(directory: Path) -> tuple[bytes, int]:
     return pack_files(files), unpacked_size(files)
 
 
-def push_shared_layer(directory: Path, name: str, store: LayerStore) -> tuple[str, int]:
+def push_shared_layer(directory: Path, name: str, store: Store) -> tuple[str, int]:
     """Pack ``directory`` (``shared_layer``) into ``store`` as the image ``dormant-layer-<name>``;
     (its reference ``name@sha256:...``, its unpacked bytes). The same files give the same reference."""
     layer, size = shared_layer(directory)
     return str(store.push(SHARED_LAYER_PREFIX + name, layer)), size
+
+
+def tag_version(store: Store, image: str, version: int) -> None:
+    """Tag ``image`` (``name@sha256:...``) ``v<version>``, its catalog version: in a registry the tag
+    shows which image a version is and keeps it from garbage collection (pods pull by digest)."""
+    store.tag(ImageRef.parse(image), f"v{version}")

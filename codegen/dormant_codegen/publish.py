@@ -6,6 +6,8 @@ register it in the catalog, unless the latest version has the same image: publis
 returns that version (like AWS Lambda's PublishVersion). The check and the registration happen under
 the catalog's numbering lock, so concurrent publishes of the same code register it once; a new
 version's dependency layer is registered in the same transaction, so no pod sees the version without it.
+Then the image is tagged ``v<version>`` in the store (for people and registry garbage collection: pods
+pull by digest); publishing again tags again, so a tag that failed is repaired by the next publish.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from dormant import wire
 from dormant_catalog import Database
 from dormant_catalog.layers import record_dependency_layer
 from dormant_catalog.versions import publish_version as register_if_new
-from dormant_layers import LayerStore
+from dormant_layers import Store
 
 from .builder import BuildResult, build
+from .dependencies import tag_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ class WrongService(ValueError):
 async def publish_version(
     service_dir: Path,
     *,
-    store: LayerStore,
+    store: Store,
     db: Database,
     actor: str,
     import_check: bool = False,
@@ -58,15 +61,20 @@ async def publish_version(
     Raises ``CodegenError`` for a service that does not build.
     """
     result = await asyncio.to_thread(build, service_dir, store, import_check=import_check)
-    return await register_build(result, db=db, actor=actor, service=service)
+    return await register_build(result, db=db, actor=actor, service=service, store=store)
 
 
 async def register_build(
-    result: BuildResult, *, db: Database, actor: str, service: str | None = None
+    result: BuildResult,
+    *,
+    db: Database,
+    actor: str,
+    service: str | None = None,
+    store: Store | None = None,
 ) -> Published:
     """Register a built service in the catalog ``db`` (the second half of ``publish_version``, for
     callers that build before they connect, so a service that does not build never waits on the
-    database)."""
+    database), then tag its image with the version in ``store`` (the one it was built into)."""
     interface = result.interface
     name = str(interface["service"])
     if service is not None and name != service:
@@ -93,4 +101,6 @@ async def register_build(
                 lock_digest=deps.lock.digest,
                 lock=json.loads(deps.lock.canonical()),
             )
+    if store is not None:
+        await asyncio.to_thread(tag_version, store, str(result.ref), version)
     return Published(name, version, created, result)

@@ -35,6 +35,7 @@ def parse_expression(source: str) -> ast.expr:
     with _PARSING:
         return ast.parse(source, mode="eval").body
 
+
 _DORMANT_MODULES = ("dormant", "dormant.decorators")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,13 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-workers", action="store_true", help="serve HTTP only: no async, cron or queue workers here"
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("DORMANT_LOG_LEVEL", "info").lower(),
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="the lowest level logged (default $DORMANT_LOG_LEVEL or info)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from dormant_telemetry.logs import configure_logging  # lazy: start-up time
+    from dormant_telemetry.logs import configure_logging, parse_level  # lazy: start-up time
     from dormant_telemetry.tracing import configure_tracing  # lazy: start-up time
 
     from .app import create_app  # lazy: start-up time
@@ -73,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"dormant gateway: error: {exc}", file=sys.stderr, flush=True)
         return 2
     try:  # JSON lines, or plain text on a terminal (DORMANT_LOG_FORMAT decides otherwise)
-        configure_logging("gateway", args.log_level)
+        level = parse_level(args.log_level)
+        configure_logging("gateway", level)
     except ValueError as exc:
         print(f"dormant gateway: error: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -89,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         create_app(config),
         host=config.host,
         port=config.port,
-        log_level=args.log_level,
+        log_level=level.lower(),
         log_config=None,  # uvicorn's records go through the root logger's handler, in the same format
         access_log=False,
         lifespan="on",

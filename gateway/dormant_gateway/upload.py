@@ -20,7 +20,7 @@ from dormant.errors import ValidationError
 from dormant_catalog import Database
 from dormant_codegen import CodegenError
 from dormant_codegen.publish import WrongService, publish_version
-from dormant_layers import LayerStore
+from dormant_layers import open_store
 
 MAX_ZIP_BYTES = 50 * 1024 * 1024
 MAX_UNPACKED_BYTES = 250 * 1024 * 1024
@@ -67,7 +67,7 @@ async def publish_zip(
         service_dir = await asyncio.to_thread(unpack, data, Path(tmp))
         try:
             published = await publish_version(
-                service_dir, store=LayerStore(layer_store), db=db, actor=actor, service=name
+                service_dir, store=open_store(layer_store), db=db, actor=actor, service=name
             )
         except CodegenError as exc:
             raise ValidationError(

@@ -13,6 +13,7 @@ from dormant.config import Settings
 from dormant_layers import UnpackLimits
 from dormant_telemetry.endpoint import metrics_host, metrics_port
 
+from .fetch import check_layer_store, default_work_dir
 from .pod import Pod
 from .run import configure_logging, serve_pod
 
@@ -24,7 +25,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     parser.add_argument("--broker-url", help="MQTT broker (default $DORMANT_BROKER_URL)")
     parser.add_argument("--catalog-url", help="catalog database (default $DORMANT_CATALOG_URL)")
-    parser.add_argument("--layer-store", help="OCI layout dir with app layers (default $DORMANT_LAYER_STORE)")
+    parser.add_argument(
+        "--layer-store",
+        help="OCI layout dir or registry (oci://host[:port]/prefix) with the layers"
+        " (default $DORMANT_LAYER_STORE)",
+    )
     parser.add_argument("--work-dir", help="where layers are unpacked (default $DORMANT_WORK_DIR)")
     parser.add_argument(
         "--pod-id", default=os.environ.get("DORMANT_POD_ID"), help="default: host name + random"
@@ -85,10 +90,11 @@ def pod_from_args(args: argparse.Namespace) -> Pod:
     settings = Settings.from_env(
         broker_url=args.broker_url, catalog_url=args.catalog_url, layer_store=args.layer_store
     )
-    work_dir = args.work_dir or os.environ.get("DORMANT_WORK_DIR") or settings.layer_store.parent / "work"
+    work_dir = args.work_dir or os.environ.get("DORMANT_WORK_DIR") or default_work_dir(settings.layer_store)
     # Flags win over DORMANT_LAYER_MAX_*; a bad value fails here, at start-up, not at the first fetch.
     try:
         from_env = UnpackLimits.from_env()
+        check_layer_store(settings.layer_store)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     max_bytes, max_entries = getattr(args, "layer_max_bytes", None), getattr(args, "layer_max_entries", None)

@@ -30,6 +30,7 @@ from dormant_layers import UnpackLimits
 from dormant_telemetry.logs import choose_format
 
 from .fetch import LayerFetchFailed, fetch_extra_layers, fetch_layer
+from .kubernetes import DeletionCost
 from .lease import LeaseKeeper
 from .log_shipper import LogShipper
 from .logs import LogCapture, LogSink, stderr_sink
@@ -123,6 +124,8 @@ class Pod:
         self.restarts: dict[tuple[str, int], int] = {}
         """Runtimes that exited unexpectedly (and were restarted), per (service, version)."""
         self._waker: SlotWaker | None = None
+        self.deletion_cost = DeletionCost.from_env()
+        """In Kubernetes, the pod's ``pod-deletion-cost``: a scale-down removes free pods first."""
 
     # ------------------------------------------------------------------ control
 
@@ -205,6 +208,7 @@ class Pod:
                 await catalog.close()
         finally:
             await supervisor.close()
+            await self.deletion_cost.close()
             if self.log_shipper is not None:  # after the runtimes: their last lines are stored too
                 await self.log_shipper.close()
             log.info("pod %s stopped", self.pod_id)
@@ -335,6 +339,7 @@ class Pod:
             claim.generation,
         )
         self.claim = claim
+        self.deletion_cost.serving(True)
         watch = self._waker.watch(claim.app_name) if self._waker is not None else None
         lease = LeaseKeeper(catalog, self.pod_id, claim, lease_s=self.lease_s, wake=watch)
         lease.start()
@@ -359,6 +364,7 @@ class Pod:
                 self._waker.unwatch(claim.app_name, watch)
             self.claim = None
             self.runtime = None
+            self.deletion_cost.serving(False)
 
     async def _follow(
         self,

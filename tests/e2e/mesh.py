@@ -51,7 +51,8 @@ def copy_service(source: Path, dest: Path) -> Path:
 class Mesh:
     broker_url: str
     catalog_url: str
-    layer_store: Path
+    layer_store: Path | str
+    """A directory, or a registry (``oci+http://…``, ``tests/e2e/test_registry_layers.py``)."""
     work_root: Path
     pods: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     identity: DevIdentity = field(init=False)

@@ -26,8 +26,8 @@ from starlette.responses import Response
 from dormant.errors import NotFound, ValidationError
 from dormant_catalog import InvalidCatalogRequest
 from dormant_catalog import layers as layer_sql
-from dormant_codegen.dependencies import push_shared_layer
-from dormant_layers import LayerStore
+from dormant_codegen.dependencies import push_shared_layer, tag_version
+from dormant_layers import open_store
 
 from ..auth import Action
 from ..http_errors import HttpError
@@ -87,7 +87,7 @@ def _build(data: bytes, name: str, store_root: Path) -> tuple[str, int]:
         folder = Path(tmp)
         _unzip(data, folder)
         try:
-            return push_shared_layer(folder, name, LayerStore(store_root))
+            return push_shared_layer(folder, name, open_store(store_root))
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
 
@@ -122,6 +122,7 @@ async def _publish(request: Request, name: str) -> Response:
         )
     except layer_sql.LayerLimitExceeded as exc:
         raise _limit_error(exc) from None
+    await asyncio.to_thread(tag_version, open_store(gateway.config.layer_store), image, record.version)
     return json_response(
         {**layer_view(record), "created": new},
         status=201 if new else 200,

@@ -6,9 +6,13 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .common import Subparsers, add_command, add_settings_flags, catalog_failure, settings_from
+from .common import CommandError, Subparsers, add_command, add_settings_flags, catalog_failure, settings_from
 from .output import progress
+
+if TYPE_CHECKING:
+    from dormant_layers import Store
 
 DIR_HELP = "the service directory (its schemas/ folder and handler module), e.g. examples/user-service"
 
@@ -83,49 +87,72 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def open_layer_store(location: str | Path) -> Store:
+    """The layer store at ``location`` (a directory or ``oci://…``); ``CommandError`` when it cannot work."""
+    from dormant_layers import open_store  # lazy: start-up time
+
+    try:
+        return open_store(location)
+    except ValueError as exc:
+        raise CommandError(f"layer store: {exc}") from None
+
+
+def store_failure(store: object, exc: Exception) -> CommandError:
+    """A layer store error (registry down, credentials refused, corrupt blob) as one line."""
+    return CommandError(f"layer store {store}: {exc}")
+
+
 def run_build(args: argparse.Namespace) -> int:
     from dormant_codegen import CodegenError, build  # lazy: start-up time
-    from dormant_layers import LayerStore  # lazy: start-up time
+    from dormant_layers import LayerStoreError  # lazy: start-up time
 
     settings = settings_from(args)
+    store = open_layer_store(settings.layer_store)
     try:
         with progress(f"building {args.dir}", piped=False):
-            result = build(args.dir, LayerStore(settings.layer_store), import_check=args.import_check)
+            result = build(args.dir, store, import_check=args.import_check)
     except CodegenError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
         return 1
+    except LayerStoreError as exc:
+        raise store_failure(store, exc) from exc
     print(result.ref.layer_digest)
-    print(f"image {result.ref} in {settings.layer_store}", file=sys.stderr)
+    print(f"image {result.ref} in {store}", file=sys.stderr)
     return 0
 
 
 async def publish(
     service_dir: Path,
     catalog_url: str,
-    layer_store: Path,
+    layer_store: str | Path,
     actor: str = "cli",
     *,
     import_check: bool = True,
 ) -> tuple[str, int]:
-    """Build ``service_dir`` (importing it first, unless ``import_check`` is off) and register it.
+    """Build ``service_dir`` into ``layer_store`` (a directory or ``oci://…``; importing it first, unless
+    ``import_check`` is off) and register it; the image is tagged ``v<version>`` in the store.
 
     Returns (service name, version). When the built image is the one the latest version already has,
-    that version is returned.
+    that version is returned. Raises ``CommandError`` for a layer store that fails.
     """
     from dormant_catalog import open_catalog  # lazy: start-up time
     from dormant_codegen import build  # lazy: start-up time
     from dormant_codegen.publish import register_build  # lazy: start-up time
-    from dormant_layers import LayerStore  # lazy: start-up time
+    from dormant_layers import LayerStoreError  # lazy: start-up time
 
-    # Build (and import-check) first: a service that does not build never waits on the catalog.
-    result = await asyncio.to_thread(build, service_dir, LayerStore(layer_store), import_check=import_check)
-    catalog = await open_catalog(catalog_url)
+    store = open_layer_store(layer_store)
     try:
-        # Like AWS Lambda's PublishVersion: unchanged code and interface publish no new version.
-        published = await register_build(result, db=catalog.db, actor=actor)
-    finally:
-        await catalog.close()
+        # Build (and import-check) first: a service that does not build never waits on the catalog.
+        result = await asyncio.to_thread(build, service_dir, store, import_check=import_check)
+        catalog = await open_catalog(catalog_url)
+        try:
+            # Like AWS Lambda's PublishVersion: unchanged code and interface publish no new version.
+            published = await register_build(result, db=catalog.db, actor=actor, store=store)
+        finally:
+            await catalog.close()
+    except LayerStoreError as exc:
+        raise store_failure(store, exc) from exc
     return published.service, published.version
 
 

@@ -66,7 +66,10 @@ def add_settings_flags(
             "--catalog-url", help="Postgres catalog (env DORMANT_CATALOG_URL; default: the running dev mesh)"
         )
     if layers:
-        parser.add_argument("--layer-store", help="OCI layout directory (env DORMANT_LAYER_STORE)")
+        parser.add_argument(
+            "--layer-store",
+            help="OCI layout directory, or registry oci://host[:port]/prefix (env DORMANT_LAYER_STORE)",
+        )
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from dormant_codegen import BuildResult, CodegenError, build, check_import, gene
 from dormant_codegen.generator import render_outputs
 from dormant_codegen.inputs import source_hash
 from dormant_codegen.publish import WrongService, register_build
-from dormant_layers import LayerStore
+from dormant_layers import open_store
 from dormant_local.watch import source_changes
 
 from .deploy_cmd import deploy_and_wait
@@ -72,13 +72,13 @@ class DevService:
         service_dir: Path,
         *,
         catalog: Catalog,
-        layer_store: Path,
+        layer_store: str | Path,
         replicas: int,
         out: TextIO | None = None,
     ) -> None:
         self.service_dir = service_dir
         self.catalog = catalog
-        self.store = LayerStore(layer_store)
+        self.store = open_store(layer_store)
         self.replicas = replicas
         self.out = out if out is not None else sys.stderr
         self.service = ""
@@ -101,7 +101,7 @@ class DevService:
         if same:
             return same[-1], False
         published = await register_build(
-            result, db=self.catalog.db, actor="dev", service=self.service or None
+            result, db=self.catalog.db, actor="dev", service=self.service or None, store=self.store
         )
         return published.version, published.created
 

@@ -1,7 +1,8 @@
 """``dormant layer``: shared layers (FR-FN-009): publish a version of a layer, list them, attach them.
 
 ``publish DIR`` packs the folder's ``python/`` (the seed's ``layer.zip`` layout) into the layer store
-and registers the next immutable version of the layer (the latest one when the content is the same);
+(a directory or a registry), registers the next immutable version of the layer (the latest one when the
+content is the same) and tags the image with it;
 ``attach SVC name:version …`` sets the service's layers, in order (at most 5, 250 MB in all; none
 given detaches them all), and every replica reloads with them; ``list [NAME]`` shows the versions.
 The same records as the gateway's ``/api/v1/layers`` and ``PUT /api/v1/functions/{name}/layers``
@@ -15,6 +16,7 @@ import getpass
 from pathlib import Path
 from typing import Any
 
+from .build_cmds import open_layer_store, store_failure
 from .common import (
     CommandError,
     Subparsers,
@@ -83,13 +85,16 @@ def _view(record: Any) -> dict[str, Any]:
 
 def run_publish(args: argparse.Namespace) -> int:
     from dormant_catalog import layers  # lazy: start-up time
-    from dormant_codegen.dependencies import push_shared_layer  # lazy: start-up time
-    from dormant_layers import LayerStore  # lazy: start-up time
+    from dormant_codegen.dependencies import push_shared_layer, tag_version  # lazy: start-up time
+    from dormant_layers import LayerStoreError  # lazy: start-up time
 
     name = args.name or Path(args.dir).resolve().name
+    store = open_layer_store(settings_from(args).layer_store)
     try:
         layers.check_layer_name(name)
-        image, size = push_shared_layer(Path(args.dir), name, LayerStore(settings_from(args).layer_store))
+        image, size = push_shared_layer(Path(args.dir), name, store)
+    except LayerStoreError as exc:
+        raise store_failure(store, exc) from exc
     except (ValueError, OSError) as exc:
         raise CommandError(str(exc)) from exc
     actor = args.actor or f"cli:{getpass.getuser()}"
@@ -106,6 +111,10 @@ def run_publish(args: argparse.Namespace) -> int:
         return result
 
     record, created = with_catalog(args, register)
+    try:
+        tag_version(store, image, record.version)
+    except LayerStoreError as exc:
+        raise store_failure(store, exc) from exc
     data = {**_view(record), "created": created}
 
     def render() -> None:

@@ -1,51 +1,68 @@
-"""The app-layer store: a local OCI image layout directory holding one gzip tar layer per image.
+"""The layer store: where app, dependency and shared layers live, pushed by publish and pulled by pods.
 
-Layout (OCI image-spec 1.1): ``oci-layout``, ``index.json`` and ``blobs/sha256/<hex>``. Each pushed app
-is an image manifest with one layer (``application/vnd.oci.image.layer.v1.tar+gzip``) and a small
-deterministic config blob; ``index.json`` names it with ``org.opencontainers.image.ref.name``.
-Blobs are content-addressed and written with temp file + ``os.replace``; ``index.json`` is rewritten
-under an ``flock``, so concurrent writers (threads or processes) never corrupt the store. Every read
-verifies sha256 digests. The API is synchronous: async callers wrap it in ``asyncio.to_thread``.
-
-``unpack`` streams the layer: it reads the blob in chunks, hashing them as it decompresses and
-extracts, so neither the blob nor the tree is ever held in memory. It extracts plain files and
-directories only, into a staging directory that replaces the destination atomically once the digest
-is verified. Every layer is bounded by ``UnpackLimits`` (total unpacked bytes, entries; configurable
-with ``DORMANT_LAYER_MAX_BYTES`` and ``DORMANT_LAYER_MAX_ENTRIES``), checked before a member is
-written and again while its bytes are copied; the decompressed stream itself is capped too, so a gzip
-bomb stops at the limit. Refused with ``UnsafeLayerError``: absolute paths, ``..``, links of any kind,
-device files and FIFOs, sparse members (GNU or PAX: a tiny header may declare gigabytes).
-Over a limit: ``LayerLimitExceeded``. A blob that does not hash to its digest: ``LayerIntegrityError``,
-whatever else went wrong while reading it.
+Two stores with one interface (``Store``), chosen by ``open_store`` from ``DORMANT_LAYER_STORE`` or a
+``--layer-store`` flag: a directory holding a local OCI image layout (``LayerStore``, ``directory.py``),
+or any OCI registry by the distribution spec (``RegistryStore``, ``registry.py``) named
+``oci://host[:port][/prefix]`` (``location.py``). Both hold the same images, byte for byte (``oci.py``):
+one gzip tar layer and a small config per manifest, so the catalog's ``name@sha256:<manifest digest>``
+reference resolves the same way in either, and a pod pulls by that digest, verifies the sha256 of the
+manifest and of the layer, and unpacks within ``UnpackLimits`` (refusing absolute paths, ``..``, links
+and device files). A registry store keeps what it pulled in a bounded blob cache (``cache.py``).
+The API is synchronous: async callers wrap it in ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import gzip
-import hashlib
-import json
 import os
-import re
-import shutil
-import tarfile
-import tempfile
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import IO, Any
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from .cache import DIR_ENV as CACHE_DIR_ENV
+from .cache import BlobCache, default_cache_dir
+from .directory import LayerStore
+from .location import (
+    DEPENDENCY_IMAGE_PREFIX,
+    SHARED_LAYER_IMAGE_PREFIX,
+    RegistryLocation,
+    parse_registry_location,
+)
+from .oci import (
+    CONFIG_MEDIA_TYPE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ENTRIES,
+    INDEX_MEDIA_TYPE,
+    LAYER_MEDIA_TYPE,
+    MANIFEST_MEDIA_TYPE,
+    REF_NAME_ANNOTATION,
+    UNPACK_MARKER,
+    FetchCancelled,
+    ImageRef,
+    LayerIntegrityError,
+    LayerLimitExceeded,
+    LayerNotFound,
+    LayerStoreError,
+    MiB,
+    RegistryAuthError,
+    RegistryError,
+    UnpackLimits,
+    UnsafeLayerError,
+)
 
 __all__ = [
+    "CACHE_DIR_ENV",
     "CONFIG_MEDIA_TYPE",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_ENTRIES",
+    "DEPENDENCY_IMAGE_PREFIX",
     "INDEX_MEDIA_TYPE",
     "LAYER_MEDIA_TYPE",
     "MANIFEST_MEDIA_TYPE",
     "REF_NAME_ANNOTATION",
+    "SHARED_LAYER_IMAGE_PREFIX",
     "UNPACK_MARKER",
+    "BlobCache",
+    "FetchCancelled",
     "ImageRef",
     "LayerIntegrityError",
     "LayerLimitExceeded",
@@ -53,482 +70,75 @@ __all__ = [
     "LayerStore",
     "LayerStoreError",
     "MiB",
+    "RegistryAuthError",
+    "RegistryError",
+    "RegistryLocation",
+    "Store",
     "UnpackLimits",
     "UnsafeLayerError",
+    "is_registry",
+    "open_store",
 ]
 
-LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
-CONFIG_MEDIA_TYPE = "application/vnd.dormant.app.config.v1+json"
-MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
-INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
-REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
-UNPACK_MARKER = ".dormant-layer"
 
-MiB = 1024 * 1024
-DEFAULT_MAX_BYTES = 512 * MiB
-DEFAULT_MAX_ENTRIES = 20_000
-MAX_MANIFEST_BYTES = 4 * MiB
-_CHUNK = 1024 * 1024
-_HEADER_ALLOWANCE = 4096
-"""Decompressed bytes allowed per entry beyond its content: tar headers, PAX records, padding."""
+class Store(Protocol):
+    """What publish pushes to and pods pull from: a directory (``LayerStore``) or a registry.
 
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_REF_RE = re.compile(r"^(?P<name>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
+    An image *name* is a service (``user-service``), ``dormant-deps-<lock hash>`` or
+    ``dormant-layer-<name>``, optionally with ``:tag``; pushing moves the name (its ``latest`` tag in a
+    registry) to the new image. Everything read is verified against its digest."""
 
-
-class LayerStoreError(Exception):
-    """Base of every layer store failure."""
-
-
-class LayerNotFound(LayerStoreError):
-    """The named image, manifest or blob is not in the store."""
-
-
-class LayerIntegrityError(LayerStoreError):
-    """A blob's content does not match its digest (or a manifest is malformed)."""
-
-
-class UnsafeLayerError(LayerStoreError):
-    """A layer holds an entry that must not be extracted (absolute path, ``..``, link, device, sparse)."""
-
-
-class LayerLimitExceeded(LayerStoreError):
-    """A layer unpacks to more bytes or entries than ``UnpackLimits`` allow."""
-
-
-def _env_limit(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not re.fullmatch(r"[0-9]{1,15}", raw, re.ASCII) or int(raw) < 1:
-        raise ValueError(f"{name} must be a positive integer in digits 0-9, not {raw!r}")
-    return int(raw)
-
-
-@dataclass(frozen=True, slots=True)
-class UnpackLimits:
-    """Bounds on one unpacked layer: total bytes of file content and number of entries (files + dirs)."""
-
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_entries: int = DEFAULT_MAX_ENTRIES
-
-    @classmethod
-    def from_env(cls) -> UnpackLimits:
-        """``DORMANT_LAYER_MAX_BYTES`` and ``DORMANT_LAYER_MAX_ENTRIES``, else the defaults."""
-        return cls(
-            max_bytes=_env_limit("DORMANT_LAYER_MAX_BYTES", DEFAULT_MAX_BYTES),
-            max_entries=_env_limit("DORMANT_LAYER_MAX_ENTRIES", DEFAULT_MAX_ENTRIES),
-        )
-
-    @property
-    def max_stream_bytes(self) -> int:
-        """Decompressed tar bytes allowed: the content plus headers for every entry, and the trailer."""
-        return self.max_bytes + (self.max_entries + 2) * _HEADER_ALLOWANCE + 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRef:
-    """An immutable reference to one app image: its name and manifest digest (plus its layer digest).
-
-    ``layer_digest`` is empty for a reference parsed from text; ``LayerStore.resolve`` fills it in.
-    """
-
-    name: str
-    manifest_digest: str
-    layer_digest: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.name}@{self.manifest_digest}"
-
-    @classmethod
-    def parse(cls, text: str) -> ImageRef:
-        """Parse ``name@sha256:<64 hex>``; raises ``ValueError`` on any other shape."""
-        match = _REF_RE.match(text.strip())
-        if match is None:
-            raise ValueError(f"invalid image reference {text!r}: expected name@sha256:<64 hex digits>")
-        return cls(match["name"], match["digest"])
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _check_digest(digest: str) -> str:
-    if not _DIGEST_RE.match(digest):
-        raise LayerIntegrityError(f"malformed digest {digest!r}")
-    return digest
-
-
-class LayerStore:
-    """A local OCI image layout directory at ``root``, created on first write."""
-
-    def __init__(self, root: Path, *, limits: UnpackLimits | None = None) -> None:
-        self.root = Path(root)
-        self.limits = limits if limits is not None else UnpackLimits.from_env()
-
-    # ---- paths -------------------------------------------------------------------------------
-
-    @property
-    def _blobs(self) -> Path:
-        return self.root / "blobs" / "sha256"
-
-    def blob_path(self, digest: str) -> Path:
-        """Where the blob with ``digest`` lives (it may not exist)."""
-        return self._blobs / _check_digest(digest).removeprefix("sha256:")
-
-    # ---- writing -----------------------------------------------------------------------------
+    limits: UnpackLimits
 
     def push(self, name: str, layer: bytes, *, annotations: dict[str, str] | None = None) -> ImageRef:
-        """Store ``layer`` as image ``name`` and point the index entry for ``name`` at it.
+        """Store ``layer`` as image ``name``; the same inputs always give the same reference."""
+        ...
 
-        Deterministic: the same layer, name and annotations always give the same manifest digest.
-        """
-        if not name or "@" in name or any(ch.isspace() for ch in name):
-            raise ValueError(f"invalid image name {name!r}")
-        notes = dict(sorted((annotations or {}).items()))
-        self._ensure_layout()
-        layer_digest = self._write_blob(layer)
-        config = _canonical({"annotations": notes, "name": name})
-        config_digest = self._write_blob(config)
-        manifest_obj: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": len(config)},
-            "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": layer_digest, "size": len(layer)}],
-        }
-        if notes:
-            manifest_obj["annotations"] = notes
-        manifest = _canonical(manifest_obj)
-        manifest_digest = self._write_blob(manifest)
-        entry = {
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "digest": manifest_digest,
-            "size": len(manifest),
-            "annotations": {REF_NAME_ANNOTATION: name},
-        }
-        with self._index_lock():
-            index = self._read_index()
-            manifests = [m for m in index["manifests"] if _ref_name(m) != name]
-            manifests.append(entry)
-            manifests.sort(key=lambda m: (_ref_name(m) or "", str(m.get("digest", ""))))
-            index["manifests"] = manifests
-            self._atomic_write(self.root / "index.json", json.dumps(index, indent=2).encode() + b"\n")
-        return ImageRef(name, manifest_digest, layer_digest)
+    def tag(self, ref: ImageRef, tag: str) -> None:
+        """Name the stored image ``ref`` also ``<its name>:<tag>`` (a version's tag, ``v3``)."""
+        ...
 
-    def _ensure_layout(self) -> None:
-        self._blobs.mkdir(parents=True, exist_ok=True)
-        layout = self.root / "oci-layout"
-        if not layout.exists():
-            self._atomic_write(layout, b'{"imageLayoutVersion":"1.0.0"}')
+    def lookup(self, name: str) -> str | None:
+        """The manifest digest image ``name`` (or ``name:tag``) points at, or None."""
+        ...
 
-    def _write_blob(self, data: bytes) -> str:
-        digest = _digest(data)
-        path = self.blob_path(digest)
-        try:
-            if _digest(path.read_bytes()) == digest:
-                return digest
-        except FileNotFoundError:
-            pass
-        self._atomic_write(path, data)
-        return digest
-
-    @staticmethod
-    def _atomic_write(path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    @contextlib.contextmanager
-    def _index_lock(self) -> Iterator[None]:
-        # flock locks belong to the open file description: threads that each open the lock file
-        # exclude one another just as separate processes do.
-        with open(self.root / "index.json.lock", "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-    # ---- reading -----------------------------------------------------------------------------
-
-    def _read_index(self) -> dict[str, Any]:
-        path = self.root / "index.json"
-        try:
-            index = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
-        except ValueError as exc:
-            raise LayerIntegrityError(f"{path} is not valid JSON: {exc}") from exc
-        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
-            raise LayerIntegrityError(f"{path} is not an OCI image index")
-        return index
-
-    def names(self) -> dict[str, str]:
-        """Every image name in the index with the manifest digest it points at."""
-        return {
-            name: str(m["digest"])
-            for m in self._read_index()["manifests"]
-            if (name := _ref_name(m)) is not None
-        }
-
-    def read_blob(self, digest: str, *, max_bytes: int | None = None) -> bytes:
-        """The blob's bytes after checking they hash to ``digest`` (at most ``max_bytes`` of them)."""
-        path = self.blob_path(digest)
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
-        except FileNotFoundError:
-            raise LayerNotFound(f"blob {digest} is not in {self.root}") from None
-        if max_bytes is not None and len(data) > max_bytes:
-            raise LayerIntegrityError(f"blob {digest} is larger than {max_bytes} bytes")
-        if _digest(data) != digest:
-            raise LayerIntegrityError(f"blob {digest} is corrupt: its content hashes to {_digest(data)}")
-        return data
-
-    def resolve(self, ref: str | ImageRef) -> ImageRef:
-        """Read and verify the manifest of ``ref`` (``name@digest``, ``ImageRef`` or an indexed name)."""
-        if isinstance(ref, str):
-            if "@" in ref:
-                ref = ImageRef.parse(ref)
-            else:
-                digest = self.names().get(ref)
-                if digest is None:
-                    raise LayerNotFound(f"no image named {ref!r} in {self.root}")
-                ref = ImageRef(ref, digest)
-        try:
-            manifest = json.loads(self.read_blob(ref.manifest_digest, max_bytes=MAX_MANIFEST_BYTES))
-        except ValueError as exc:
-            raise LayerIntegrityError(f"manifest {ref.manifest_digest} is not valid JSON") from exc
-        layers = manifest.get("layers") if isinstance(manifest, dict) else None
-        if (
-            not isinstance(layers, list)
-            or len(layers) != 1
-            or not isinstance(layers[0], dict)
-            or layers[0].get("mediaType") != LAYER_MEDIA_TYPE
-        ):
-            raise LayerIntegrityError(f"manifest {ref.manifest_digest} is not a one-layer Dormant app image")
-        layer_digest = _check_digest(str(layers[0].get("digest")))
-        if ref.layer_digest and ref.layer_digest != layer_digest:
-            raise LayerIntegrityError(
-                f"{ref}: manifest names layer {layer_digest}, the reference expects {ref.layer_digest}"
-            )
-        return ImageRef(ref.name, ref.manifest_digest, layer_digest)
+    def resolve(self, ref: str | ImageRef, *, cancel: threading.Event | None = None) -> ImageRef:
+        """The verified reference, its layer digest filled in (``name@digest``, ``ImageRef`` or a name)."""
+        ...
 
     def pull_layer(self, ref: str | ImageRef) -> bytes:
-        """The verified bytes of the image's layer (a gzip tar), in memory: ``unpack`` streams instead."""
-        return self.read_blob(self.resolve(ref).layer_digest)
+        """The verified layer bytes, in memory."""
+        ...
 
-    def unpack(self, ref: str | ImageRef, dest: Path) -> Path:
-        """Extract the verified layer into ``dest`` atomically; a no-op when ``dest`` already holds it."""
-        resolved = self.resolve(ref)
-        dest = Path(dest)
-        if _marker_digest(dest) == resolved.layer_digest:
-            return dest
-        blob = self.blob_path(resolved.layer_digest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.unpack-"))
-        try:
-            try:
-                source = open(blob, "rb")  # closed by the with below
-            except FileNotFoundError:
-                raise LayerNotFound(f"blob {resolved.layer_digest} is not in {self.root}") from None
-            with source:
-                _extract_verified(source, resolved.layer_digest, staging, self.limits)
-            marker = {"layer": resolved.layer_digest, "manifest": resolved.manifest_digest}
-            (staging / UNPACK_MARKER).write_text(json.dumps(marker, sort_keys=True) + "\n")
-            _swap_into_place(staging, dest)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        if _marker_digest(dest) != resolved.layer_digest:
-            raise LayerStoreError(f"{dest} was replaced by another writer while unpacking {resolved}")
-        return dest
+    def unpack(self, ref: str | ImageRef, dest: Path, *, cancel: threading.Event | None = None) -> Path:
+        """Extract the verified layer into ``dest`` atomically (a no-op when it is there already);
+        ``cancel`` interrupts waits on a registry (``FetchCancelled``)."""
+        ...
 
 
-def _ref_name(entry: Any) -> str | None:
-    if not isinstance(entry, dict):
-        return None
-    notes = entry.get("annotations")
-    name = notes.get(REF_NAME_ANNOTATION) if isinstance(notes, dict) else None
-    return name if isinstance(name, str) else None
+def is_registry(location: str | os.PathLike[str]) -> bool:
+    """True when ``location`` names a registry (``oci://``), False for a directory. ``ValueError`` for a
+    malformed registry location."""
+    return parse_registry_location(os.fspath(location)) is not None
 
 
-def _marker_digest(dest: Path) -> str | None:
-    try:
-        marker = json.loads((dest / UNPACK_MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    layer = marker.get("layer") if isinstance(marker, dict) else None
-    return layer if isinstance(layer, str) else None
+def open_store(
+    location: str | os.PathLike[str],
+    *,
+    limits: UnpackLimits | None = None,
+    cache_dir: Path | None = None,
+) -> Store:
+    """The store at ``location``: a registry for ``oci://…`` / ``oci+http://…``, else a directory.
 
+    A registry store caches pulled blobs in ``$DORMANT_LAYER_CACHE_DIR`` when set, else ``cache_dir``,
+    else ``~/.cache/dormant/blobs``. ``ValueError`` for a registry location or setting that cannot work
+    (it names the setting)."""
+    text = os.fspath(location)
+    registry = parse_registry_location(text)
+    if registry is None:
+        return LayerStore(Path(text), limits=limits)
+    from .registry import RegistryStore  # lazy: start-up time (httpx), only for registry stores
 
-def _safe_member_path(member: tarfile.TarInfo) -> PurePosixPath:
-    name = member.name
-    path = PurePosixPath(name)
-    if not name or name.startswith("/") or path.is_absolute() or "\\" in name:
-        raise UnsafeLayerError(f"layer entry {name!r} has an absolute or non-POSIX path")
-    parts = [p for p in path.parts if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise UnsafeLayerError(f"layer entry {name!r} escapes the destination")
-    if member.issparse() or any(key.startswith("GNU.sparse") for key in member.pax_headers):
-        raise UnsafeLayerError(f"layer entry {name!r} is a sparse file: sparse members are refused")
-    if not (member.isfile() or member.isdir()):
-        raise UnsafeLayerError(
-            f"layer entry {name!r} is a link or special file: only files and dirs may be unpacked"
-        )
-    return PurePosixPath(*parts)
-
-
-MAX_META_BYTES = 1 * MiB
-"""Largest PAX or GNU long-name header: tarfile reads one whole into memory."""
-_META_TYPES = (
-    tarfile.GNUTYPE_LONGNAME,
-    tarfile.GNUTYPE_LONGLINK,
-    tarfile.XHDTYPE,
-    tarfile.XGLTYPE,
-    tarfile.SOLARIS_XHDTYPE,
-)
-
-
-class _BoundedTarInfo(tarfile.TarInfo):
-    """Refuses, before tarfile processes them, headers that would make it read unbounded data."""
-
-    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
-        if self.type == tarfile.GNUTYPE_SPARSE:
-            # Its extended sparse map may run on for any number of blocks: refuse it at the header.
-            raise UnsafeLayerError(f"layer entry {self.name!r} is a sparse file: sparse members are refused")
-        if self.type in _META_TYPES and self.size > MAX_META_BYTES:
-            raise LayerLimitExceeded(
-                f"layer has a {self.size}-byte extended header (at most {MAX_META_BYTES})"
-            )
-        member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
-        return member
-
-
-class _HashingReader:
-    """Reads a file, feeding every byte read to sha256 (the blob's digest is checked at the end)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.sha256 = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        self.sha256.update(data)
-        return data
-
-    def drain(self) -> str:
-        """Read the rest of the file; the digest of all of it."""
-        while self.read(_CHUNK):
-            pass
-        return "sha256:" + self.sha256.hexdigest()
-
-
-class _CappedReader:
-    """The decompressed tar stream, refusing to produce more than ``limit`` bytes (a gzip bomb)."""
-
-    def __init__(self, inner: IO[bytes], limit: int) -> None:
-        self._inner = inner
-        self._limit = limit
-        self.produced = 0
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = _CHUNK
-        data = self._inner.read(min(size, self._limit - self.produced + 1))
-        self.produced += len(data)
-        if self.produced > self._limit:
-            raise LayerLimitExceeded(f"layer decompresses to more than {self._limit} bytes")
-        return data
-
-
-def _extract_verified(source: IO[bytes], digest: str, into: Path, limits: UnpackLimits) -> None:
-    """Extract the gzip tar in ``source`` into ``into``, then check the blob hashes to ``digest``.
-
-    When anything goes wrong, the digest decides what to report: a blob that does not hash to its
-    digest is corrupt (``LayerIntegrityError``), whatever error its content caused on the way.
-    """
-    hashing = _HashingReader(source)
-    try:
-        try:
-            with gzip.GzipFile(fileobj=hashing, mode="rb") as unzipped:  # type: ignore[call-overload]
-                capped = _CappedReader(unzipped, limits.max_stream_bytes)
-                with tarfile.open(  # type: ignore[call-overload]
-                    fileobj=capped, mode="r|", tarinfo=_BoundedTarInfo
-                ) as archive:
-                    _extract_members(archive, into, limits)
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-            raise LayerIntegrityError(f"layer is not a valid gzip tar: {exc}") from exc
-    except LayerStoreError:
-        if hashing.drain() != digest:
-            raise LayerIntegrityError(f"blob {digest} is corrupt: its content does not hash to it") from None
-        raise
-    actual = hashing.drain()
-    if actual != digest:
-        raise LayerIntegrityError(f"blob {digest} is corrupt: its content hashes to {actual}")
-
-
-def _extract_members(archive: tarfile.TarFile, into: Path, limits: UnpackLimits) -> None:
-    entries = 0
-    total = 0
-    for member in archive:
-        entries += 1
-        if entries > limits.max_entries:
-            raise LayerLimitExceeded(f"layer has more than {limits.max_entries} entries")
-        rel = _safe_member_path(member)
-        target = into.joinpath(*rel.parts)
-        if member.isdir():
-            target.mkdir(parents=True, exist_ok=True)
-            os.chmod(target, 0o755)
-            continue
-        if member.size < 0 or total + member.size > limits.max_bytes:
-            raise LayerLimitExceeded(
-                f"layer unpacks to more than {limits.max_bytes} bytes"
-                f" (entry {member.name!r} has {member.size})"
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_dir():
-            raise UnsafeLayerError(f"layer entry {member.name!r} is both a file and a directory")
-        content = archive.extractfile(member)
-        if content is None:
-            raise UnsafeLayerError(f"layer entry {member.name!r} has no content")
-        with content, open(target, "wb") as out:
-            while chunk := content.read(_CHUNK):
-                total += len(chunk)
-                if total > limits.max_bytes:
-                    raise LayerLimitExceeded(f"layer unpacks to more than {limits.max_bytes} bytes")
-                out.write(chunk)
-        os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
-
-
-def _swap_into_place(staging: Path, dest: Path) -> None:
-    """Rename ``staging`` to ``dest``; an older ``dest`` is moved aside first and then removed."""
-    old: Path | None = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
-        os.rename(dest, old / "tree")
-    try:
-        os.rename(staging, dest)
-    except OSError:
-        # Another writer put a tree there in the meantime; keep theirs if it is the same layer.
-        shutil.rmtree(staging, ignore_errors=True)
-        if old is not None and not dest.exists():
-            os.rename(old / "tree", dest)
-        if not dest.exists():
-            raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    configured = os.environ.get(CACHE_DIR_ENV)
+    root = Path(configured) if configured else (cache_dir if cache_dir is not None else default_cache_dir())
+    return RegistryStore(registry, limits=limits, cache=BlobCache(root))

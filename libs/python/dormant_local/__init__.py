@@ -1,5 +1,5 @@
 """Local infrastructure for ``dormant dev`` and the tests: a private broker, Postgres, RabbitMQ, NATS
-(JetStream) and OIDC provider, and ports."""
+(JetStream), OCI registry and OIDC provider, and ports."""
 
 from .broker import MosquittoNotInstalled, MosquittoProcess, find_mosquitto, render_config
 from .nats import NatsNotInstalled, NatsServer, find_nats_server
@@ -15,6 +15,7 @@ from .postgres import (
 )
 from .processes import live_children
 from .rabbitmq import RabbitNode
+from .registry import RegistryNotInstalled, RegistryServer, find_registry_server
 
 __all__ = [
     "ExternalPostgres",
@@ -25,11 +26,14 @@ __all__ = [
     "NatsServer",
     "PostgresNotInstalled",
     "RabbitNode",
+    "RegistryNotInstalled",
+    "RegistryServer",
     "create_database",
     "database_url",
     "drop_database",
     "find_mosquitto",
     "find_nats_server",
+    "find_registry_server",
     "free_port",
     "live_children",
     "port_accepts",

@@ -502,6 +502,11 @@ def render_emqx_acl() -> str:
                 lines.append(f"%% {kind} {action} {rule.topic}: {rule.why}")
             topics = ", ".join(f'"{emqx_topic(rule)}"' for rule in rules)
             lines.append(f"{{allow, {EMQX_WHO[kind]}, {action}, [{topics}]}}.")
+            if kind == "runtime":  # a pool's one account for every service (add_all_services_runtime)
+                pool = [r.render(username="{username}", service=ALL_SERVICES) for r in rules]
+                topics = ", ".join(f'"{emqx_topic(rule)}"' for rule in pool)
+                lines.append(f"%% {ALL_SERVICES_RUNTIME}: the same, for every service (a pool's pods)")
+                lines.append(f'{{allow, {{username, "{ALL_SERVICES_RUNTIME}"}}, {action}, [{topics}]}}.')
             lines.append("")
     lines.append("%% Everything else is refused (and authorization.no_match = deny).")
     lines.append("{deny, all}.")

@@ -212,6 +212,17 @@ async def test_the_api_returns_records_and_streams_new_ones(
                 await asyncio.sleep(0.1)
         [record] = response.json()["items"]
         assert record["message"] == "probe says for the api" and record["level"] == "WARNING"
+        assert list(record)[:9] == [
+            "timestamp",
+            "level",
+            "requestId",
+            "functionName",
+            "version",
+            "message",
+            "duration",
+            "traceId",
+            "spanId",
+        ]
         assert response.json()["function"] == "probe-service"
         warnings = (await http.get(url, params={"level": "warning", "since": "1h", "version": "v1"})).json()[
             "items"
