@@ -111,6 +111,15 @@ def test_platform_records_levels_durations_and_exceptions() -> None:
     assert record["component"] == "gateway"
 
 
+def test_a_platform_record_about_a_call_carries_its_call_id() -> None:
+    record = formatted(
+        lambda logger: logger.info("[%s] refused call of %s: %s", "c-42", "getUser", "no token")
+    )
+    assert record["requestId"] == "c-42" and record["message"] == "refused call of getUser: no token"
+    plain = formatted(lambda logger: logger.info("[%s] is not a call id here", 7))
+    assert plain["requestId"] is None  # only a text first argument is a callId
+
+
 def test_trace_and_span_ids_come_from_the_recording_span() -> None:
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("function.execute") as span:

@@ -147,6 +147,11 @@ def record_of(
     """The JSON record for one ``logging`` record of ``component`` (see the module docstring)."""
     message = log.getMessage()
     call_id = getattr(log, "call_id", None)
+    if call_id is None and isinstance(log.msg, str) and log.msg.startswith("[%s] ") and log.args:
+        # Dormant's own records about a call are written "[callId] ..." (the convention ctx.logger
+        # follows too): the first argument is the callId.
+        first = log.args[0] if isinstance(log.args, tuple) else None
+        call_id = first if isinstance(first, str) else None
     call_id = str(call_id) if call_id is not None else None
     if call_id is not None:
         message = message.removeprefix(f"[{call_id}] ")
