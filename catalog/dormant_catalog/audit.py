@@ -78,13 +78,14 @@ async def list_audit(
     app_name: str | None = None,
     *,
     limit: int = 100,
-    kinds: Sequence[str] | None = None,
+    kinds: Sequence[str] | None = ("deployment",),
     actor: str | None = None,
     action: str | None = None,
     since: datetime | None = None,
 ) -> list[AuditRecord]:
     """The newest ``limit`` rows (for one application, or all; of some kinds, one actor, one action,
-    since a time), oldest first."""
+    since a time), oldest first. By default deployment history only (the other kinds hold an entry
+    per call); ``kinds=None`` reads every kind."""
     cur = conn.cursor(row_factory=class_row(AuditRecord))
     await cur.execute(
         "SELECT * FROM (SELECT id, at, actor, app_name, action, detail, kind FROM audit_log"

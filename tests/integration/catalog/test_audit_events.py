@@ -58,7 +58,9 @@ async def test_retention_deletes_old_events_and_keeps_deployment_history(catalog
         deleted = await AuditRetention(catalog.db, retention_s=7 * 86400).sweep()
         assert deleted >= 2
         async with catalog.db.transaction() as conn:
-            left = await list_audit(conn, APP)
-            since = await list_audit(conn, APP, since=now - timedelta(days=1))
+            left = await list_audit(conn, APP, kinds=None)
+            since = await list_audit(conn, APP, kinds=None, since=now - timedelta(days=1))
+            deployments = await list_audit(conn, APP)  # by default, deployment history only
     assert [(e.kind, e.detail.get("when")) for e in left] == [("deployment", None), ("execution", "recent")]
     assert [e.kind for e in since] == ["execution"]
+    assert [e.kind for e in deployments] == ["deployment"]

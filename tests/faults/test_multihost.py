@@ -1,0 +1,357 @@
+"""Multi-host faults (issue 14 item 5): a mesh whose broker, Postgres, registry, gateway and three pods
+each have a host of their own (``netns``, ``multihost``), and the network between them failing.
+
+1. A serving pod's link is cut: its slot moves to the spare pod on another host (lease expiry, then
+   the slot's broker session resumed there), calls go on: 0 lost, 0 doubled.
+2. The gateway's link to the broker is cut: HTTP calls get typed errors (503 / 504), then succeed
+   again once the link is back; retried with the same Idempotency-Key, each call's effect is once.
+3. 50 ms and 1 % loss on every packet between the pods and the broker: every call succeeds; the
+   latency percentiles are printed.
+4. Postgres is partitioned from a serving pod: the pod stops serving before its lease ends, the spare
+   takes the slot over, nothing is doubled.
+
+One topology serves the whole module; each test starts by waiting until the mesh is whole again (two
+slots served, every link up). Calls carry their own callIds; the handler counts its runs in a file and
+its effects in the DataStore, which commits them with the stored answer (``ledger.py``). Nothing waits
+on timing luck: conditions are polled with generous deadlines; the only time bound asserted is a
+lower one that the injected delay itself guarantees.
+
+Where namespaces cannot be made (not root, no iproute2, a sandbox refusing ``unshare``) the module is
+skipped with the reason, which also shows in the warnings summary of every run (CI's included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from e2e.mesh import caller_token
+
+from dormant import Client
+from dormant.errors import DormantError
+
+from .ledger import doubled
+from .multihost import POD_NAMES, HostMesh, start_mesh, until
+from .netns import impairment_unavailable_reason, topology, unavailable_reason
+
+pytestmark = pytest.mark.slow
+
+SERVICE = "ledger-service"
+LOAD_RATE = 40
+"""Calls a second during a fault: enough that every fault meets calls in flight, little CPU."""
+
+
+class MultiHostSkipped(UserWarning):
+    """Shown in the warnings summary of every run (CI's included) when the multi-host tests cannot run."""
+
+
+def _skip(reason: str) -> None:
+    message = f"multi-host fault tests skipped: {reason}"
+    warnings.warn(MultiHostSkipped(message), stacklevel=2)
+    pytest.skip(message)
+
+
+@contextlib.contextmanager
+def _registry_insecure() -> Iterator[None]:
+    """Publishing from this process pushes to the registry host over plain HTTP (not a loopback host)."""
+    before = os.environ.get("DORMANT_REGISTRY_INSECURE")
+    os.environ["DORMANT_REGISTRY_INSECURE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DORMANT_REGISTRY_INSECURE", None)
+        else:
+            os.environ["DORMANT_REGISTRY_INSECURE"] = before
+
+
+@pytest_asyncio.fixture(scope="module")
+async def hosts(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[HostMesh]:
+    reason = unavailable_reason()
+    if reason is not None:
+        _skip(reason)
+    work = tmp_path_factory.mktemp("multihost")
+    with topology(work) as net:
+        mesh = await start_mesh(net, work)
+        try:
+            with caller_token(mesh.mesh.identity.token("tester")), _registry_insecure():
+                await mesh.ledger.setup(replicas=2)
+                for name in POD_NAMES:
+                    mesh.start_pod(name)
+                await mesh.start_gateway()
+                await mesh.mesh.wait_serving(SERVICE)
+                yield mesh
+        finally:
+            await mesh.stop()
+
+
+async def _whole(hosts: HostMesh) -> tuple[list[str], str]:
+    """Wait until every pod runs and two of them serve; returns (the serving pods, the spare)."""
+    for name, process in hosts.pod_processes.items():
+        assert process.running, f"{name} exited ({process.returncode}):\n{process.log()[-3000:]}"
+
+    async def two_serving() -> bool:
+        return len(await hosts.serving_pods()) == 2
+
+    await until(two_serving, within=60, what="two pods serve ledger-service")
+    serving = sorted(await hosts.serving_pods())
+    (spare,) = set(POD_NAMES) - set(serving)
+    return serving, spare
+
+
+# ---------------------------------------------------------------------- load
+
+
+@dataclass
+class Load:
+    ok: dict[str, Any] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return f"{len(self.ok)} ok, {len(self.failed)} failed {sorted(set(self.failed.values()))}"
+
+    def percentile(self, p: float) -> float:
+        values = sorted(self.latency_ms.values())
+        return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+async def load(
+    hosts: HostMesh, *, duration: float, prefix: str, rate: float = LOAD_RATE, ms: int = 5, timeout: float = 90
+) -> Load:
+    """``rate`` calls a second for ``duration`` s from four clients, each call with its own callId
+    (a late answer is asked for again with the same callId, as ``dormant.Client`` does)."""
+    result = Load()
+    clients = [Client(hosts.broker_url, timeout=timeout) for _ in range(4)]
+    for client in clients:
+        await client.connect()
+    try:
+
+        async def one(index: int) -> None:
+            call_id = f"{prefix}-{index}"
+            started = time.perf_counter()
+            try:
+                result.ok[call_id] = await clients[index % len(clients)].call(
+                    SERVICE, "record", {"item": call_id, "ms": ms}, call_id=call_id
+                )
+            except DormantError as exc:
+                result.failed[call_id] = exc.type
+            else:
+                result.latency_ms[call_id] = (time.perf_counter() - started) * 1000
+
+        calls = []
+        start = time.monotonic()
+        for index in range(round(rate * duration)):
+            delay = start + index / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            calls.append(asyncio.create_task(one(index)))
+        await asyncio.gather(*calls)
+    finally:
+        for client in clients:
+            await client.close()
+    return result
+
+
+async def _assert_once_each(hosts: HostMesh, result: Load) -> None:
+    """0 lost (every call answered, with its own item) and 0 doubled (one committed effect each)."""
+    assert result.failed == {}, result.summary()
+    assert all(answer["item"] == call_id for call_id, answer in result.ok.items())
+    effects = await hosts.ledger.effects()
+    assert doubled(effects, result.ok) == {}
+    assert [i for i in result.ok if effects[i] != 1] == []
+
+
+async def _slot_holder(hosts: HostMesh, slot_id: int) -> tuple[str | None, bool]:
+    for slot in await hosts.slots():
+        if slot.slot_id == slot_id:
+            return slot.pod_id, slot.serving
+    raise AssertionError(f"slot {slot_id} is gone")
+
+
+async def _slot_of(hosts: HostMesh, pod: str) -> int:
+    (slot_id,) = [s.slot_id for s in await hosts.slots() if s.pod_id == pod]
+    return slot_id
+
+
+async def _moved(hosts: HostMesh, slot_id: int, to: str) -> bool:
+    return await _slot_holder(hosts, slot_id) == (to, True)
+
+
+# ---------------------------------------------------------------------- 1. a pod's link cut
+
+
+async def test_a_pod_cut_off_the_network_has_its_slot_served_on_another_host(hosts: HostMesh) -> None:
+    (victim, other), spare = await _whole(hosts)
+    slot_id = await _slot_of(hosts, victim)
+    host = hosts.pods[victim]
+    prefix = f"cut-{uuid.uuid4().hex[:6]}"
+    calls = asyncio.create_task(load(hosts, duration=12, prefix=prefix))
+    await asyncio.sleep(2)
+    hosts.net.cut(host)
+    cut_at = time.monotonic()
+    try:
+        takeover = await until(
+            lambda: _moved(hosts, slot_id, spare), within=60, what=f"{spare} serves {victim}'s slot"
+        )
+        result = await calls
+    finally:
+        hosts.net.heal(host)
+    print(
+        f"\npod link cut: {result.summary()}; {victim}'s slot served by {spare} {takeover:.1f} s after the"
+        f" cut; p99 {result.percentile(99):.0f} ms, max {max(result.latency_ms.values()):.0f} ms"
+    )
+    await _assert_once_each(hosts, result)
+    # Back on the network, the cut pod must not take the slot's session back from its new owner:
+    # both slots answer calls again (two runtimes' pids), and every call is answered once.
+    await _until_both_slots_answer(hosts, prefix=f"{prefix}-after")
+    print(f"cut-off pod back: {time.monotonic() - cut_at:.1f} s after the cut, both slots answer")
+
+
+async def _until_both_slots_answer(hosts: HostMesh, *, prefix: str) -> None:
+    """Both serving pods' runtimes answer calls (the broker shares the calls between them)."""
+    attempt = 0
+
+    async def two_runtimes_answer() -> bool:
+        nonlocal attempt
+        attempt += 1
+        result = await load(hosts, duration=1, rate=20, prefix=f"{prefix}-{attempt}", ms=0, timeout=30)
+        await _assert_once_each(hosts, result)
+        return len({answer["pid"] for answer in result.ok.values()}) == 2
+
+    await until(two_runtimes_answer, within=90, what="both slots' runtimes answer calls", interval=0.5)
+
+
+# ---------------------------------------------------------------------- 2. the gateway's broker link cut
+
+
+async def test_the_gateway_cut_off_the_broker_answers_typed_errors_then_recovers(hosts: HostMesh) -> None:
+    await _whole(hosts)
+    token = hosts.mesh.identity.token("tester", "developer")
+    prefix = f"gw-{uuid.uuid4().hex[:6]}"
+    status, body = await asyncio.to_thread(hosts.invoke, f"{prefix}-before", token, timeout_s=10)
+    assert status == 200, body
+    hosts.net.block(hosts.gateway, hosts.broker)
+    failed: dict[str, tuple[int, Any]] = {}
+    try:
+        for index in range(4):
+            item = f"{prefix}-cut-{index}"
+            status, body = await asyncio.to_thread(hosts.invoke, item, token, timeout_s=2)
+            failed[item] = (status, body)
+    finally:
+        hosts.net.unblock(hosts.gateway, hosts.broker)
+    healed_at = time.monotonic()
+    print("\ngateway cut off the broker:", {item: (s, (b or {}).get("type")) for item, (s, b) in failed.items()})
+    expected = {503: "Unavailable", 504: "TimeoutError"}
+    for item, (status, body) in failed.items():
+        assert status in expected and body is not None and body.get("type") == expected[status], (item, body)
+    recovered: list[str] = []
+
+    async def answers_again() -> bool:
+        item = f"{prefix}-after-{len(recovered)}"
+        recovered.append(item)
+        status, _ = await asyncio.to_thread(hosts.invoke, item, token, timeout_s=3)
+        return status == 200
+
+    await until(answers_again, within=90, what="the gateway answers calls again", interval=0.2)
+    print(f"gateway answers again {time.monotonic() - healed_at:.1f} s after the link came back")
+    # The failed calls, retried with the same Idempotency-Key: each answered, each effect once (a
+    # request the gateway sent before its 504 may have run when the link came back: not again).
+    for item in failed:
+        status, body = await asyncio.to_thread(hosts.invoke, item, token, timeout_s=30)
+        assert status == 200 and body is not None and body["item"] == item, (item, status, body)
+    effects = await hosts.effects_by_item()
+    assert {item: effects.get(item) for item in failed} == dict.fromkeys(failed, 1)
+    assert effects.get(recovered[-1]) == 1
+
+
+# ---------------------------------------------------------------------- 3. latency and loss
+
+
+async def test_calls_succeed_with_latency_and_loss_between_pods_and_broker(hosts: HostMesh) -> None:
+    reason = impairment_unavailable_reason()
+    if reason is not None:
+        _skip(reason)
+    await _whole(hosts)
+    pods = [hosts.pods[name] for name in POD_NAMES]
+    with hosts.net.impaired(pods, hosts.broker, delay_ms=50, loss=0.01) as netem:
+        result = await load(hosts, duration=10, prefix=f"netem-{uuid.uuid4().hex[:6]}")
+    print(
+        f"\n50 ms + 1 % loss between pods and broker: {result.summary()}; latency p50"
+        f" {result.percentile(50):.0f} ms, p90 {result.percentile(90):.0f} ms, p99 {result.percentile(99):.0f}"
+        f" ms, max {max(result.latency_ms.values()):.0f} ms; {netem.forwarded} packets delayed,"
+        f" {netem.dropped} dropped"
+    )
+    await _assert_once_each(hosts, result)
+    assert netem.dropped > 0 and netem.forwarded > 0
+    # A request reaches a pod and its answer comes back: two crossings of 50 ms each at least.
+    assert min(result.latency_ms.values()) >= 100
+
+
+# ---------------------------------------------------------------------- 4. Postgres partitioned from a pod
+
+
+async def test_a_pod_cut_off_postgres_stops_serving_before_its_lease_ends(hosts: HostMesh) -> None:
+    (victim, other), spare = await _whole(hosts)
+    slot_id = await _slot_of(hosts, victim)
+    prefix = f"pg-{uuid.uuid4().hex[:6]}"
+    calls = asyncio.create_task(load(hosts, duration=12, prefix=prefix))
+    await asyncio.sleep(2)
+    last_lease: list[datetime] = []
+    leases = asyncio.create_task(_watch_lease(hosts, slot_id, victim, last_lease))
+    await asyncio.sleep(0.3)
+    hosts.net.block(hosts.pods[victim], hosts.postgres)
+    log_offset = len(hosts.pod_log(victim))
+    try:
+        takeover = await until(
+            lambda: _moved(hosts, slot_id, spare), within=60, what=f"{spare} serves {victim}'s slot"
+        )
+        result = await calls
+    finally:
+        leases.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await leases
+        hosts.net.unblock(hosts.pods[victim], hosts.postgres)
+    print(
+        f"\npostgres partitioned from {victim}: {result.summary()}; {spare} serves its slot {takeover:.1f} s"
+        f" after the partition; p99 {result.percentile(99):.0f} ms"
+    )
+    await _assert_once_each(hosts, result)
+    stopped = _stopped_serving_at(hosts.pod_log(victim)[log_offset:])
+    print(f"lease ended {last_lease[-1].isoformat()}, {victim} stopped serving {stopped}")
+    assert stopped is not None, hosts.pod_log(victim)[log_offset:][-4000:]
+    assert stopped < last_lease[-1]
+    await _until_both_slots_answer(hosts, prefix=f"{prefix}-after")
+
+
+async def _watch_lease(hosts: HostMesh, slot_id: int, pod: str, seen: list[datetime]) -> None:
+    """Record the end of ``pod``'s lease on ``slot_id`` (by the database's clock) as it is renewed."""
+    while True:
+        for slot in await hosts.slots():
+            if slot.slot_id == slot_id and slot.pod_id == pod and slot.lease_expires_at is not None:
+                if not seen or slot.lease_expires_at > seen[-1]:
+                    seen.append(slot.lease_expires_at)
+        await asyncio.sleep(0.05)
+
+
+def _stopped_serving_at(log: str) -> datetime | None:
+    """When the pod's runtime stopped taking calls (its log line, by the machine's clock)."""
+    for line in log.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "stops serving" in str(record.get("message", "")):
+            return datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
+    return None
