@@ -803,8 +803,14 @@ async def simulate(
             t = time.perf_counter()
             for p in pods:
                 p.stopping.set()
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 120)
-            result["stop"] = {"all_released_s": round(time.perf_counter() - t, 2), **(await _held(conn))}
+            _, pending = await asyncio.wait(tasks, timeout=120)
+            for task in list(pending)[:3]:  # what a pod that does not stop is waiting for
+                task.print_stack(limit=8, file=sys.stderr)
+            result["stop"] = {
+                "all_released_s": round(time.perf_counter() - t, 2),
+                "pods_not_stopped": len(pending),
+                **(await _held(conn)),
+            }
             say(f"  {result['stop']}")
             result["leases_lost_total"] = sum(p.figures.leases_lost for p in pods)
             result["slots_claimed_per_pod_max"] = max((p.figures.slots_claimed for p in pods), default=0)

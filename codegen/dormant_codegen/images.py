@@ -529,11 +529,14 @@ def build_container(
     source: Path | None = None,
     requirements_file: Path | None = None,
     base_name: str | None = None,
-    registry_for: Mapping[str, ImageRegistry] | None = None,
+    push_to: RegistryLocation | None = None,
 ) -> tuple[BuiltContainer, ImageRegistry]:
     """Build the ``kind_name`` image on ``base`` from the repository ``source`` (default: the one this
     code runs from) and this environment's libraries (checked against ``requirements_file`` when
-    given). Returns it and the base's registry client (to copy its layers from when pushing)."""
+    given). Returns it and the base's registry client (to copy its layers from when pushing).
+
+    ``DORMANT_REGISTRY_USERNAME``/``_PASSWORD`` are sent to the base's registry only when it is the
+    registry pushed to (``push_to``): a public base (Docker Hub) never sees them."""
     kind = _kind(kind_name)
     root = source or find_source_root()
     if root is None:
@@ -543,7 +546,8 @@ def build_container(
     ref = parse_image_reference(base) if isinstance(base, str) else base
     if ref.digest is None and ref.tag is None:
         ref = ImageReference(ref.location, ref.repository, "latest")
-    registry = (registry_for or {}).get(ref.location.host) or ImageRegistry(ref.location)
+    same = push_to is not None and push_to.host == ref.location.host and push_to.scheme == ref.location.scheme
+    registry = ImageRegistry(ref.location, env_credentials=same)
     base_image = pull_base(registry, ref, platform)
     notes: list[str] = []
     base_python = base_image.env.get("PYTHON_VERSION")

@@ -24,7 +24,6 @@ status``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -39,6 +38,7 @@ from dormant_telemetry.health import CachedProbe, Check
 
 from .pod import Pod
 from .runtime import RuntimeProcess
+from .tasks import stop_task
 
 log = logging.getLogger("dormant.sidecar")
 
@@ -168,9 +168,7 @@ class PodObserver:
 
     async def close(self) -> None:
         if self._reporter is not None:
-            self._reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reporter
+            await stop_task(self._reporter)  # not a bare cancel(): see tasks.py
             self._reporter = None
         if self.server is not None:
             await self.server.close()

@@ -12,6 +12,8 @@ import logging
 
 from dormant_catalog import Catalog
 
+from .tasks import stop_task
+
 log = logging.getLogger("dormant.sidecar")
 
 
@@ -49,11 +51,7 @@ class SlotWaker:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await stop_task(self._task)  # not a bare cancel(): see tasks.py
             self._task = None
 
     async def _run(self) -> None:

@@ -138,7 +138,8 @@ async def test_read_commands_on_a_running_mesh(mesh: Mesh, tmp_path: Path) -> No
     history = as_json("history", SERVICE, env=env)
     assert {"register", "set-status", "deploy"} <= {a["action"] for a in history["audit"]}
     table = ok("history", SERVICE, env=env).splitlines()
-    assert table[0].split() == ["AT", "ACTOR", "ACTION", "DETAIL"] and len(table) == 1 + len(history["audit"])
+    assert table[0].split() == ["AT", "KIND", "ACTOR", "ACTION", "DETAIL"]
+    assert len(table) == 1 + len(history["audit"])
     status = as_json("status", SERVICE, "--listen", "0", env=env)
     assert status["serving"]["state"] == "running" and status["aliases"] == {"live": {"1": 100}}
 

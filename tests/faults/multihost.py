@@ -106,13 +106,14 @@ class HostMesh:
         return f"http://{self.gateway.address}:{GATEWAY_PORT}"
 
     def _env(self, **extra: str) -> dict[str, str]:
-        return child_env(
+        env: dict[str, str] = child_env(
             DORMANT_BROKER_URL=self.broker_url,
             DORMANT_CATALOG_URL=self.catalog_url,
             DORMANT_LAYER_STORE=self.layer_store,
             DORMANT_REGISTRY_INSECURE="1",  # plain HTTP to the registry host: it has no certificate here
             **extra,
         )
+        return env
 
     def start_pod(self, name: str) -> HostProcess:
         host = self.pods[name]
@@ -208,7 +209,7 @@ class HostMesh:
 
 async def start_broker(host: Host, data_dir: Path) -> HostProcess:
     """Mosquitto with Dormant's configuration (the open rendering tests use), on ``host``'s address."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a directory, once
     config = render_config(port=BROKER_PORT, data_dir=data_dir)
     local = f"listener {BROKER_PORT} 127.0.0.1"
     if local not in config:
@@ -279,7 +280,7 @@ async def start_postgres(host: Host, root: Path, subnet: str) -> tuple[HostProce
 
 async def start_registry(host: Host, root: Path) -> HostProcess:
     """The distribution server, plain HTTP on ``host``'s address, storage under ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a directory, once
     config = root / "config.yml"
     config.write_text(
         "\n".join(

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-NETWORK = ipaddress.ip_network("198.18.0.0/15")
+NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
 NETEM = Path(__file__).with_name("netem.py")
 COMMAND_TIMEOUT_S = 30.0
 PROCESS_EXIT_WAIT_S = 15.0
@@ -227,7 +227,7 @@ class Topology:
         self.bridge = f"{self.tag}br"
         self.sink = f"{self.tag}sk"
         self.hosts: dict[str, Host] = {}
-        self.subnet = ipaddress.ip_network("198.18.0.0/24")
+        self.subnet = ipaddress.IPv4Network("198.18.0.0/24")
         self.address = ""
         """The test process's own address on the bridge."""
         self._next_index = 10
@@ -264,7 +264,7 @@ class Topology:
             return
         raise CommandFailed("no free /24 in 198.18.0.0/15")
 
-    def _subnet_used(self, subnet: ipaddress.IPv4Network | ipaddress.IPv6Network, *, mine: bool) -> bool:
+    def _subnet_used(self, subnet: ipaddress.IPv4Network, *, mine: bool) -> bool:
         for line in sh("ip", "-4", "-o", "addr", "show").stdout.splitlines():
             parts = line.split()
             device, cidr = parts[1], parts[3]
@@ -406,7 +406,7 @@ class Topology:
                 process.signal(process.stop_signal)
             for process in reversed(host.processes):
                 if not process.wait(PROCESS_EXIT_WAIT_S):
-                    problems.append(f"{host.name}: {process.name} (pid {process.pid}) ignored its stop signal")
+                    problems.append(f"{host.name}: {process.name} (pid {process.pid}) did not stop")
                     process.kill()
         deadline = time.monotonic() + PROCESS_EXIT_WAIT_S
         for host in self.hosts.values():

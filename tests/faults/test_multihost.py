@@ -128,7 +128,13 @@ class Load:
 
 
 async def load(
-    hosts: HostMesh, *, duration: float, prefix: str, rate: float = LOAD_RATE, ms: int = 5, timeout: float = 90
+    hosts: HostMesh,
+    *,
+    duration: float,
+    prefix: str,
+    rate: float = LOAD_RATE,
+    ms: int = 5,
+    timeout: float = 90,
 ) -> Load:
     """``rate`` calls a second for ``duration`` s from four clients, each call with its own callId
     (a late answer is asked for again with the same callId, as ``dormant.Client`` does)."""
@@ -193,7 +199,7 @@ async def _moved(hosts: HostMesh, slot_id: int, to: str) -> bool:
 
 
 async def test_a_pod_cut_off_the_network_has_its_slot_served_on_another_host(hosts: HostMesh) -> None:
-    (victim, other), spare = await _whole(hosts)
+    (victim, _), spare = await _whole(hosts)
     slot_id = await _slot_of(hosts, victim)
     host = hosts.pods[victim]
     prefix = f"cut-{uuid.uuid4().hex[:6]}"
@@ -252,7 +258,8 @@ async def test_the_gateway_cut_off_the_broker_answers_typed_errors_then_recovers
     finally:
         hosts.net.unblock(hosts.gateway, hosts.broker)
     healed_at = time.monotonic()
-    print("\ngateway cut off the broker:", {item: (s, (b or {}).get("type")) for item, (s, b) in failed.items()})
+    errors = {item: (status, (body or {}).get("type")) for item, (status, body) in failed.items()}
+    print(f"\ngateway cut off the broker: {errors}")
     expected = {503: "Unavailable", 504: "TimeoutError"}
     for item, (status, body) in failed.items():
         assert status in expected and body is not None and body.get("type") == expected[status], (item, body)
@@ -289,8 +296,9 @@ async def test_calls_succeed_with_latency_and_loss_between_pods_and_broker(hosts
         result = await load(hosts, duration=10, prefix=f"netem-{uuid.uuid4().hex[:6]}")
     print(
         f"\n50 ms + 1 % loss between pods and broker: {result.summary()}; latency p50"
-        f" {result.percentile(50):.0f} ms, p90 {result.percentile(90):.0f} ms, p99 {result.percentile(99):.0f}"
-        f" ms, max {max(result.latency_ms.values()):.0f} ms; {netem.forwarded} packets delayed,"
+        f" {result.percentile(50):.0f} ms, p90 {result.percentile(90):.0f} ms,"
+        f" p99 {result.percentile(99):.0f} ms, max {max(result.latency_ms.values()):.0f} ms;"
+        f" {netem.forwarded} packets delayed,"
         f" {netem.dropped} dropped"
     )
     await _assert_once_each(hosts, result)
@@ -303,7 +311,7 @@ async def test_calls_succeed_with_latency_and_loss_between_pods_and_broker(hosts
 
 
 async def test_a_pod_cut_off_postgres_stops_serving_before_its_lease_ends(hosts: HostMesh) -> None:
-    (victim, other), spare = await _whole(hosts)
+    (victim, _), spare = await _whole(hosts)
     slot_id = await _slot_of(hosts, victim)
     prefix = f"pg-{uuid.uuid4().hex[:6]}"
     calls = asyncio.create_task(load(hosts, duration=12, prefix=prefix))

@@ -91,6 +91,7 @@ def run_build(args: argparse.Namespace) -> int:
                 source=args.source,
                 requirements_file=args.requirements,
                 base_name=args.base_name,
+                push_to=target,
             )
         project_version = images.read_project(args.source or images.find_source_root() or Path()).version
         tags = args.tags or [project_version]

@@ -18,12 +18,14 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
 import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .auth import PASSWORD_ENV, USERNAME_ENV, Credentials, _from_entry, _host_key, docker_config_path
 from .location import RegistryLocation, parse_registry_location
 from .oci import (
     LAYER_MEDIA_TYPE,
@@ -239,7 +241,21 @@ def canonical_json(value: Any) -> bytes:
 
 class ImageRegistry(RegistryStore):
     """The registry store's client (retries, basic and bearer authentication, error messages), for whole
-    container images: manifests and indexes of any media type, and blobs by digest, both ways."""
+    container images: manifests and indexes of any media type, and blobs by digest, both ways.
+
+    ``env_credentials=False`` (a base image's registry that is not the one pushed to): the credentials of
+    ``DORMANT_REGISTRY_USERNAME``/``_PASSWORD`` are not sent to it, only those docker's ``config.json``
+    has for its host, or none (anonymous pulls)."""
+
+    def __init__(self, location: RegistryLocation, *, env_credentials: bool = True, **options: Any) -> None:
+        super().__init__(location, **options)
+        env_set = bool(os.environ.get(USERNAME_ENV) or os.environ.get(PASSWORD_ENV))
+        if env_set and not env_credentials:
+            self._credentials = _docker_config_credentials(location.host)
+            self._credentials_note = (
+                f"{USERNAME_ENV}/{PASSWORD_ENV} go only to the registry pushed to: give this one's"
+                f" credentials in docker's {docker_config_path()}"
+            )
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         """The manifest or index ``reference`` (a tag or a digest) and its media type; a digest is
@@ -341,6 +357,22 @@ class ImageRegistry(RegistryStore):
 
         self._retrying(f"pushing manifest {repository}:{reference}", attempt, None)
         return digest
+
+
+def _docker_config_credentials(host: str) -> Credentials | None:
+    """The ``auths`` entry docker's ``config.json`` has for ``host`` (no credential helpers), or None."""
+    path = docker_config_path()
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read docker's {path}: {type(exc).__name__}") from None
+    auths = config.get("auths") if isinstance(config, dict) else None
+    if not isinstance(auths, dict):
+        return None
+    entry = next((v for k, v in auths.items() if _host_key(str(k)) == _host_key(host)), None)
+    return _from_entry(entry, str(path)) if isinstance(entry, dict) else None
 
 
 # ---- the base image --------------------------------------------------------------------------
