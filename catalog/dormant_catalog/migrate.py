@@ -1,4 +1,8 @@
-"""Versioned SQL migrations: apply ``migrations/NNNN_*.sql`` in order, each once, under an advisory lock."""
+"""Versioned SQL migrations: apply ``migrations/NNNN_*.sql`` in order, each once, under an advisory lock.
+
+A catalog that already has every migration is recognised without the lock (one query): every pod checks
+when it starts, and a whole pool starting at once would otherwise queue on the lock one by one.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import Any
 
 import psycopg
 
@@ -61,6 +66,8 @@ async def migrate(url: str, *, connect_timeout: float = 10.0) -> list[str]:
             url, autocommit=True, connect_timeout=max(1, int(connect_timeout))
         )
         async with conn:
+            if {m.version for m in migrations} <= await _applied(conn):
+                return applied_now  # up to date: no lock, no DDL
             await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
             try:
                 await conn.execute(
@@ -84,3 +91,12 @@ async def migrate(url: str, *, connect_timeout: float = 10.0) -> list[str]:
                 if not conn.closed:
                     await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied_now
+
+
+async def _applied(conn: psycopg.AsyncConnection[Any]) -> set[int]:
+    """The versions ``schema_migrations`` records (none before the first migration)."""
+    try:
+        cur = await conn.execute("SELECT version FROM schema_migrations")
+    except psycopg.errors.UndefinedTable:
+        return set()
+    return {int(row[0]) for row in await cur.fetchall()}

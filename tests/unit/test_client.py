@@ -84,6 +84,8 @@ class FakeConnection:
             return 0
         if self.broker.publish_errors:  # requests only
             raise self.broker.publish_errors.pop(0)
+        if self.broker.silent:  # no PUBACK, ever (the broker cut off by a partition)
+            await asyncio.Event().wait()
         self.broker.requests.append(message)
         return self.broker.responder(self, message)
 
@@ -130,6 +132,8 @@ class FakeBroker:
         self.refuse_subscribe: int | None = None
         """When set, every SUBSCRIBE is refused with this reason code."""
         self.publish_errors: list[TransportError] = []
+        self.silent = False
+        """When set, requests are never acknowledged."""
         self.responder: Responder = echo
 
     def new_transport(self, broker_url: str, **kwargs: Any) -> FakeConnection:
@@ -250,6 +254,16 @@ async def test_no_answer_is_a_timeout_naming_the_call_and_its_attempts(broker: F
     assert details["callId"] == "slow-1" and details["timeout"] == 1.0
     assert details["attempts"] == len(broker.requests) >= 2
     assert {r.correlation for r in broker.requests} == {b"slow-1"}
+
+
+async def test_a_call_whose_publish_is_never_acknowledged_ends_at_its_deadline(broker: FakeBroker) -> None:
+    """A connection to a broker that went silent (a network partition) gets no PUBACK until the
+    keep-alive gives it up, 15 s or more later: the call still ends at its own deadline."""
+    broker.silent = True
+    async with client() as c:
+        with pytest.raises(TimeoutError) as caught:
+            await asyncio.wait_for(c.call(SERVICE, "f", {}, timeout=0.3, call_id="silent-1"), 30)
+    assert caught.value.details["callId"] == "silent-1"
 
 
 async def test_an_answer_to_nobody_waiting_is_dropped(broker: FakeBroker) -> None:

@@ -587,17 +587,24 @@ class Client:
         if transport is None:
             return None
         try:
-            return await transport.publish(
-                Message(
-                    topic,
-                    payload,
-                    qos=1,
-                    response_topic=self._inbox,
-                    correlation=correlation,
-                    user_properties=props,
-                    expiry_s=max(1, round(remaining)),
-                )
+            # Within the call's deadline: on a connection whose broker went silent (a network
+            # partition) the PUBACK never comes, until the keep-alive gives the connection up.
+            return await asyncio.wait_for(
+                transport.publish(
+                    Message(
+                        topic,
+                        payload,
+                        qos=1,
+                        response_topic=self._inbox,
+                        correlation=correlation,
+                        user_properties=props,
+                        expiry_s=max(1, round(remaining)),
+                    )
+                ),
+                remaining,
             )
+        except builtins.TimeoutError:
+            return None  # the deadline has passed: the caller's loop says so
         except TransportError as exc:
             if exc.reason is not None and exc.reason >= 0x80:
                 return exc.reason
