@@ -85,6 +85,7 @@ class HostMesh:
     broker: Host
     postgres: Host
     gateway: Host
+    controller: Host
     pods: dict[str, Host]
     registry: Host | None
     catalog_url: str
@@ -151,10 +152,23 @@ class HostMesh:
     async def stop(self) -> None:
         """SIGTERM the pods and the gateway together (pods drain and give their slots back while the
         broker and Postgres still run), and wait for them; the topology ends the servers after."""
-        processes = [*self.pod_processes.values(), *([self.gateway_process] if self.gateway_process else [])]
+        processes = [
+            *self.pod_processes.values(),
+            *self.controller.processes,
+            *self.gateway.processes,
+        ]
         for process in processes:
             process.signal(signal.SIGTERM)
         await asyncio.gather(*(asyncio.to_thread(process.wait, 30.0) for process in processes))
+
+    def start_controller(self) -> HostProcess:
+        """``dormant controller``: route tables, service states, live configuration."""
+        return self.controller.spawn(
+            [sys.executable, "-m", "dormant_cli", "controller"],
+            name="controller",
+            log_file=self.work / "controller.log",
+            env=self._env(),
+        )
 
     def pod_log(self, name: str) -> str:
         return self.pod_processes[name].log()
@@ -260,7 +274,10 @@ async def start_postgres(host: Host, root: Path, subnet: str) -> tuple[HostProce
         "-c", "fsync=off", "-c", "full_page_writes=off",
     ]  # fmt: skip
     if user is not None:  # Postgres refuses root: drop to the service user inside the namespace
-        command = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--", *command]
+        command = [
+            "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--pdeathsig=KILL",
+            "--", *command,
+        ]  # fmt: skip
     process = host.spawn(command, name="postgres", log_file=root / "postgres.log", stop_signal=signal.SIGINT)
     admin_url = f"postgresql://{SUPERUSER}@{host.address}:{POSTGRES_PORT}/postgres"
 
@@ -321,6 +338,7 @@ async def start_mesh(net: Topology, work: Path) -> HostMesh:
     postgres = net.add_host("postgres")
     registry = net.add_host("registry") if registry_available() else None
     gateway = net.add_host("gateway")
+    controller = net.add_host("controller")
     pods = {name: net.add_host(name) for name in POD_NAMES}
     # Postgres runs as the service user: its directory must not be under pytest's (mode 0700) tmp.
     pg_root = Path(tempfile.mkdtemp(prefix="dormant-multihost-pg-"))
@@ -345,6 +363,7 @@ async def start_mesh(net: Topology, work: Path) -> HostMesh:
         broker=broker,
         postgres=postgres,
         gateway=gateway,
+        controller=controller,
         pods=pods,
         registry=registry,
         catalog_url=catalog_url,

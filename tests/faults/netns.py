@@ -22,7 +22,9 @@ Faults, all on the bridge side of a host's link (nothing inside the host changes
 On the way out (also after a failure) the topology ends the processes it started, in the reverse
 order, waits until no process is left in any of its namespaces (``ip netns pids``), SIGKILLs and
 reports any that is, deletes the namespaces, links and bridge, and raises ``LeftBehind`` if anything
-with its tag (a namespace, a link, a process) is still there.
+with its tag (a namespace, a link, a process) is still there. Its processes die with the test process
+(a parent-death signal), and a test process killed before it could clean up leaves a marker naming its
+tag and pid in ``MARKERS``: the next topology made on the machine removes what that one left.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from typing import IO
 
 NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
 NETEM = Path(__file__).with_name("netem.py")
+MARKERS = Path("/run/dormant-test-netns") if Path("/run").is_dir() else Path("/tmp/dormant-test-netns")
+"""One file per live topology: its tag as the name, the pid of the test process that made it inside."""
 COMMAND_TIMEOUT_S = 30.0
 PROCESS_EXIT_WAIT_S = 15.0
 
@@ -83,6 +87,15 @@ def unavailable_reason() -> str | None:
         try:
             sh("ip", "link", "add", f"{tag}pb", "type", "bridge")
             sh("ip", "link", "add", f"{tag}pv", "type", "veth", "peer", "name", "eth0", "netns", probe)
+            try:  # what block() and impaired() use: a clsact qdisc, u32 filters, mirred redirects
+                sh("tc", "qdisc", "add", "dev", f"{tag}pv", "clsact")
+                sh(
+                    "tc", "filter", "add", "dev", f"{tag}pv", "ingress", "protocol", "ip", "pref", "1",
+                    "u32", "match", "ip", "dst", "198.18.0.1/32",
+                    "action", "mirred", "egress", "redirect", "dev", f"{tag}pb",
+                )  # fmt: skip
+            except CommandFailed as exc:
+                return f"the kernel cannot filter and redirect packets (tc clsact, u32, mirred): {exc}"
         finally:
             sh("ip", "link", "del", f"{tag}pb", check=False)
             sh("ip", "link", "del", f"{tag}pv", check=False)
@@ -221,8 +234,10 @@ class ImpairStats:
 
 
 class Topology:
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, *, exit_wait_s: float = PROCESS_EXIT_WAIT_S) -> None:
         self.work_dir = work_dir
+        self.exit_wait_s = exit_wait_s
+        """How long ``close`` waits for each process to end after its stop signal."""
         self.tag = _new_tag()
         self.bridge = f"{self.tag}br"
         self.sink = f"{self.tag}sk"
@@ -241,6 +256,10 @@ class Topology:
     # ------------------------------------------------------------------ set-up
 
     def create(self) -> None:
+        sweep_stale()
+        with contextlib.suppress(OSError):
+            MARKERS.mkdir(parents=True, exist_ok=True)
+            (MARKERS / self.tag).write_text(str(os.getpid()))
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         self._made_links.append(self.bridge)
         sh("ip", "link", "add", self.sink, "type", "veth", "peer", "name", f"{self.tag}sp")
@@ -253,22 +272,23 @@ class Topology:
         subnets = list(NETWORK.subnets(new_prefix=24))
         for _ in range(50):
             subnet = random.choice(subnets)
-            if self._subnet_used(subnet, mine=False):
+            if self._subnet_used(subnet):
                 continue
             address = f"{subnet.network_address + 1}"
             sh("ip", "addr", "add", f"{address}/24", "dev", self.bridge)
-            if self._subnet_used(subnet, mine=False):  # a worker took the same one at the same moment
+            if self._subnet_used(subnet):  # a worker took the same one at the same moment
                 sh("ip", "addr", "del", f"{address}/24", "dev", self.bridge)
                 continue
             self.subnet, self.address = subnet, address
             return
         raise CommandFailed("no free /24 in 198.18.0.0/15")
 
-    def _subnet_used(self, subnet: ipaddress.IPv4Network, *, mine: bool) -> bool:
+    def _subnet_used(self, subnet: ipaddress.IPv4Network) -> bool:
+        """Whether an interface other than this topology's bridge has an address in ``subnet``."""
         for line in sh("ip", "-4", "-o", "addr", "show").stdout.splitlines():
             parts = line.split()
             device, cidr = parts[1], parts[3]
-            if device == self.bridge and not mine:
+            if device == self.bridge:
                 continue
             if ipaddress.ip_interface(cidr).network.overlaps(subnet):
                 return True
@@ -364,10 +384,9 @@ class Topology:
             sh("ip", "link", "set", tap, "master", self.bridge)
             # The bridge only ever hands this port what the filters redirect to it: frames written
             # back keep their source MAC address, and must not teach the bridge that hosts live here.
-            sh(
-                "bridge", "link", "set", "dev", tap,
-                "learning", "off", "flood", "off", "mcast_flood", "off", "bcast_flood", "off",
-            )  # fmt: skip
+            sh("bridge", "link", "set", "dev", tap, "learning", "off", "flood", "off")
+            for flag in ("mcast_flood", "bcast_flood"):  # older iproute2 or kernels lack these: harmless,
+                sh("bridge", "link", "set", "dev", tap, flag, "off", check=False)  # the forwarder drops ARP
             sh("ip", "link", "set", tap, "up")
             for host in hosts:
                 filters.append(self._redirect(host.link, peer.address, tap))
@@ -405,10 +424,10 @@ class Topology:
             for process in reversed(host.processes):
                 process.signal(process.stop_signal)
             for process in reversed(host.processes):
-                if not process.wait(PROCESS_EXIT_WAIT_S):
+                if not process.wait(self.exit_wait_s):
                     problems.append(f"{host.name}: {process.name} (pid {process.pid}) did not stop")
                     process.kill()
-        deadline = time.monotonic() + PROCESS_EXIT_WAIT_S
+        deadline = time.monotonic() + self.exit_wait_s
         for host in self.hosts.values():
             while host.pids() and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -422,7 +441,10 @@ class Topology:
             sh("ip", "netns", "del", netns, check=False)
         for link in reversed(self._made_links):
             sh("ip", "link", "del", link, check=False)
-        problems += self.leftovers()
+        remaining = self.leftovers()
+        if not remaining:
+            (MARKERS / self.tag).unlink(missing_ok=True)
+        problems += remaining
         if problems:
             raise LeftBehind("the multi-host topology left things behind:\n" + "\n".join(problems))
 
@@ -431,18 +453,53 @@ class Topology:
         ends in them go away asynchronously: waits a little for that)."""
         deadline = time.monotonic() + 10
         while True:
-            found = [f"namespace {n}" for n in _netns_names() if n.startswith(self.tag)]
-            found += [f"link {n}" for n in _link_names() if n.startswith(self.tag)]
+            found = [f"namespace {n}" for n in netns_names() if n.startswith(self.tag)]
+            found += [f"link {n}" for n in link_names() if n.startswith(self.tag)]
             if not found or time.monotonic() > deadline:
                 return found
             time.sleep(0.1)
 
 
-def _netns_names() -> list[str]:
+def sweep_stale() -> list[str]:
+    """Delete the namespaces and links of topologies whose test process died without removing them
+    (killed with SIGKILL, say: its processes died with it); returns what was deleted."""
+    removed: list[str] = []
+    if not MARKERS.is_dir():
+        return removed
+    for marker in MARKERS.iterdir():
+        try:
+            pid = int(marker.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if alive(pid):
+            continue  # a live test process's (or, pid reused, one kept to be safe)
+        tag = marker.name
+        for name in netns_names():
+            if name.startswith(f"{tag}-"):
+                sh("ip", "netns", "del", name, check=False)
+                removed.append(f"namespace {name}")
+        for name in link_names():
+            if name.startswith(tag):
+                sh("ip", "link", "del", name, check=False)
+                removed.append(f"link {name}")
+        marker.unlink(missing_ok=True)
+    return removed
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not reaped yet, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def netns_names() -> list[str]:
     return [line.split()[0] for line in sh("ip", "netns", "list").stdout.splitlines() if line.strip()]
 
 
-def _link_names() -> list[str]:
+def link_names() -> list[str]:
     names = []
     for line in sh("ip", "-o", "link", "show").stdout.splitlines():
         name = line.split(":", 2)[1].strip().split("@")[0]
@@ -469,9 +526,9 @@ def _read_line(stream: IO[str], *, within: float) -> str:
 
 
 @contextlib.contextmanager
-def topology(work_dir: Path) -> Iterator[Topology]:
+def topology(work_dir: Path, *, exit_wait_s: float = PROCESS_EXIT_WAIT_S) -> Iterator[Topology]:
     """A ``Topology`` (see the module doc), removed on the way out even when the block fails."""
-    net = Topology(work_dir)
+    net = Topology(work_dir, exit_wait_s=exit_wait_s)
     try:
         net.create()
         yield net
