@@ -1,7 +1,11 @@
 """The catalog at scale, simulated: many deployments' replica slots claimed, leased and renewed by a
 pool of simulated pods against one Postgres (issue 14, item 6).
 
-    .venv/bin/python bench/catalog_scale.py --deployments 1000 --pods 2002
+    .venv/bin/python bench/catalog_scale.py --deployments 1000 --pods 500   # 500 of 2,000 slots held
+    .venv/bin/python bench/catalog_scale.py --deployments 200                # every slot held, 2 spare pods
+
+Each pod keeps about 3 connections (and opens a 4th for a moment at start): ``--pods 2000`` needs some
+6,000 Postgres backends (about 15 GB) and more CPU than the simulator's one event loop has.
 
 A simulated pod is what a sidecar does with the catalog, and nothing else (no runtime, no broker):
 it opens the catalog as ``Pod._connect`` does (migrations checked, a pool of at most 3 connections,
@@ -79,6 +83,7 @@ from dormant_catalog.rollouts import actions as rollout_actions  # noqa: E402
 from dormant_local import LocalPostgres  # noqa: E402
 from dormant_sidecar.lease import LeaseKeeper  # noqa: E402
 from dormant_sidecar.observe import REPORT_S  # noqa: E402
+from dormant_sidecar.tasks import stop_task  # noqa: E402
 from dormant_sidecar.wake import SlotWaker  # noqa: E402
 
 P = ParamSpec("P")
@@ -233,13 +238,14 @@ class SimPod:
         waker = SlotWaker(catalog)
         waker.start()
         probe = waker.watch(PROBE_APP)
-        tasks = [asyncio.create_task(self._watch_probes(probe), name=f"{self.pod_id}-probes")]
+        tasks = [
+            asyncio.create_task(self._watch_probes(probe), name=f"{self.pod_id}-probes"),
+            asyncio.create_task(self._note_listening(waker), name=f"{self.pod_id}-listening"),
+        ]
         if self.config.health:
             tasks.append(asyncio.create_task(self._health(catalog), name=f"{self.pod_id}-health"))
         try:
-            await self._pause(3600.0, waker.listening)
-            if waker.listening.is_set():
-                self.figures.listening_at = time.perf_counter()
+            # As Pod._serve_slots: claim at once, without waiting for LISTEN to be in effect.
             while not self.stopping.is_set():
                 claim = await self._next_claim(catalog, waker)
                 if claim is None:
@@ -247,10 +253,7 @@ class SimPod:
                 await self._hold(catalog, waker, claim)
         finally:
             for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task)  # as the sidecar's own loops are stopped (see its tasks.py)
             await waker.stop()
 
     async def _next_claim(self, catalog: Catalog, waker: SlotWaker) -> SlotClaim | None:
@@ -305,6 +308,10 @@ class SimPod:
             await lease.stop()
             waker.unwatch(claim.app_name, watch)
             self.claim = self.lease = None
+
+    async def _note_listening(self, waker: SlotWaker) -> None:
+        await waker.listening.wait()
+        self.figures.listening_at = time.perf_counter()
 
     async def _watch_probes(self, probe: asyncio.Event) -> None:
         while True:
@@ -377,6 +384,29 @@ class Monitor:
             await asyncio.sleep(self.every_s)
 
 
+class LoopLag:
+    """How late a 50 ms sleep wakes up, by phase: the simulator's own event loop being the bottleneck
+    (every simulated pod shares it) shows here, not in the database's figures."""
+
+    def __init__(self, monitor: Monitor, every_s: float = 0.05) -> None:
+        self.monitor = monitor
+        self.every_s = every_s
+        self.late: dict[str, list[float]] = defaultdict(list)
+        self._task = asyncio.create_task(self._run(), name="loop-lag")
+
+    async def _run(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(self.every_s)
+            self.late[self.monitor.phase].append(time.perf_counter() - t - self.every_s)
+
+    async def close(self) -> None:
+        await stop_task(self._task)
+
+    def figures(self) -> dict[str, dict[str, float] | None]:
+        return {phase: _ms(values) for phase, values in self.late.items()}
+
+
 def postgres_processes(server_pid: int | None) -> list[int]:
     """The server's pid and its backends' (Linux ``/proc``); empty when the server is not ours."""
     if server_pid is None or not Path(f"/proc/{server_pid}").exists():
@@ -423,6 +453,11 @@ def backend_memory_mb(pids: Sequence[int], sample: int = 40) -> dict[str, float]
 
 
 async def _has_statements(conn: Conn) -> bool:
+    """``pg_stat_statements`` is loaded (as on the run's own server): reset it."""
+    cur = await conn.execute("SELECT current_setting('shared_preload_libraries')")
+    row = await cur.fetchone()
+    if row is None or "pg_stat_statements" not in str(row[0]):
+        return False
     try:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         await conn.execute("SELECT pg_stat_statements_reset()")
@@ -540,11 +575,17 @@ async def _setup(catalog: Catalog, config: ScaleConfig) -> dict[str, Any]:
         t = time.perf_counter()
         await catalog.db.run(rollout_actions.deploy, app_name(i), version=1, replicas=config.replicas)
         latencies.append(time.perf_counter() - t)
+    # A live catalog's statistics are kept current by autovacuum; this one was filled a moment ago.
+    await catalog.db.run(_analyze)
     return {
         "register_s": round(registered - started, 2),
         "deploy_s": round(time.perf_counter() - registered, 2),
         "deploy_latency_no_listeners": _ms(latencies),
     }
+
+
+async def _analyze(conn: Conn) -> None:
+    await conn.execute("ANALYZE")
 
 
 async def _wait(
@@ -607,6 +648,7 @@ async def simulate(
     database = str(psycopg.conninfo.conninfo_to_dict(catalog_url).get("dbname"))
     monitor = Monitor(catalog_url, database)
     await monitor.start()
+    lag = LoopLag(monitor)
     pods: list[SimPod] = []
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -618,6 +660,8 @@ async def simulate(
 
             # ---- fill
             tally.phase = monitor.phase = "fill"
+            if statements:
+                await conn.execute("SELECT pg_stat_statements_reset()")
             say(f"fill: {config.pod_count} pods start at once ...")
             pods = [SimPod(f"sim-{i:05d}", catalog_url, config, tally) for i in range(config.pod_count)]
             started = time.perf_counter()
@@ -659,6 +703,8 @@ async def simulate(
                 "postgres_cpu_s": round(cpu_seconds(postgres_processes(server_pid)) - cpu_before, 2),
             }
             say(f"  {result['fill']}")
+            if statements:
+                result["fill"]["statements"] = await _statements(conn, all_served - started, top=14)
             result["ownership_after_fill"] = await _ownership(conn, pods)
             say(f"  ownership: {result['ownership_after_fill']}")
 
@@ -706,6 +752,7 @@ async def simulate(
                 "connections": await monitor.sample(),
                 "memory": backend_memory_mb(procs),
                 "leases_lost": sum(p.figures.leases_lost for p in pods),
+                "event_loop_lag": _ms(lag.late["steady"]),
                 "tables_before": sizes_before,
                 "tables_after": await _sizes(conn),
             }
@@ -784,11 +831,11 @@ async def simulate(
                 )
             result["redeploy"] = {
                 "runs": redeploys,
-                "deploy_ms_median": statistics.median(r["deploy_ms"] for r in redeploys)
+                "deploy_ms_median": round(statistics.median(r["deploy_ms"] for r in redeploys), 1)
                 if redeploys
                 else None,
-                "last_holder_ms_median": statistics.median(
-                    r["last_holder_ms"] for r in redeploys if r["last_holder_ms"]
+                "last_holder_ms_median": round(
+                    statistics.median(r["last_holder_ms"] for r in redeploys if r["last_holder_ms"]), 1
                 )
                 if any(r["last_holder_ms"] for r in redeploys)
                 else None,
@@ -821,6 +868,8 @@ async def simulate(
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*tasks, return_exceptions=True)
+        result["event_loop_lag"] = lag.figures()
+        await lag.close()
         await monitor.close()
         await admin_db.close()
     return result
@@ -846,17 +895,21 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _claim_plan(conn: Conn) -> list[str]:
-    """EXPLAIN ANALYZE of a claim by a pod that is not registered (rolled back: nothing changes)."""
-    from dormant_catalog.pods import _CLAIM  # the statement itself, not a copy
+async def _claim_plan(conn: Conn) -> dict[str, list[str]]:
+    """EXPLAIN ANALYZE of both claim statements (free slots first, then any) by a pod that is not
+    registered, rolled back: nothing changes."""
+    from dormant_catalog.pods import _CLAIM, _CLAIM_FREE  # the statements themselves, not copies
 
     params = {"pod": "explain-only", "bases": [BASE_IMAGE], "ifaces": [PLATFORM_INTERFACE], "lease": 1.0}
-    try:
-        async with conn.transaction(force_rollback=True):
-            cur = await conn.execute(("EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) " + _CLAIM).encode(), params)
-            return [str(r[0]) for r in await cur.fetchall()]
-    except psycopg.Error as exc:
-        return [f"EXPLAIN failed: {exc}"]
+    plans: dict[str, list[str]] = {}
+    for name, statement in (("free", _CLAIM_FREE), ("any", _CLAIM)):
+        try:
+            async with conn.transaction(force_rollback=True):
+                cur = await conn.execute(("EXPLAIN (ANALYZE, COSTS OFF) " + statement).encode(), params)
+                plans[name] = [str(r[0]) for r in await cur.fetchall()]
+        except psycopg.Error as exc:
+            plans[name] = [f"EXPLAIN failed: {exc}"]
+    return plans
 
 
 # --------------------------------------------------------------------------- a private Postgres
@@ -911,6 +964,60 @@ async def run(config: ScaleConfig, *, quiet: bool = False) -> dict[str, Any]:
     return result
 
 
+def _lat(figures: dict[str, float] | None) -> str:
+    return "-" if not figures else f"p50 {figures['p50_ms']:g} / p99 {figures['p99_ms']:g} ms"
+
+
+def scale_report(r: dict[str, Any]) -> str:
+    """The figures of a run as lines of text."""
+    c, f, s, fo, rd, st = r["config"], r["fill"], r["steady"], r["fanout"], r["redeploy"], r["stop"]
+    conn, memory = s["connections"], s.get("memory") or {}
+    health = "on" if c["health"] else "off"
+    lines = [
+        f"catalog at scale: {c['deployments']} deployments x {c['replicas']} replicas = {c['slots']}"
+        f" slots, {c['pods']} simulated pods, lease {c['lease_s']:g} s, health pings {health}",
+        f"  fill: all pods listening after {f['all_listening_s']} s; {f['slots_held']} slots held"
+        f" ({f['slots_unassigned']} unassigned) after {f['all_held_s']} s,"
+        f" serving after {f['all_serving_s']} s",
+        f"    claims/s {f['claims_per_s']} (first to last claim), {f['claims_per_s_from_start']}"
+        f" from the start; {f['claim_attempts']} attempts ({f['empty_claims']} found nothing);"
+        f" claim {_lat(f['claim_latency'])}; open_catalog {_lat(f['open_catalog'])};"
+        f" connect failures {f['connect_failures']}",
+        f"  steady ({s['seconds']} s, {s['pods_holding']} pods holding a slot): catalog calls/s"
+        f" {s['catalog_calls_per_s_total']} ({s['catalog_calls_per_s_per_pod']} per pod:"
+        f" {s['catalog_calls_per_s']}); renewals/s per holding pod {s['renewals_per_s_per_holding_pod']}",
+        f"    server: {s.get('statements_per_s_total')} statements/s,"
+        f" {s['transactions_per_s']} transactions/s, {s['rows_updated_per_s']} rows updated/s"
+        f" (HOT: replica_slots {s['replica_slots_hot_update_share']}, pods {s['pods_hot_update_share']});"
+        f" Postgres CPU {s['postgres_cpu_percent_of_one_core']} % of a core,"
+        f" simulator {s['simulator_cpu_percent_of_one_core']} %",
+        f"    renewal {_lat(s['renewal_latency'])}, ping {_lat(s['ping_latency'])},"
+        f" simulator loop lag {_lat(s.get('event_loop_lag'))}; leases lost {s['leases_lost']}",
+        f"    connections {conn['connections']} ({conn['listen']} LISTEN); backend private memory"
+        f" {memory.get('backend_private_mb_mean', '-')} MB mean",
+        f"  NOTIFY fan-out: {fo['delivered_per_notify']} of {fo['listeners']} listeners per notification,"
+        f" the last after {fo['last_listener_ms_median']} ms (median of {len(fo['probes'])})",
+        f"  redeploy: deploy {rd['deploy_ms_median']} ms, both holders switched after"
+        f" {rd['last_holder_ms_median']} ms (medians)",
+        f"  stop: released in {st['all_released_s']} s, {st['pods_not_stopped']} pods did not stop,"
+        f" {st['held']} slots still held",
+    ]
+    for title, statements in (("fill", f.get("statements")), ("steady", s.get("statements"))):
+        if statements:
+            lines.append(f"  statements during {title} (per second, mean execution time):")
+        for statement in statements or []:
+            lines.append(
+                f"    {statement['per_s']:>8}/s {statement['mean_ms']:>8} ms  {statement['query'][:70]}"
+            )
+    for name, plan in (r.get("claim_plan") or {}).items():
+        lines.append(
+            f"  claim statement ({name}) after the steady state: {plan[-1].strip() if plan else '-'}"
+        )
+    if "machine" in r:
+        lines.append(f"  machine: {r['machine']}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench/catalog_scale.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--deployments", type=int, default=1000)
@@ -940,6 +1047,7 @@ def main(argv: Sequence[str]) -> int:
     if args.json_out is not None:
         args.json_out.write_text(text + "\n")
     print(text)
+    print(scale_report(result), file=sys.stderr)
     return 0
 
 

@@ -18,7 +18,10 @@ Starts its own Mosquitto (Dormant's config) and Postgres, then measures:
    zero replicas (the call wakes it: controller, pooled pod, standby runtime), and the call after it;
 7. tracing overhead (``--only tracing``): the runtime's throughput and p50/p99, and the SDK client's
    p50/p99 (client and runtime both tracing), with tracing off and at 0 %, 10 % and 100 % sampling
-   (OTLP/HTTP export to a local receiver), as ratios against the untraced run.
+   (OTLP/HTTP export to a local receiver), as ratios against the untraced run;
+8. the catalog at scale (``--only catalog-scale``, never by default: it starts its own Postgres sized
+   for the pool): 1,000 deployments x 2 replicas and 500 simulated pods (50 x 2 and 102 with
+   --quick), ``bench/catalog_scale.py``.
 Prints a table and writes bench/results/latest.json.
 """
 
@@ -54,6 +57,8 @@ from dormant_cli.build_cmds import publish  # noqa: E402
 from dormant_local import LocalPostgres, MosquittoProcess  # noqa: E402
 
 sys.path.insert(0, str(BENCH))
+from catalog_scale import ScaleConfig, scale_report  # noqa: E402
+from catalog_scale import run as catalog_scale_run  # noqa: E402
 from issuer import BenchIssuer  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, PY_ROOTS))}
@@ -749,7 +754,9 @@ async def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run, not for the docs)")
     parser.add_argument(
-        "--only", choices=["calls", "deploys", "codegen", "coldstart", "tracing"], action="append"
+        "--only",
+        choices=["calls", "deploys", "codegen", "coldstart", "tracing", "catalog-scale"],
+        action="append",
     )
     args = parser.parse_args(argv)
     only = set(args.only or ["calls", "deploys", "codegen", "coldstart", "tracing"])
@@ -799,6 +806,10 @@ async def main(argv: Sequence[str]) -> int:
                 result["tracing"] = await tracing_figures(
                     broker.url, catalog_url, n_latency, n_throughput, 2 if args.quick else TRACING_ROUNDS
                 )
+        if "catalog-scale" in only:  # its own Postgres (max_connections for the pool)
+            print("catalog at scale ...", file=sys.stderr)
+            scale = ScaleConfig(deployments=50) if args.quick else ScaleConfig(deployments=1000, pods=500)
+            result["catalog_scale"] = await catalog_scale_run(scale)
         if "codegen" in only:
             print("codegen ...", file=sys.stderr)
             result["codegen"] = codegen_figures(work)
@@ -811,7 +822,9 @@ async def main(argv: Sequence[str]) -> int:
         print(report(result))
     if "tracing" in result:
         print(tracing_report(result["tracing"]))
-    if "calls" not in result and "tracing" not in result:
+    if "catalog_scale" in result:
+        print(scale_report(result["catalog_scale"]))
+    if not {"calls", "tracing", "catalog_scale"} & set(result):
         print(json.dumps(result, indent=2))
     print(f"\nmachine: {result['machine']}; JSON in bench/results/latest.json")
     return 0

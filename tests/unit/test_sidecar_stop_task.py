@@ -56,10 +56,11 @@ async def test_a_bare_cancel_is_lost_on_python_3_11() -> None:
     event.set()
     task.cancel()
     await asyncio.wait({task}, timeout=0.5)
-    try:
-        assert not task.done() and rounds == [1]  # cancelled, yet still running
-    finally:
-        await stop_task(task)
+    lost = not task.done()
+    await stop_task(task)
+    if not lost:
+        pytest.skip("this Python keeps a cancellation that meets a result")
+    assert rounds == [1]  # cancelled, yet it ran another round
 
 
 async def test_stop_task_ends_a_loop_whose_cancellation_was_lost() -> None:
