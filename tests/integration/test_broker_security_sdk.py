@@ -99,10 +99,12 @@ async def runtime_responder(broker: MosquittoProcess, plan: SecurityPlan) -> Asy
                 continue
             body = orjson.dumps({"function": call.function, "replyTo": call.reply_to})
             payload, props = wire.encode_response_json(call, True, body)
+            # Noted before the publish: the caller can have the answer (and the test end, cancelling this
+            # task) before the broker's PUBACK reaches this publish.
+            replied.append(call.reply_to)
             await transport.publish(
                 Message(call.reply_to, payload, qos=1, correlation=call.correlation, user_properties=props)
             )
-            replied.append(call.reply_to)
 
     task = asyncio.create_task(serve())
     try:
