@@ -11,15 +11,13 @@ the retained configuration of a service that is gone (learned by subscribing to 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import orjson
 
 from dormant import wire
 from dormant_catalog.db import Database
 from dormant_catalog.live_config import configs_to_publish, mark_published
 
-PublishRetained = Callable[[str, bytes], Awaitable[None]]
+from .retained import PublishRetained, RetainedTopics
 
 CONFIG_FILTER = wire.config_filter()
 MARKER = orjson.dumps({"publisher": "dormant-controller", "configs": CONFIG_FILTER})
@@ -29,25 +27,17 @@ class ConfigPublisher:
     def __init__(self, db: Database, publish: PublishRetained) -> None:
         self._db = db
         self._publish = publish
-        self._published: dict[str, bytes] = {}
-        self._retained: set[str] = set()
+        self._topics = RetainedTopics(publish, wire.config_topic, wire.parse_config_topic)
         self._marked = False
 
     def forget(self) -> None:
         """Publish everything again on the next sync (after a broker reconnect)."""
-        self._published.clear()
+        self._topics.forget()
         self._marked = False
 
     def seen(self, topic: str, payload: bytes) -> bool:
         """A message of ``mesh/config/+``: remember which services have a retained configuration."""
-        service = wire.parse_config_topic(topic)
-        if service is None:
-            return False
-        if payload:
-            self._retained.add(service)
-        else:
-            self._retained.discard(service)
-        return True
+        return self._topics.seen(topic, payload)
 
     async def sync(self) -> None:
         """Publish the revisions not yet published; clear those of services that are gone."""
@@ -56,18 +46,11 @@ class ConfigPublisher:
         for service, config in sorted(configs.items()):
             # Each service's own topic before the marker: a runtime that sees the marker knows that
             # whatever is retained for its service has been published.
-            payload = config.payload()
-            if self._published.get(service) == payload:
-                continue
-            await self._publish(wire.config_topic(service), payload)
-            self._published[service] = payload
+            await self._topics.put(service, config.payload())
             if config.revision and not config.published:
                 async with self._db.transaction() as conn:
                     await mark_published(conn, service, config.revision)
         if not self._marked:
             await self._publish(wire.config_topic(), MARKER)
             self._marked = True
-        for service in sorted((self._retained | set(self._published)) - set(configs)):
-            await self._publish(wire.config_topic(service), b"")
-            self._published.pop(service, None)
-            self._retained.discard(service)
+        await self._topics.clear_absent(configs)

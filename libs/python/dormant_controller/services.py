@@ -11,15 +11,13 @@ service that is no longer in the catalog (it learns them by subscribing to ``mes
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import orjson
 
 from dormant import wire
 from dormant_catalog.db import Database
 from dormant_catalog.status import FunctionsCache, service_states
 
-PublishRetained = Callable[[str, bytes], Awaitable[None]]
+from .retained import PublishRetained, RetainedTopics
 
 STATES_FILTER = wire.service_state_filter()
 MARKER = orjson.dumps({"publisher": "dormant-controller", "states": STATES_FILTER})
@@ -29,26 +27,18 @@ class StatePublisher:
     def __init__(self, db: Database, publish: PublishRetained) -> None:
         self._db = db
         self._publish = publish
-        self._published: dict[str, bytes] = {}
-        self._retained: set[str] = set()
+        self._topics = RetainedTopics(publish, wire.service_state_topic, wire.parse_service_state_topic)
         self._functions: FunctionsCache = {}
         self._marked = False
 
     def forget(self) -> None:
         """Publish everything again on the next sync (after a broker reconnect)."""
-        self._published.clear()
+        self._topics.forget()
         self._marked = False
 
     def seen(self, topic: str, payload: bytes) -> bool:
         """A message of ``mesh/services/+``: remember which services have a retained state."""
-        service = wire.parse_service_state_topic(topic)
-        if service is None:
-            return False
-        if payload:
-            self._retained.add(service)
-        else:
-            self._retained.discard(service)
-        return True
+        return self._topics.seen(topic, payload)
 
     async def sync(self) -> None:
         """Publish the states that changed since the last sync; clear those of removed services."""
@@ -58,11 +48,5 @@ class StatePublisher:
             await self._publish(wire.service_state_topic(), MARKER)
             self._marked = True
         for app, state in states.items():
-            payload = orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
-            if self._published.get(app) != payload:
-                await self._publish(wire.service_state_topic(app), payload)
-                self._published[app] = payload
-        for app in sorted((self._retained | set(self._published)) - set(states)):
-            await self._publish(wire.service_state_topic(app), b"")
-            self._published.pop(app, None)
-            self._retained.discard(app)
+            await self._topics.put(app, orjson.dumps(state, option=orjson.OPT_SORT_KEYS))
+        await self._topics.clear_absent(states)
