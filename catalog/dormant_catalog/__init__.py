@@ -1,6 +1,7 @@
 """The Dormant catalog: the Postgres schema, its migrations and every query on it."""
 
 from .catalog import Catalog, open_catalog, open_database
+from .compatibility import ApprovalRequired, CompatibilityRecord
 from .db import Database
 from .errors import (
     CatalogError,
@@ -25,10 +26,12 @@ from .records import (
 
 __all__ = [
     "AliasRecord",
+    "ApprovalRequired",
     "AuditRecord",
     "Catalog",
     "CatalogError",
     "CatalogUnavailable",
+    "CompatibilityRecord",
     "Database",
     "DeploymentRecord",
     "DeploymentStatus",

@@ -3,7 +3,8 @@ of it is here.
 
 ``set_alias`` is the one writer (the deployments, rollouts, the controller and the gateway's API all
 use it): it checks the alias name, the weights (whole numbers from 0 to 100 that add up to 100) and
-that every version is registered, writes the audit log (``set-alias``), and NOTIFYs
+that every version is registered (and, for ``live``, that no breaking version without approval gets
+weight: ``compatibility.require_live_approval``), writes the audit log (``set-alias``), and NOTIFYs
 ``dormant_routes`` (the controller republishes ``mesh/routes/{svc}``) and, for ``live``,
 ``dormant_slots`` (pods re-read whether their version is the live primary). ``clear_aliases`` empties
 them when a function is undeployed.
@@ -18,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from .audit import record_audit
 from .channels import ROUTES_CHANNEL, SLOTS_CHANNEL, notify
+from .compatibility import require_live_approval
 from .db import Conn
 from .errors import InvalidCatalogRequest, NotFoundInCatalog
 from .names import check_alias, check_app_name
@@ -79,6 +81,8 @@ async def set_alias(
     missing = sorted(set(checked) - {int(row[0]) for row in await cur.fetchall()})
     if missing:
         raise NotFoundInCatalog(f"{app_name!r} has no version {', '.join(map(str, missing))}")
+    if alias == LIVE_ALIAS:  # a breaking version goes live only once approved (compatibility.py)
+        await require_live_approval(conn, app_name, [v for v, w in checked.items() if w > 0])
     encoded = _encoded(checked)
     await conn.execute(
         "INSERT INTO aliases (app_name, alias, weights, updated_by) VALUES (%s, %s, %s, %s)"

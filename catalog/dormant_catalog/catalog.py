@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, TypedDict, TypeVar, Unpack
 
-from . import aliases, audit, deployments, listing, pods, status, versions
+from . import aliases, audit, compatibility, deployments, listing, pods, status, versions
 from .db import Conn, Database
 from .listen import SlotListener
 from .migrate import migrate as run_migrations
@@ -76,6 +76,10 @@ class Catalog:
     list_versions = _Bound(versions.list_versions)
     latest_version = _Bound(versions.latest_version)
     set_version_status = _Bound(versions.set_status)
+    # interface compatibility: verdicts recorded at publish, approvals of breaking versions
+    get_compatibility = _Bound(compatibility.get)
+    list_compatibility = _Bound(compatibility.list_records)
+    approve_breaking = _Bound(compatibility.approve)
     # deployments, aliases, rollouts
     deploy = _Bound(rollout_actions.deploy)
     get_deployment = _Bound(deployments.get_deployment)

@@ -12,6 +12,7 @@ from typing import Any, NotRequired, TypedDict, Unpack
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from . import compatibility
 from .audit import DEFAULT_ACTOR, record_audit
 from .channels import ROUTES_CHANNEL, notify
 from .db import Conn
@@ -193,9 +194,17 @@ async def latest_version(conn: Conn, app_name: str) -> int | None:
 
 
 async def set_status(
-    conn: Conn, app_name: str, version: int, status: str, *, actor: str = DEFAULT_ACTOR
+    conn: Conn,
+    app_name: str,
+    version: int,
+    status: str,
+    *,
+    actor: str = DEFAULT_ACTOR,
+    why: str | None = None,
 ) -> VersionRecord:
-    """Move a version to another status (the only change a version allows); call inside a transaction."""
+    """Move a version to another status (the only change a version allows); call inside a transaction.
+    ``approved`` also approves a breaking interface change going live (``compatibility.approve``,
+    audited with ``why``)."""
     check_status(status)
     cur = conn.cursor(row_factory=class_row(VersionRecord))
     await cur.execute(
@@ -211,6 +220,8 @@ async def set_status(
         actor=actor,
         app_name=app_name,
         action="set-status",
-        detail={"version": version, "status": status},
+        detail={"version": version, "status": status, **({"why": why} if why else {})},
     )
+    if status == "approved":
+        await compatibility.approve(conn, app_name, version, actor=actor, reason=why)
     return record

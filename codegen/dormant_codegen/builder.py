@@ -55,6 +55,12 @@ def build(service_dir: Path, store: Store, *, import_check: bool = False) -> Bui
     code, so it is for the author's own machine (the CLI), not for a server building uploaded code.
     """
     service_dir = Path(service_dir)
+    from .node import is_node_service  # lazy: start-up time
+
+    if is_node_service(service_dir):  # a TypeScript service: compiled by tsc, loaded by node to check it
+        from .node.compile import build_node  # lazy: start-up time
+
+        return build_node(service_dir, store, import_check=import_check)
     generate(service_dir)
     dependencies = resolve_dependencies(service_dir, store)
     if import_check:

@@ -28,6 +28,9 @@ GENERATED_FILES = (
     "interface.json",
     "asyncapi.json",
     "schemas.bundle.json",
+    "client.py",
+    "typescript/models.ts",
+    "typescript/client.ts",
 )
 
 
@@ -93,9 +96,20 @@ def render_outputs(service_dir: Path, src_hash: str) -> tuple[dict[str, bytes], 
     from .asyncapi import build_asyncapi  # lazy: start-up time
     from .interface import build_interface, dump_json  # lazy: start-up time
     from .modelgen import generate_models  # lazy: start-up time
+    from .node import is_node_service  # lazy: start-up time
+    from .pyclient import PyClientFunction, render_python_client  # lazy: start-up time
     from .render import DispatchFunction, render_dispatch, render_package_init  # lazy: start-up time
     from .service import display_root, read_service  # lazy: start-up time
+    from .typescript import (  # lazy: start-up time
+        ClientFunction,
+        render_typescript_client,
+        render_typescript_models,
+    )
 
+    if is_node_service(service_dir):  # a TypeScript service: its own outputs (node.generate)
+        from .node.generate import render_node_outputs  # lazy: start-up time
+
+        return render_node_outputs(service_dir, src_hash)
     src = read_service(service_dir)
     schemas = src.schema_set
     bundle = schemas.bundle()
@@ -106,6 +120,8 @@ def render_outputs(service_dir: Path, src_hash: str) -> tuple[dict[str, bytes], 
     interface_functions: dict[str, dict[str, Any]] = {}
     topics: dict[str, tuple[str, str]] = {}
     dispatch: list[DispatchFunction] = []
+    py_client: list[PyClientFunction] = []
+    ts_client: list[ClientFunction] = []
     for fn in src.functions.values():
         names: list[str] = []
         classes: list[str] = []
@@ -137,6 +153,10 @@ def render_outputs(service_dir: Path, src_hash: str) -> tuple[dict[str, bytes], 
         dispatch.append(
             DispatchFunction(fn.name, fn.method, classes[0], classes[1], float(fn.timeout), fn.roles)
         )
+        py_client.append(
+            PyClientFunction(fn.name, fn.method, classes[0], classes[1], float(fn.timeout), fn.roles)
+        )
+        ts_client.append(ClientFunction(fn.name, names[0], names[1], float(fn.timeout), fn.roles))
     if diagnostics:
         raise CodegenError(diagnostics)
 
@@ -159,6 +179,11 @@ def render_outputs(service_dir: Path, src_hash: str) -> tuple[dict[str, bytes], 
             )
         ),
         "schemas.bundle.json": dump_json({JSON_HEADER_KEY: HEADER_TEXT, **bundle}),
+        "client.py": render_python_client(src.name, interface["interfaceHash"], py_client).encode(),
+        "typescript/models.ts": render_typescript_models(schemas.defs).encode(),
+        "typescript/client.ts": render_typescript_client(
+            src.name, interface["interfaceHash"], ts_client, list(schemas.defs)
+        ).encode(),
     }
     return outputs, interface
 
@@ -169,6 +194,12 @@ def generate(service_dir: Path, *, check: bool = False) -> GenerateResult:
     Raises ``CodegenError`` with diagnostics when the service cannot be read.
     """
     service_dir = Path(service_dir)
+    from .node import is_node_service  # lazy: start-up time
+
+    if is_node_service(service_dir):  # a TypeScript service (package.json with "dormant")
+        from .node.generate import generate_node  # lazy: start-up time
+
+        return generate_node(service_dir, check=check)
     out_dir = service_dir / GENERATED_DIR
     src_hash = source_hash(service_dir)
     stamp = _read_stamp(out_dir)
@@ -191,6 +222,7 @@ def generate(service_dir: Path, *, check: bool = False) -> GenerateResult:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in changed:
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)  # typescript/...
         _write_atomic(out_dir / name, outputs[name])
     new_stamp = {
         JSON_HEADER_KEY: HEADER_TEXT,

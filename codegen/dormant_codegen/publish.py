@@ -5,7 +5,9 @@ Build (generate, resolve the dependency layer, optionally import-check, pack, pu
 register it in the catalog, unless the latest version has the same image: publishing unchanged code
 returns that version (like AWS Lambda's PublishVersion). The check and the registration happen under
 the catalog's numbering lock, so concurrent publishes of the same code register it once; a new
-version's dependency layer is registered in the same transaction, so no pod sees the version without it.
+version's dependency layer is registered in the same transaction, so no pod sees the version without it,
+and so is its interface verdict against the live version (``compat_catalog.record_new_version``: a
+breaking version needs approval before it goes live).
 Then the image is tagged ``v<version>`` in the store (for people and registry garbage collection: pods
 pull by digest); publishing again tags again, so a tag that failed is repaired by the next publish.
 """
@@ -18,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dormant import wire
-from dormant_catalog import Database
+from dormant_catalog import CompatibilityRecord, Database
+from dormant_catalog.compatibility import get as get_compatibility
 from dormant_catalog.layers import record_dependency_layer
 from dormant_catalog.versions import publish_version as register_if_new
 from dormant_layers import Store
 
 from .builder import BuildResult, build
+from .compat_catalog import record_new_version
 from .dependencies import tag_version
 
 
@@ -34,6 +38,8 @@ class Published:
     created: bool
     """False when the latest version already had this image (nothing was registered)."""
     build: BuildResult
+    compatibility: CompatibilityRecord | None = None
+    """Its interface verdict (None for a version registered before verdicts were recorded)."""
 
 
 class WrongService(ValueError):
@@ -101,6 +107,10 @@ async def register_build(
                 lock_digest=deps.lock.digest,
                 lock=json.loads(deps.lock.canonical()),
             )
+        if created:
+            verdict: CompatibilityRecord | None = await record_new_version(conn, name, version, interface)
+        else:
+            verdict = await get_compatibility(conn, name, version)
     if store is not None:
         await asyncio.to_thread(tag_version, store, str(result.ref), version)
-    return Published(name, version, created, result)
+    return Published(name, version, created, result, verdict)

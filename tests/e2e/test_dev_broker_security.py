@@ -1,21 +1,43 @@
-"""``dormant dev``'s broker lets no one in where they do not belong (issue 11's acceptance).
+"""One ``dormant dev`` (the example, user-service, its broker secured) serves every test here: what a
+developer's shell meets on it, each check reading the mesh without changing what the others see (one
+mesh instead of one per topic: starting a dev mesh is most of these tests' time).
 
-One ``dormant dev`` (the example, user-service) serves every test here. Against it, on the wire with
-Dormant's own MQTT 5 client: an anonymous client is refused on both listeners; the developer's caller
-account (what the README's commands use) may not subscribe to everything, to every inbox, to another
-user's or a runtime's inbox or to the service's shared topics (SUBACK 0x87), nor publish route tables,
-stats or events (PUBACK 0x87 at QoS 1); connecting with a runtime's client id does not take the
-runtime's session (a call still works after). ``mosquitto_rr`` with the README's credentials gets an
-answer and without them is refused. The files holding passwords are 0600 and the banner holds none.
+The broker lets no one in where they do not belong (issue 11's acceptance). On the wire with Dormant's
+own MQTT 5 client: an anonymous client is refused on both listeners; the developer's caller account
+(what the README's commands use) may not subscribe to everything, to every inbox, to another user's or
+a runtime's inbox or to the service's shared topics (SUBACK 0x87), nor publish route tables, stats or
+events (PUBACK 0x87 at QoS 1); connecting with a runtime's client id does not take the runtime's
+session (a call still works after). ``mosquitto_rr`` with the README's credentials gets an answer and
+without them is refused. The files holding passwords are 0600 and the banner holds none.
+
+Logs (issue 13's logs acceptance): ``dormant logs user-service -f`` shows a handler's ``ctx.logger``
+line with its callId (the sidecar publishes it with the runtimes' account, the command reads it as the
+dev mesh's admin), and the developer's caller account may neither read a service's log topic nor
+publish into one.
+
+Observability: ``dormant dev`` records where its components serve ``/metrics``, ``/healthz`` and
+``/readyz`` (``mesh.json`` "observability", and ``prometheus-targets.json`` for
+deploy/observability/prometheus-dev.yml), and each answers there: the gateway, the controller and
+every pod.
+
+``--insecure-broker`` (the opt-out) starts a mesh of its own.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +46,8 @@ from dormant_local.broker_security import CREDENTIALS_FILE
 
 from .dev_mesh import DevMesh, dormant, run_rr, running_dev
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+"""300 s: the first test here also waits for the shared ``dormant dev`` to start."""
 
 NOT_AUTHORIZED = ReasonCode.NOT_AUTHORIZED  # 0x87
 REFUSED_CONNECT = (0x86, 0x87)  # bad user name or password; not authorized (Mosquitto 2.0.11 says 0x87)
@@ -197,6 +220,142 @@ def test_status_reads_the_live_stats_as_the_admin(dev: DevMesh) -> None:
     stats = json.loads(done.stdout)["stats"]
     assert stats, "no mesh/stats window was read"
     assert any(window["pods"] for window in stats.values())
+
+
+# --------------------------------------------------------------------------- logs
+
+DEADLINE_S = 30.0
+"""Generous for a busy machine; the latency is measured and printed (the goal is well under 1 s)."""
+
+
+class Follow:
+    """``dormant logs user-service -f --json`` in the dev mesh's shell, read on a thread."""
+
+    def __init__(self, mesh: DevMesh, cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dormant_cli", "logs", "user-service", "-f", "--json", "--limit", "0"],
+            env=mesh.cli_env(),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.records: list[tuple[float, dict[str, Any]]] = []
+        self.following = threading.Event()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._out, daemon=True).start()
+        threading.Thread(target=self._err, daemon=True).start()
+
+    def _out(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip():
+                self.records.append((time.time(), json.loads(line)))
+
+    def _err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if line.startswith("following user-service's logs"):
+                self.following.set()
+
+    def wait(self, call_id: str) -> tuple[float, dict[str, Any]]:
+        end = time.monotonic() + DEADLINE_S
+        while time.monotonic() < end:
+            for arrived, record in list(self.records):
+                if record.get("requestId") == call_id:
+                    return arrived, record
+            time.sleep(0.01)
+        raise AssertionError(f"no record of {call_id} within {DEADLINE_S} s: {self.stderr}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def test_logs_follow_shows_a_ctx_logger_line_with_its_call_id(dev: DevMesh) -> None:
+    follow = Follow(dev, dev.state)
+    try:
+        assert follow.following.wait(60), follow.stderr
+        call_id = f"signup-{uuid.uuid4().hex[:8]}"
+        email = f"{call_id}@example.com"
+        done = dormant(
+            dev,
+            "call",
+            "user-service.createUser",
+            json.dumps({"email": email, "name": "Log"}),
+            "--call-id",
+            call_id,
+        )
+        assert done.returncode == 0, done.stderr
+        user_id = json.loads(done.stdout)["userId"]
+        arrived, record = follow.wait(call_id)
+    finally:
+        follow.stop()
+    logged = datetime.datetime.fromisoformat(record["timestamp"]).timestamp()
+    print(f"\nctx.logger -> dormant logs -f on dormant dev: {(arrived - logged) * 1000:.1f} ms")
+    assert record["message"] == f"created user {user_id}"
+    assert record["functionName"] == "user-service" and record["version"] == "v1"
+    assert not any("reading new records from the catalog" in line for line in follow.stderr)  # live
+
+    stored = dormant(dev, "logs", "user-service", "--call", call_id)
+    assert stored.returncode == 0, stored.stderr
+    assert f"[{call_id}] created user {user_id}" in stored.stdout
+
+
+async def test_the_developer_may_neither_read_nor_write_log_topics(dev: DevMesh) -> None:
+    conn = await connect(
+        dev.host, dev.callers_port, client_id="any", username=dev.user, password=dev.password
+    )
+    try:
+        for topic_filter in ("mesh/logs/#", "mesh/logs/user-service/+"):
+            with pytest.raises(MqttError) as caught:
+                await conn.subscribe([topic_filter])
+            assert caught.value.reason == ReasonCode.NOT_AUTHORIZED
+        with pytest.raises(MqttError) as refused:
+            await conn.publish(Message("mesh/logs/user-service/v1", b'{"message": "forged"}', qos=1))
+        assert refused.value.reason == ReasonCode.NOT_AUTHORIZED
+    finally:
+        await conn.disconnect()
+
+
+# --------------------------------------------------------------------------- observability endpoints
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_dev_records_each_components_endpoints_and_they_answer(dev: DevMesh) -> None:
+    endpoints: dict[str, Any] = dev.mesh["observability"]  # type: ignore[assignment]
+    assert set(endpoints) == {"gateway", "controller", "pods"}
+    assert set(endpoints["pods"]) == {"dev-pod-1", "dev-pod-2"}
+    assert endpoints["gateway"] == dev.mesh["gatewayUrl"]
+    urls = [endpoints["gateway"], endpoints["controller"], *endpoints["pods"].values()]
+    for url in urls:
+        status, text = get(f"{url}/metrics")
+        assert status == 200 and "process_resident_memory_bytes" in text, url
+        status, text = get(f"{url}/healthz")
+        assert status == 200 and json.loads(text)["status"] == "ok", url
+    # The controller exports the per-function families and the pool; the pods their runtimes.
+    controller = get(f"{endpoints['controller']}/metrics")[1]
+    assert "dormant_controller_leader 1.0" in controller and "dormant_runners_active 2.0" in controller
+    assert get(f"{endpoints['controller']}/readyz")[0] == 200
+    pods = [get(f"{url}/metrics")[1] for url in endpoints["pods"].values()]
+    assert (
+        sum('dormant_pod_serving{service="user-service",version="1"} 1.0' in text for text in pods) == 1
+    )
+    assert "dormant_gateway_http_requests_total" in get(f"{endpoints['gateway']}/metrics")[1]
+    # Prometheus file-based discovery: one target per endpoint, labelled by component.
+    targets = json.loads((dev.state / "prometheus-targets.json").read_text())
+    listed = {(t["labels"]["component"], t["labels"].get("pod")): t["targets"] for t in targets}
+    assert listed[("controller", None)] == [endpoints["controller"].removeprefix("http://")]
+    assert listed[("pod", "dev-pod-1")] == [endpoints["pods"]["dev-pod-1"].removeprefix("http://")]
+    assert all(t["labels"]["__scheme__"] == "http" for t in targets)
+    assert "/metrics" in dev.output  # the banner says where
 
 
 # --------------------------------------------------------------------------- the opt-out

@@ -176,8 +176,21 @@ async def test_watch_serves_a_saved_edit_and_keeps_serving_through_a_bad_schema(
         assert "schemas/hello.json:5:" in dev.err and "unknown schema keyword 'tyep'" in dev.err
         assert await _greeting(client) == "Howdy, Ann!"
 
+        # A breaking change (a tighter bound) needs approval to go live; on the dev mesh saving it is
+        # the approval, in the developer's name and said so.
+        schema.write_text(
+            schema.read_text()
+            .replace('"tyep": "string", "minLength"', '"type": "string", "minLength"')
+            .replace('"maxLength": 100', '"maxLength": 50')
+        )
+        await dev.wait_for_output("hello-service v3 serving")
+        assert "maxLength: BOUND_TIGHTENED): approved on this dev mesh" in dev.err
+        assert await _greeting(client) == "Howdy, Ann!"
+
     async with await open_catalog(catalog_url) as catalog:
-        assert [v.version for v in await catalog.list_versions("hello-service")] == [1, 2]
+        assert [v.version for v in await catalog.list_versions("hello-service")] == [1, 2, 3]
+        record = await catalog.get_compatibility("hello-service", 3)
+        assert record is not None and record.breaking and record.approved_by == "dev"
     assert dev.stop() == 0
     assert [pid for pid in dev.children if _alive(pid)] == []
     assert "Traceback" not in dev.err

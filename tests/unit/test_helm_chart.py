@@ -9,7 +9,10 @@ objects on and off; the tests read the objects as a cluster would get them.
 
 from __future__ import annotations
 
+import copy
+import json
 import re
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -50,15 +53,33 @@ def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(values: dict[str, Any] | None = None, *, release: str = "dormant") -> list[Doc]:
+    """The chart's objects for ``values``: rendered once per distinct values and release in this module,
+    each caller getting its own copy (a test may change what it gets)."""
+    return copy.deepcopy(list(_rendered(json.dumps(values or {}, sort_keys=True), release)))
+
+
+@cache
+def _rendered(values_json: str, release: str) -> tuple[Doc, ...]:
     manifests = helm.Chart.load(CHART).render(
-        values or {}, name=release, namespace=NAMESPACE, is_install=True
+        json.loads(values_json), name=release, namespace=NAMESPACE, is_install=True
     )
     docs: list[Doc] = []
     for path, text in sorted(manifests.items()):
         if path.endswith("NOTES.txt"):
             continue
         docs.extend(d for d in yaml.safe_load_all(text) if d)
-    return docs
+    return tuple(docs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _schemas_read_once() -> Iterator[None]:
+    """kubernetes-validate reads its schema files again on every call (1.8 MB of definitions each
+    time); in this module each file is read once (they do not change, and jsonschema does not modify
+    a schema). The library's own function is back when the module is done."""
+    with pytest.MonkeyPatch.context() as patch:
+        utils = kubernetes_validate.utils
+        patch.setattr(utils, "schema_contents", cache(utils.schema_contents))
+        yield
 
 
 @cache

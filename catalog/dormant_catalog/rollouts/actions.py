@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import aliases, deployments
+from .. import aliases, compatibility, deployments
 from ..aliases import LIVE_ALIAS
 from ..audit import DEFAULT_ACTOR, record_audit
 from ..db import Conn
@@ -86,6 +86,8 @@ async def start(
     await require_approved(
         conn, app_name, to_version, force=config.force, actor=actor, why=f"{config.strategy} rollout"
     )
+    # Its steps give it weight in live: refuse a breaking version without approval now, not mid-way.
+    await compatibility.require_live_approval(conn, app_name, [to_version])
     await retire_now(conn, app_name, keep={from_version, to_version})
     serving = await store.serving_versions(conn, app_name)
     if config.strategy == "rolling":

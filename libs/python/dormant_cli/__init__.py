@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from . import (
     build_cmds,
     call_cmd,
+    compat_cmd,
     completion_cmd,
     config_cmd,
     console_cmd,
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         build_cmds,
         deploy_cmd,
         rollout_cmds,
+        compat_cmd,
         wait_cmd,
         pod_cmd,
         call_cmd,

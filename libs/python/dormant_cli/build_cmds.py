@@ -12,6 +12,8 @@ from .common import CommandError, Subparsers, add_command, add_settings_flags, c
 from .output import progress
 
 if TYPE_CHECKING:
+    from dormant_catalog import CompatibilityRecord
+    from dormant_codegen.publish import Published
     from dormant_layers import Store
 
 DIR_HELP = "the service directory (its schemas/ folder and handler module), e.g. examples/user-service"
@@ -136,6 +138,19 @@ async def publish(
     Returns (service name, version). When the built image is the one the latest version already has,
     that version is returned. Raises ``CommandError`` for a layer store that fails.
     """
+    published = await publish_build(service_dir, catalog_url, layer_store, actor, import_check=import_check)
+    return published.service, published.version
+
+
+async def publish_build(
+    service_dir: Path,
+    catalog_url: str,
+    layer_store: str | Path,
+    actor: str = "cli",
+    *,
+    import_check: bool = True,
+) -> Published:
+    """``publish``, returning what was published (with its interface verdict)."""
     from dormant_catalog import open_catalog  # lazy: start-up time
     from dormant_codegen import build  # lazy: start-up time
     from dormant_codegen.publish import register_build  # lazy: start-up time
@@ -153,7 +168,7 @@ async def publish(
             await catalog.close()
     except LayerStoreError as exc:
         raise store_failure(store, exc) from exc
-    return published.service, published.version
+    return published
 
 
 def run_publish(args: argparse.Namespace) -> int:
@@ -164,8 +179,10 @@ def run_publish(args: argparse.Namespace) -> int:
     try:
         # A terminal sees a spinner; piped, stderr keeps only the diagnostics (scripts read them).
         with progress(f"building and publishing {args.dir}", piped=False):
-            service, version = asyncio.run(
-                publish(args.dir, settings.catalog_url, settings.layer_store, import_check=args.import_check)
+            published = asyncio.run(
+                publish_build(
+                    args.dir, settings.catalog_url, settings.layer_store, import_check=args.import_check
+                )
             )
     except CodegenError as exc:
         for diagnostic in exc.diagnostics:
@@ -173,5 +190,26 @@ def run_publish(args: argparse.Namespace) -> int:
         return 1
     except (CatalogError, OSError) as exc:
         raise catalog_failure(args, exc) from exc
-    print(f"published {service} v{version}")
+    print(f"published {published.service} v{published.version}")
+    if published.compatibility is not None:
+        print(compatibility_line(published.compatibility), file=sys.stderr)
     return 0
+
+
+def compatibility_line(record: CompatibilityRecord) -> str:
+    """What ``dormant publish`` says (on stderr) about the version's interface verdict."""
+    head = f"interface: schema version {record.schema_version}"
+    if record.compared_to is None:
+        return f"{head} (nothing to compare with)"
+    if not record.breaking:
+        return f"{head}, compatible with v{record.compared_to}"
+    lines = [f"{head}, BREAKING against v{record.compared_to}:"]
+    lines += [f"  {f.get('path')}: {f.get('rule')}: {f.get('message')}" for f in record.breaks]
+    if record.approved:
+        lines.append(f"approved by {record.approved_by}")
+    else:
+        lines.append(
+            f"it goes live only once approved: dormant approve {record.app_name} {record.version}"
+            f" (dormant diff {record.app_name} shows it again)"
+        )
+    return "\n".join(lines)

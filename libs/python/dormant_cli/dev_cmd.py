@@ -4,10 +4,11 @@ Starts a local Postgres (unless a catalog URL is given) and a private Mosquitto 
 config (unless a broker URL is given): secured, every process on an account of its own
 (``dev_broker``), or open with ``--insecure-broker``. It uses a local OCI layout as the layer store,
 starts ``--pods`` pooled pods, a gateway and the rollout controller (so ``dormant deploy --strategy
-...`` rollouts run), brings up the service in DIR (default: the example; ``dev_service``: published
-and deployed on ``--replicas`` slots, unless a restart finds it published and live already), waits
-until it answers, records the mesh in ``STATE/mesh.json`` (which the other commands read), prints how
-to call it and the line ``ready``. With ``--watch`` every saved change to a handler or schema is
+...`` rollouts run), brings up the service in each DIR (default: the example; ``dev_service``: published
+and deployed on ``--replicas`` slots, unless a restart finds it published and live already; a TypeScript
+service gets ``--replicas`` Node pods of its own, base runtime ``dormant-node:1``), waits until each
+answers, records the mesh in ``STATE/mesh.json`` (which the other commands read), prints how to call it
+and the line ``ready``. With ``--watch`` every saved change to a handler or schema is
 rebuilt, published and deployed. Ctrl-C stops every child.
 """
 
@@ -21,7 +22,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ from .dev_broker import INSECURE_WARNING, BrokerUrls, dev_broker_plan, write_pri
 
 if TYPE_CHECKING:
     from dormant_local.broker_security import TlsFiles
+
+    from .dev_service import DevService
 
 PR_SET_PDEATHSIG = 1
 SERVING_TIMEOUT_S = 90.0
@@ -53,14 +56,16 @@ def register(sub: Subparsers) -> None:
         "same --state-dir keeps what is published and live: no new version, no redeploy.",
         example="dormant dev                                # the example, examples/user-service\n"
         "dormant dev hello-service --watch          # every saved edit goes live\n"
+        "dormant dev examples/user-service examples/greeter-node   # a Node service beside it\n"
         "dormant dev --pods 8 --replicas 4          # room for the rollouts in docs/rollouts.md",
     )
     p.add_argument(
         "dir",
-        nargs="?",
+        nargs="*",
         type=Path,
-        default=None,
-        help="the service directory to serve (default: examples/user-service)",
+        default=[],
+        help="the service directories to serve, Python or TypeScript (Node.js) services (default:"
+        " examples/user-service); with a TypeScript one, Node pods start beside the Python ones",
     )
     p.add_argument(
         "--watch",
@@ -124,9 +129,17 @@ def default_service_dir() -> Path | None:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    service_dir = args.dir or default_service_dir()
-    if service_dir is None or not service_dir.is_dir():
-        return fail("no service directory: pass one, e.g. `dormant dev examples/user-service`")
+    service_dirs: list[Path] = list(args.dir)
+    if not service_dirs:
+        default = default_service_dir()
+        if default is None:
+            return fail("no service directory: pass one, e.g. `dormant dev examples/user-service`")
+        service_dirs = [default]
+    for service_dir in service_dirs:
+        if not service_dir.is_dir():
+            return fail(f"{service_dir} is not a service directory")
+    if len({d.resolve() for d in service_dirs}) != len(service_dirs):
+        return fail("a service directory is given twice")
     if args.pods < 1:
         return fail("--pods must be at least 1")
     if args.replicas < 1:
@@ -134,7 +147,7 @@ def run_dev(args: argparse.Namespace) -> int:
     if args.replicas > args.pods:
         return fail(f"--replicas {args.replicas} needs at least as many pods: add --pods {args.replicas}")
     try:
-        return asyncio.run(_dev(args, service_dir))
+        return asyncio.run(_dev(args, service_dirs))
     except KeyboardInterrupt:
         return 0
 
@@ -148,9 +161,10 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
+async def _dev(args: argparse.Namespace, service_dirs: list[Path]) -> int:
     from dormant_catalog import CatalogError, open_catalog  # lazy: start-up time
     from dormant_codegen import CodegenError  # lazy: start-up time
+    from dormant_codegen.node import NODE_BASE_RUNTIME, is_node_service  # lazy: start-up time
     from dormant_local import free_port  # lazy: start-up time
     from dormant_local.broker import (  # lazy: start-up time
         DynsecPluginNotFound,
@@ -290,10 +304,24 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
         # Each pod and the controller serve /metrics, /healthz and /readyz on a port of their own (the
         # gateway on its HTTP port); mesh.json records them ("observability").
         pod_ports = {f"dev-pod-{index + 1}": free_port() for index in range(args.pods)}
+        # A TypeScript service runs on Node pods (base runtime dormant-node:1), as many as its replicas.
+        node_pods = args.replicas if any(is_node_service(d) for d in service_dirs) else 0
+        pod_ports.update({f"dev-node-pod-{index + 1}": free_port() for index in range(node_pods)})
         children = [
             await _start_pod(pod_env, state, index, args.lease, pod_ports[f"dev-pod-{index + 1}"])
             for index in range(args.pods)
         ]
+        for index in range(node_pods):
+            children.append(
+                await _start_pod(
+                    pod_env,
+                    state,
+                    index,
+                    args.lease,
+                    pod_ports[f"dev-node-pod-{index + 1}"],
+                    base_image=NODE_BASE_RUNTIME,
+                )
+            )
         stack.push_async_callback(_stop_children, children)
         gateway_url = f"{'https' if tls_files else 'http'}://127.0.0.1:{free_port()}"
         # Only the gateway gets its own client's secret (client credentials, for the calls it makes itself).
@@ -320,29 +348,36 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             )
         )
 
-        dev = DevService(service_dir, catalog=catalog, layer_store=layer_store, replicas=args.replicas)
-        try:
-            if not await _unless_stopped(dev.start(), stop):
-                return 0
-        except CodegenError as exc:
-            for diagnostic in exc.diagnostics:
-                print(diagnostic, file=sys.stderr)
-            return fail(f"{service_dir} does not build; fix it and run dormant dev again")
-        except CatalogError as exc:
-            return fail(str(exc))
-        if dev.replicas > args.pods:
-            print(
-                f"warning: {dev.service} has {dev.replicas} replicas but only {args.pods} pods run:"
-                f" restart with --pods {dev.replicas}",
-                file=sys.stderr,
-            )
+        served: list[DevService] = []
+        for service_dir in service_dirs:
+            one = DevService(service_dir, catalog=catalog, layer_store=layer_store, replicas=args.replicas)
+            try:
+                if not await _unless_stopped(one.start(), stop):
+                    return 0
+            except CodegenError as exc:
+                for diagnostic in exc.diagnostics:
+                    print(diagnostic, file=sys.stderr)
+                return fail(f"{service_dir} does not build; fix it and run dormant dev again")
+            except CatalogError as exc:
+                return fail(str(exc))
+            pods = node_pods if is_node_service(service_dir) else args.pods
+            if one.replicas > pods:
+                print(
+                    f"warning: {one.service} has {one.replicas} replicas but only {pods} pods can serve it:"
+                    f" restart with --{'replicas' if pods == node_pods and pods != args.pods else 'pods'}"
+                    f" {one.replicas}",
+                    file=sys.stderr,
+                )
+            served.append(one)
+        dev = served[0]
 
-        async with step(f"waiting for {dev.service} to answer"):
-            serving = await _wait_serving(urls.gateway, dev.service, stop)
-        if not serving:
-            if stop.is_set():
-                return 0
-            return fail(f"{dev.service} did not start serving within {SERVING_TIMEOUT_S:g}s")
+        for one in served:
+            async with step(f"waiting for {one.service} to answer"):
+                serving = await _wait_serving(urls.gateway, one.service, stop)
+            if not serving:
+                if stop.is_set():
+                    return 0
+                return fail(f"{one.service} did not start serving within {SERVING_TIMEOUT_S:g}s")
         info: dict[str, Any] = {
             "brokerUrl": urls.developer,
             "catalogUrl": catalog_url,
@@ -351,6 +386,8 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             "version": dev.version,
             "pods": args.pods,
             "replicas": dev.replicas,
+            # Every service served (the first one is "service" above), with the base runtime it runs on.
+            "services": [_served_info(one) for one in served],
             "gatewayUrl": gateway_url,
             "stateDir": str(state),
             "tokenFile": str(token_file),
@@ -396,15 +433,28 @@ async def _dev(args: argparse.Namespace, service_dir: Path) -> int:
             + (f"export DORMANT_BROKER_CA_FILE={tls_files.ca_cert}\n" if tls_files else ""),
         )
         stack.callback(env_file.unlink, missing_ok=True)
-        _print_banner(info, _example_call(service_dir), env_file, state / "controller.log", args.watch)
+        _print_banner(
+            info,
+            _example_call(service_dirs[0]),
+            env_file,
+            state / "controller.log",
+            args.watch,
+            also=[(one.service, _example_call(one.service_dir)) for one in served[1:]],
+        )
         print("ready", flush=True)
 
         if args.watch:
 
-            def record(version: int) -> None:
-                _write_json(mesh_file, {**info, "version": version, "replicas": dev.replicas})
+            def recorder(one: DevService) -> Callable[[int], None]:
+                def record(version: int) -> None:
+                    info["services"] = [_served_info(s) for s in served]
+                    if one is dev:
+                        info.update(version=version, replicas=dev.replicas)
+                    _write_json(mesh_file, info)
 
-            await watch_changes(dev, stop, record)
+                return record
+
+            await asyncio.gather(*(watch_changes(one, stop, recorder(one)) for one in served))
         else:
             await stop.wait()
         print("stopping ...", file=sys.stderr)
@@ -507,20 +557,42 @@ def _write_json(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
+def _served_info(one: DevService) -> dict[str, Any]:
+    from dormant_codegen.node import NODE_BASE_RUNTIME, is_node_service  # lazy: start-up time
+
+    return {
+        "service": one.service,
+        "version": one.version,
+        "replicas": one.replicas,
+        "dir": str(one.service_dir),
+        "baseRuntime": NODE_BASE_RUNTIME if is_node_service(one.service_dir) else "dormant-python:1",
+    }
+
+
 async def _start_pod(
-    env: dict[str, str], state: Path, index: int, lease: float, metrics_port: int | None = None
+    env: dict[str, str],
+    state: Path,
+    index: int,
+    lease: float,
+    metrics_port: int | None = None,
+    *,
+    base_image: str | None = None,
 ) -> asyncio.subprocess.Process:
+    """A pooled pod; with ``base_image`` (``dormant-node:1``) a pod of that base runtime only."""
     metrics = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
+    kind = "" if base_image is None else "node-"
+    image = [] if base_image is None else ["--base-image", base_image]
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "dormant_sidecar",
         "--pod-id",
-        f"dev-pod-{index + 1}",
+        f"dev-{kind}pod-{index + 1}",
         "--work-dir",
-        str(state / "pods" / f"pod-{index + 1}"),
+        str(state / "pods" / f"{kind}pod-{index + 1}"),
         "--lease",
         str(lease),
+        *image,
         *metrics,
         env=env,
         preexec_fn=_die_with_parent,
@@ -621,7 +693,12 @@ def _example_call(service_dir: Path) -> tuple[str, str]:
 
 
 def _print_banner(
-    info: dict[str, Any], example: tuple[str, str], env_file: Path, controller_log: Path, watching: bool
+    info: dict[str, Any],
+    example: tuple[str, str],
+    env_file: Path,
+    controller_log: Path,
+    watching: bool,
+    also: list[tuple[str, tuple[str, str]]] | None = None,
 ) -> None:
     service, version = info["service"], info["version"]
     broker = parse_broker_url(str(info["brokerUrl"]), environ={})
@@ -641,6 +718,11 @@ def _print_banner(
     if broker.tls:
         login = '--cafile "$DORMANT_BROKER_CA_FILE" ' + login
         access += ", TLS"
+    more = "".join(f"  dormant call {name}.{fn} '{sample}'\n" for name, (fn, sample) in also or [])
+    served = "".join(
+        f"  service  {s['service']} v{s['version']} ({s['baseRuntime']})\n"
+        for s in info.get("services", [])[1:]
+    )
     print(
         f"""
 Dormant dev mesh
@@ -648,14 +730,14 @@ Dormant dev mesh
   catalog  {info["catalogUrl"]}
   gateway  {info["gatewayUrl"]}  (token: dormant token --role developer)
   service  {service} v{version} on {info["replicas"]} of {info["pods"]} pooled pod(s)
-  metrics  {info["observability"]["controller"]}/metrics (per function), {info["gatewayUrl"]}/metrics;
+{served}  metrics  {info["observability"]["controller"]}/metrics (per function), {info["gatewayUrl"]}/metrics;
            /healthz and /readyz there too; the pods' are in {info["stateDir"]}/mesh.json
 
 Call it (in another shell, from this directory, or anywhere after `source {env_file}`):
   dormant call {service}.{function} '{params}'
   source {env_file} && mosquitto_rr -V 5 -p {broker.port} {login}-t service/{service}/{function} \\
       -e {inbox} -D publish user-property authorization "Bearer $DORMANT_TOKEN" -m '{params}'
-{watch}Roll out a new version (the controller runs; its log: {controller_log}):
+{more}{watch}Roll out a new version (the controller runs; its log: {controller_log}):
   dormant publish DIR  (prints the new version N), then dormant approve {service} N
   dormant deploy {service} --version N --strategy canary --steps 10,50,100 --interval 30s
   dormant status {service}, dormant rollback {service}

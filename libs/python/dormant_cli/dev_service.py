@@ -25,6 +25,7 @@ from dormant_catalog import Catalog, CatalogError
 from dormant_codegen import BuildResult, CodegenError, build, check_import, generate
 from dormant_codegen.generator import render_outputs
 from dormant_codegen.inputs import source_hash
+from dormant_codegen.node import is_node_service
 from dormant_codegen.publish import WrongService, register_build
 from dormant_layers import open_store
 from dormant_local.watch import source_changes
@@ -103,6 +104,17 @@ class DevService:
         published = await register_build(
             result, db=self.catalog.db, actor="dev", service=self.service or None, store=self.store
         )
+        # On the developer's own dev mesh the developer saving the file is the approval a breaking
+        # interface change needs elsewhere (dormant approve): approved here in their name, audited, and said.
+        record = await self.catalog.get_compatibility(service, published.version)
+        if published.created and record is not None and record.needs_approval:
+            await self.catalog.approve_breaking(
+                service, published.version, actor="dev", reason="dormant dev: the developer's own mesh"
+            )
+            self.say(
+                f"{service} v{published.version} breaks callers of v{record.compared_to} "
+                f"({record.summary()}): approved on this dev mesh"
+            )
         return published.version, published.created
 
     # ------------------------------------------------------------------ start-up
@@ -158,7 +170,8 @@ class DevService:
         batches = source_changes(self.service_dir, stop=stop)
         pending = asyncio.ensure_future(anext(batches))
         await asyncio.sleep(0)  # its first step registers the inotify watches: from now on, no save is lost
-        self.say(f"watching {self.service_dir} for changes to *.py and schemas/*.json")
+        kinds = "src/**/*.ts" if is_node_service(self.service_dir) else "*.py"
+        self.say(f"watching {self.service_dir} for changes to {kinds} and schemas/*.json")
         while True:
             try:
                 changed = await pending
@@ -195,7 +208,8 @@ class DevService:
             # build() does all three; running the first two on their own first only shows where the
             # time goes (build finds them done: the generate stamp and the import-check cache match).
             await timed("generate", lambda: generate(self.service_dir))
-            await timed("import check", lambda: check_import(self.service_dir))
+            if not is_node_service(self.service_dir):  # a Node service's check is its compile, in build()
+                await timed("import check", lambda: check_import(self.service_dir))
             result = await timed("pack", lambda: build(self.service_dir, self.store, import_check=True))
             start = loop.time()
             version, created = await self._publish(result)

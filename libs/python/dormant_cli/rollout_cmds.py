@@ -85,12 +85,15 @@ def register(sub: Subparsers) -> None:
     p = add_command(
         sub,
         "approve",
-        help="mark a version approved (needed to deploy it to live by a rollout or an alias)",
-        example="dormant approve user-service 2\ndormant approve user-service 1 --status deprecated",
+        help="mark a version approved (needed to deploy it to live by a rollout or an alias; for a version"
+        " whose interface breaks callers, needed to give it any weight in live: see `dormant diff`)",
+        example="dormant approve user-service 2\ndormant approve user-service 1 --status deprecated\n"
+        "dormant approve user-service 3 --reason 'clients updated for the new required field'",
     )
     p.add_argument("service", help=SERVICE_HELP)
     p.add_argument("version", type=int, help="the version number (see `dormant versions SERVICE`)")
     p.add_argument("--status", default="approved", choices=("built", "tested", "approved", "deprecated"))
+    p.add_argument("--reason", help="why (kept in the audit log with the approval)")
     add_settings_flags(p, catalog=True)
     p.set_defaults(run=run_approve)
 
@@ -177,7 +180,7 @@ def run_promote(args: argparse.Namespace) -> int:
 
 def run_approve(args: argparse.Namespace) -> int:
     async def work(c: Any) -> str:
-        await c.set_version_status(args.service, args.version, args.status, actor="cli")
+        await c.set_version_status(args.service, args.version, args.status, actor="cli", why=args.reason)
         return f"{args.service} v{args.version} is {args.status}"
 
     return _catalog_call(args, work)

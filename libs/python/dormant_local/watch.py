@@ -1,7 +1,8 @@
 """Watching a service directory for saved changes to its sources, for ``dormant dev --watch``.
 
 What counts as a source: ``*.py`` modules anywhere in the service (the handler and what it imports, as
-codegen reads them) and ``schemas/*.json``. What does not: ``generated/`` (every rebuild writes it, so
+codegen reads them) and ``schemas/*.json``; for a TypeScript service also ``src/**/*.ts``, ``package.json``
+and ``tsconfig.json``. What does not: ``generated/`` (every rebuild writes it, so
 watching it would rebuild forever), hidden files and directories (``.dormant/`` state, editor swap
 files, the generator's stamps), ``__pycache__``, ``tests/`` (neither generated nor packed),
 ``node_modules`` and virtualenvs.
@@ -21,6 +22,8 @@ import watchfiles
 
 IGNORED_DIRS = frozenset({"generated", "__pycache__", "tests", "node_modules"})
 SCHEMAS_DIR = "schemas"
+NODE_SOURCES = "src"
+NODE_FILES = frozenset({"package.json", "tsconfig.json"})
 STEP_MS = 30
 """Quiet time that ends a batch of changes (watchfiles' default is 50 ms)."""
 
@@ -43,6 +46,10 @@ def is_source(service_dir: Path, path: Path) -> bool:
             here = here / part
             if (here / "pyvenv.cfg").exists():
                 return False
+        return True
+    if folders == () and name in NODE_FILES:
+        return True
+    if name.endswith(".ts") and folders[:1] == (NODE_SOURCES,):  # a TypeScript service's sources
         return True
     return name.endswith(".json") and folders == (SCHEMAS_DIR,)
 

@@ -86,7 +86,7 @@ class GatewayProcess:
         log.close()
         return self.proc
 
-    async def start(self, timeout: float = 30.0) -> None:
+    async def start(self, timeout: float = 90.0) -> None:  # minutes-long starts seen on a loaded machine
         proc = self.spawn()
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout

@@ -58,16 +58,28 @@ async def gateway(mesh: Mesh, tmp_path: Path) -> AsyncIterator[GatewayProcess]:
         process.stop()
 
 
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
+@pytest_asyncio.fixture(scope="module")
+async def chromium() -> AsyncIterator[Browser]:
+    """One Chromium for the module (started once: it is a few seconds of CPU each time)."""
     async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
+        launched = await playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         try:
-            yield chromium
+            yield launched
         finally:
-            await chromium.close()
+            await launched.close()
+
+
+@pytest_asyncio.fixture
+async def browser(chromium: Browser) -> AsyncIterator[Browser]:
+    """The module's Chromium; every page a test opened (each in a context of its own) is closed after
+    the test, so none goes on polling a gateway that is gone."""
+    try:
+        yield chromium
+    finally:
+        for context in chromium.contexts:
+            await context.close()
 
 
 async def new_page(browser: Browser) -> tuple[Page, list[str]]:
@@ -88,6 +100,7 @@ async def new_page(browser: Browser) -> tuple[Page, list[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # each wait is bounded (WAIT_MS); together past 120 s on a loaded machine
 async def test_the_console_shows_a_canary_then_its_rollback_and_the_reason(
     mesh: Mesh, gateway: GatewayProcess, browser: Browser, tmp_path: Path
 ) -> None:

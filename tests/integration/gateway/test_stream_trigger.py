@@ -24,6 +24,7 @@ from gw_helpers import GatewayProcess, new_gateway, wait_for
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
+from dormant import Client
 from dormant_gateway.workers.stream import durable_name
 from dormant_local import NatsServer
 
@@ -77,19 +78,20 @@ async def _drained(js: JetStreamContext, stream: str, trigger_id: str) -> bool:
     return info is not None and info.num_pending == 0 and info.num_ack_pending == 0
 
 
-async def _counts(http: httpx.AsyncClient, keys: list[str]) -> dict[str, int]:
+async def _counts(broker_url: str, keys: list[str]) -> dict[str, int]:
+    """How many times the probe's ``count`` ran for each key (its runtime's own tally, read with
+    ``peek``), asked over MQTT with the SDK client (as the gateway would ask, without its HTTP layer:
+    reading a thousand tallies through it took most of the big test's time)."""
     out: dict[str, int] = {}
-    for start in range(0, len(keys), 50):
-        chunk = keys[start : start + 50]
-        answers = await asyncio.gather(
-            *(
-                http.post(f"{API}/functions/probe-service.count/invoke", json={"key": k, "peek": True})
-                for k in chunk
+    async with Client(broker_url, timeout=60) as client:
+        for start in range(0, len(keys), 100):
+            chunk = keys[start : start + 100]
+            answers = await asyncio.gather(
+                *(client.call("probe-service", "count", {"key": k, "peek": True}) for k in chunk)
             )
-        )
-        for key, answer in zip(chunk, answers, strict=True):
-            assert answer.status_code == 200, answer.text
-            out[key] = answer.json()["count"]
+            for key, answer in zip(chunk, answers, strict=True):
+                assert answer["key"] == key, answer
+                out[key] = answer["count"]
     return out
 
 
@@ -105,9 +107,11 @@ async def test_thousand_messages_five_percent_failing_across_a_gateway_crash(
     try:
         js = connection.jetstream()
         stream, subject = await _stream(js, run)
-        for index in range(TOTAL):
+        acks = []
+        for index in range(TOTAL):  # without waiting for each ack in turn; every one is awaited below
             body = {"key": f"{run}-{index}", **({"fail": 1000} if index in bad else {})}
-            await js.publish(subject, orjson.dumps(body))
+            acks.append(await js.publish_async(subject, orjson.dumps(body)))
+        assert sorted(ack.seq for ack in await asyncio.gather(*acks)) == list(range(1, TOTAL + 1))
         await first.start()
         async with httpx.AsyncClient(base_url=first.url, headers=first.headers("developer")) as http:
             trigger_id = await _create(
@@ -153,7 +157,7 @@ async def test_thousand_messages_five_percent_failing_across_a_gateway_crash(
                 assert letter.headers["x-dormant-trigger"] == trigger_id
 
             good = [f"{run}-{i}" for i in range(TOTAL) if i not in bad]
-            counts = await _counts(http, good)
+            counts = await _counts(second.broker_url, good)
             assert {k for k, c in counts.items() if c != 1} == set()  # each good one ran exactly once
             trigger = (await http.get(f"{API}/functions/probe-service/triggers/{trigger_id}")).json()
             # The batch in flight at the crash may have dead-lettered some whose metrics were not written.
@@ -187,14 +191,14 @@ async def test_start_position_latest_skips_earlier_messages_and_start_reads_them
             assert info is not None and info.delivered.consumer_seq == 5  # only the five new ones
             old = [f"{run}-old-{i}" for i in range(5)]
             new = [f"{run}-new-{i}" for i in range(5)]
-            assert await _counts(http, new) == dict.fromkeys(new, 1)
-            assert await _counts(http, old) == dict.fromkeys(old, 0)
+            assert await _counts(stream_gateway.broker_url, new) == dict.fromkeys(new, 1)
+            assert await _counts(stream_gateway.broker_url, old) == dict.fromkeys(old, 0)
 
             # Another trigger on the same subject from the start: both old and new, once more each.
             start = await _create(http, "count", {**base, "startPosition": "start"})
             await wait_for(lambda: _drained(js, stream, start), timeout=60, interval=0.1)
-            assert await _counts(http, old) == dict.fromkeys(old, 1)
-            assert await _counts(http, new) == dict.fromkeys(new, 2)
+            assert await _counts(stream_gateway.broker_url, old) == dict.fromkeys(old, 1)
+            assert await _counts(stream_gateway.broker_url, new) == dict.fromkeys(new, 2)
     finally:
         await connection.close()
 
@@ -260,10 +264,11 @@ async def test_batch_window_waits_for_the_batch_to_fill(
             await wait_for(delivered, timeout=30, interval=0.05)
             await asyncio.sleep(1.0)
             # Taken, but not called: the batch waits (up to a minute) for a second message.
-            assert await _counts(http, [f"{run}-1"]) == {f"{run}-1": 0}
+            assert await _counts(stream_gateway.broker_url, [f"{run}-1"]) == {f"{run}-1": 0}
             await js.publish(subject, orjson.dumps({"key": f"{run}-2"}))
             # The batch is full: both are called now, long before the window would have ended.
             await wait_for(lambda: _drained(js, stream, trigger_id), timeout=30, interval=0.1)
-            assert await _counts(http, [f"{run}-1", f"{run}-2"]) == {f"{run}-1": 1, f"{run}-2": 1}
+            both = await _counts(stream_gateway.broker_url, [f"{run}-1", f"{run}-2"])
+            assert both == {f"{run}-1": 1, f"{run}-2": 1}
     finally:
         await connection.close()
