@@ -13,6 +13,8 @@ cannot be sent by any client library, so ``raw_publish`` writes that PUBLISH byt
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -24,7 +26,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -100,13 +102,13 @@ NODE_APP = SERVICES / "conformance-node"
 NODE_MAIN = ROOT / "runtimes" / "node" / "dist" / "main.js"
 
 
-def _compile_node_service() -> None:
-    """Compile the Node conformance service into its ``dist/`` (tsc; from the compile cache when nothing
+def _compile_node_service(app_dir: Path = NODE_APP) -> None:
+    """Compile a Node conformance service into its ``dist/`` (tsc; from the compile cache when nothing
     changed). Several test workers may do it at once: every file is replaced atomically with the same
     bytes."""
     from dormant_codegen.node.compile import compile_service, write_dist
 
-    write_dist(NODE_APP, compile_service(NODE_APP))
+    write_dist(app_dir, compile_service(app_dir))
 
 RUNTIMES: dict[str, RuntimeKind] = {
     "python": RuntimeKind(
@@ -127,6 +129,35 @@ RUNTIMES: dict[str, RuntimeKind] = {
         prepare=_compile_node_service,
     ),
 }
+
+
+SECURE_SERVICE = "conformance-secure"
+"""The identity conformance service (tests/conformance/test_identity.py): authentication required."""
+PYTHON_SECURE_APP = SERVICES / "conformance-secure"
+NODE_SECURE_APP = SERVICES / "conformance-secure-node"
+
+SECURE_RUNTIMES: dict[str, RuntimeKind] = {
+    "python": dataclasses.replace(
+        RUNTIMES["python"],
+        app_dir=PYTHON_SECURE_APP,
+        required=(
+            PYTHON_SECURE_APP / "generated" / "interface.json",
+            PYTHON_SECURE_APP / "generated" / "models.py",
+        ),
+        build_hint="run `dormant generate tests/fixtures/services/conformance-secure`",
+    ),
+    "node": dataclasses.replace(
+        RUNTIMES["node"],
+        app_dir=NODE_SECURE_APP,
+        required=(
+            NODE_MAIN,
+            NODE_SECURE_APP / "generated" / "interface.json",
+            NODE_SECURE_APP / "dist" / "service.js",
+        ),
+        prepare=functools.partial(_compile_node_service, NODE_SECURE_APP),
+    ),
+}
+"""The same runtimes serving the identity conformance service (same keys as ``RUNTIMES``)."""
 
 
 def selected_runtimes() -> list[str]:
@@ -154,7 +185,10 @@ class RuntimeProcess:
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *, version: int = 1, extra: Sequence[str] = ()) -> None:
+    def start(
+        self, *, version: int = 1, extra: Sequence[str] = (), extra_env: Mapping[str, str] | None = None
+    ) -> None:
+        """Start the runtime; ``extra_env`` is added to its environment (e.g. ``DORMANT_OIDC_*``)."""
         argv = self.kind.command(self.broker_url, version=version, extra=extra)
         setpriv = shutil.which("setpriv")
         if setpriv is not None:
@@ -164,6 +198,7 @@ class RuntimeProcess:
         env.update(self.kind.env)
         if "PYTHONPATH" in self.kind.env and os.environ.get("PYTHONPATH"):
             env["PYTHONPATH"] = self.kind.env["PYTHONPATH"] + os.pathsep + os.environ["PYTHONPATH"]
+        env.update(extra_env or {})
         env["DORMANT_BROKER_URL"] = self.broker_url
         env["DORMANT_CATALOG_URL"] = self.catalog_url
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

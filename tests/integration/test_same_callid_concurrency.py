@@ -14,7 +14,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -58,7 +57,9 @@ def runtime(
     if reason is not None:
         pytest.fail(reason, pytrace=False)
     log_dir: Path = tmp_path_factory.mktemp("same-callid-runtime")
-    process = RuntimeProcess(kind, broker_url=broker.url, catalog_url=catalog, log_file=log_dir / "runtime.log")
+    process = RuntimeProcess(
+        kind, broker_url=broker.url, catalog_url=catalog, log_file=log_dir / "runtime.log"
+    )
     process.start()
     caller = Caller("127.0.0.1", broker.port)
     try:
@@ -102,7 +103,7 @@ async def test_same_call_id_with_another_input_on_one_client_waits_its_turn(
     async with Client(broker.url, timeout=20) as client:
         key = f"other-input-{uuid.uuid4().hex[:8]}"
         call_id = f"reused-{uuid.uuid4().hex}"
-        results: list[Any] = await asyncio.wait_for(
+        results = await asyncio.wait_for(
             asyncio.gather(
                 client.call(SERVICE, "sleep", {"ms": 300, "key": key}, call_id=call_id),
                 client.call(SERVICE, "sleep", {"ms": 1, "key": key}, call_id=call_id),

@@ -3,6 +3,11 @@
 One client holds one broker connection and one reply inbox (``wire.reply_topic``:
 ``reply/{username}/{clientId}/#`` when the broker URL names a user, ``reply/{clientId}/#`` when it
 connects anonymously); concurrent calls are matched to their responses by Correlation Data (the callId).
+Several calls in flight at once with one callId (a careless retry, ``asyncio.gather`` of the same call) all
+wait for, and all get, the one answer: the runtime runs such a call once and answers each copy alike. A call
+that reuses the callId of one in flight for another function or input (an answer could not be told apart)
+is sent only once that call has its answer, then gets its own (``Conflict`` from the runtime for another
+input of the same function), or ``TimeoutError`` if its deadline passes first.
 
 Broker identity: the URL's user name and password (percent-decoded) log in; ``mqtts://`` connects over
 TLS (``$DORMANT_BROKER_CA_FILE`` and, for mutual TLS, ``$DORMANT_BROKER_CERT_FILE`` /
@@ -85,6 +90,29 @@ Listener = Callable[[Message], None]
 """Takes a message received on a ``listen``ed topic; runs in the connection's reader, so it must not block."""
 
 
+class _Waiters:
+    """The calls waiting for the answer with one Correlation Data: what they send (``identity``: service,
+    function, payload, authorization; None for the client's own barrier messages) and their futures."""
+
+    __slots__ = ("futures", "identity", "idle")
+
+    def __init__(self, identity: tuple[str, str, bytes, str | None] | None) -> None:
+        self.identity = identity
+        self.futures: set[asyncio.Future[Reply]] = set()
+        self.idle = asyncio.Event()
+        """Set once the last of them left: a call with another identity may take the callId then."""
+
+    def answer(self, reply: Reply) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.set_result(reply)
+
+    def fail(self, error: DormantError) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(_copy(error))
+
+
 class _Default(enum.Enum):
     CLIENT = "the client's own"
 
@@ -126,7 +154,8 @@ class Client:
         self.retries = 0
         """Publishes repeated because an answer was late (for tests and metrics)."""
         self._inbox = wire.reply_topic(self.client_id, self.username)
-        self._pending: dict[bytes, asyncio.Future[Reply]] = {}
+        self._pending: dict[bytes, _Waiters] = {}
+        """The calls waiting for an answer, by Correlation Data (several for a callId sent concurrently)."""
         self._transport: Transport | None = None
         self._connected = asyncio.Event()
         self._reconnected_at: float | None = None
@@ -168,9 +197,9 @@ class Client:
         if self._transport is not None:
             await self._transport.close(end_session=True)
             self._transport = None
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(Unavailable("the client was closed"))
+        for waiters in self._pending.values():
+            waiters.fail(Unavailable("the client was closed"))
+            waiters.idle.set()  # calls waiting for their turn find the client closed
         self._pending.clear()
 
     async def _stay_connected(self, first: asyncio.Future[None]) -> None:
@@ -224,9 +253,9 @@ class Client:
                         if not self.routes.feed(message.topic, message.payload):
                             self.states.feed(message.topic, message.payload)
                         continue
-                    future = self._pending.get(message.correlation)
-                    if future is not None and not future.done():
-                        future.set_result((message.payload, tuple(message.user_properties)))
+                    waiters = self._pending.get(message.correlation)
+                    if waiters is not None:
+                        waiters.answer((message.payload, tuple(message.user_properties)))
             except TransportError as exc:
                 lost = exc
             self._connected.clear()
@@ -267,9 +296,8 @@ class Client:
     def _end(self, error: DormantError) -> None:
         """Stop for good: fail every waiting call with ``error``, and every later one."""
         self._ended = error
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(_copy(error))
+        for waiters in self._pending.values():
+            waiters.fail(error)
         # Wakes whoever waits for the connection; they find ``_ended`` set (``_live_transport``).
         self._connected.set()
 
@@ -353,8 +381,11 @@ class Client:
             authorization=self.authorization if authorization is CLIENT_AUTHORIZATION else authorization,
             extra=_tracing.outgoing(headers, invocation),
         )
+        sent_authorization = self.authorization if authorization is CLIENT_AUTHORIZATION else authorization
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[correlation] = future
+        await self._wait_turn(
+            correlation, (service, function, payload, sent_authorization), future, deadline, timeout
+        )
         wait = self.first_retry
         attempts = 0
         delivered = False
@@ -403,11 +434,53 @@ class Client:
                     continue
                 return wire.decode_response(*reply)
         finally:
-            self._pending.pop(correlation, None)
+            self._leave(correlation, future)
             if not future.done():
                 future.cancel()
             if invocation is not None:
                 invocation.attempts(attempts)
+
+    async def _wait_turn(
+        self,
+        correlation: bytes,
+        identity: tuple[str, str, bytes, str | None],
+        future: asyncio.Future[Reply],
+        deadline: float,
+        timeout: float,
+    ) -> None:
+        """Add ``future`` to the waiters for ``correlation``: at once when none wait or they send the same
+        call (they share its answer), else once they all left (their answer would not be this call's).
+        ``TimeoutError`` when the deadline passes first."""
+        while True:
+            if self._closing:
+                raise Unavailable("the client was closed")
+            waiters = self._pending.get(correlation)
+            if waiters is None:
+                waiters = self._pending[correlation] = _Waiters(identity)
+            if waiters.identity == identity:
+                waiters.futures.add(future)
+                return
+            remaining = deadline - time.time()
+            try:
+                if remaining <= 0:
+                    raise builtins.TimeoutError
+                await asyncio.wait_for(waiters.idle.wait(), remaining)
+            except builtins.TimeoutError:
+                raise TimeoutError(
+                    f"no response from {identity[0]}.{identity[1]} within {timeout:g}s: another call with "
+                    "this callId (another function or input) was in flight on this client all along",
+                    {"callId": CallId(correlation).text, "timeout": timeout, "attempts": 0},
+                ) from None
+
+    def _leave(self, correlation: bytes, future: asyncio.Future[Reply]) -> None:
+        """Take ``future`` off the waiters for ``correlation``; the last one out frees the callId."""
+        waiters = self._pending.get(correlation)
+        if waiters is None:
+            return
+        waiters.futures.discard(future)
+        if not waiters.futures:
+            del self._pending[correlation]
+            waiters.idle.set()
 
     async def publish(
         self,
@@ -554,7 +627,8 @@ class Client:
             loaded = watched[service] = asyncio.Event()
             barrier = CallId.new().data
             arrived: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-            self._pending[barrier] = arrived
+            self._pending[barrier] = _Waiters(None)
+            self._pending[barrier].futures.add(arrived)
             try:
                 await transport.subscribe(filters, qos=1)
                 # The broker sends retained messages right after the SUBACK, so once our own message
@@ -564,7 +638,7 @@ class Client:
             except (TransportError, builtins.TimeoutError):
                 pass
             finally:
-                self._pending.pop(barrier, None)
+                self._leave(barrier, arrived)
                 loaded.set()
         elif loaded is not None:
             await loaded.wait()

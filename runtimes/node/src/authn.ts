@@ -215,6 +215,31 @@ class KeySource {
   }
 }
 
+function numericDate(value: unknown): boolean {
+  return typeof value === "number" && Number.isFinite(value);
+}
+
+/**
+ * What `jwtVerify` leaves unchecked that the Python runtime (joserfc's claims registry) refuses, as
+ * the reason, or null: `sub` a non-empty string, `iss` and `jti` strings, `aud` a string or a list of
+ * strings, `exp`/`nbf`/`iat` finite numbers, and `iat` not in the future (beyond the leeway).
+ */
+export function claimProblem(claims: Record<string, unknown>, nowS: number): string | null {
+  if (typeof claims.sub !== "string") return "the 'sub' claim must be a string";
+  if (claims.sub === "") return "the 'sub' claim is empty";
+  if ("iss" in claims && typeof claims.iss !== "string") return "the 'iss' claim must be a string";
+  if ("jti" in claims && typeof claims.jti !== "string") return "the 'jti' claim must be a string";
+  const aud = claims.aud;
+  if ("aud" in claims && typeof aud !== "string" && !(Array.isArray(aud) && aud.every((a) => typeof a === "string"))) {
+    return "the 'aud' claim must be a string or a list of strings";
+  }
+  for (const name of ["exp", "nbf", "iat"]) {
+    if (name in claims && !numericDate(claims[name])) return `the '${name}' claim must be a number of seconds`;
+  }
+  if ("iat" in claims && (claims.iat as number) > nowS + LEEWAY_S) return "the token was issued in the future";
+  return null;
+}
+
 /** Verifies the tokens of one issuer. */
 export class TokenVerifier {
   private readonly keys: KeySource;
@@ -270,6 +295,8 @@ export class TokenVerifier {
       }
       throw new Unauthenticated("the bearer token is not a well-formed JWT");
     }
+    const problem = claimProblem(payload as Record<string, unknown>, Date.now() / 1000);
+    if (problem !== null) throw new Unauthenticated(`the bearer token is not valid: ${problem}`);
     if (typeof payload.exp !== "number") throw new Unauthenticated("the bearer token has no expiry");
     return [userFromClaims(payload as Record<string, unknown>, this.config), payload.exp * 1000];
   }

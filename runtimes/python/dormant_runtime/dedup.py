@@ -4,8 +4,13 @@
 (function, callId) within the service and carries the fingerprint of its input; a repeat with
 another input is a ``conflict``. Claims and completions are batched. A call this process owns is in
 ``_local`` from the moment its claim succeeds (registered by the batch itself, so two claims of one
-key in this process can never both get ``run``) until it is finished, settled or abandoned; only
-those keys have their leases renewed. A duplicate of a call this process is running waits on an
+key in this process can never both get ``run``) until the store holds its answer (or its claim is
+released, lost or abandoned); only those keys have their leases renewed. The store hands a row this
+process owns to a claim of this process again (``run``), so a call leaving ``_local`` before its answer
+is stored would let a duplicate arriving meanwhile run the handler a second time. The answers stored a
+moment ago (``_recent``, for one lease) cover the other side of that window: a claim the store granted
+just before the answer was stored, whose result is processed after the call left ``_local``, gets the
+stored answer instead of a second run. A duplicate of a call this process is running waits on an
 in-process future; a duplicate of a call another runtime runs polls the store until it finishes,
 until the other runtime's lease expires and this one takes the call over, or until a row this
 process owns but no longer runs (its commit was cut off) is claimed again.
@@ -57,6 +62,8 @@ class Deduplicator:
             self._complete_batch, name="dedup-completions"
         )
         self._local: dict[CallKey, _Running] = {}
+        self._recent: dict[CallKey, tuple[float, bool, bytes]] = {}
+        """Answers this process stored lately (monotonic expiry, ok, response), oldest first."""
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -87,8 +94,14 @@ class Deduplicator:
     async def _claim_batch(self, claims: Sequence[Claim]) -> list[CallState]:
         found = await self.store.claim(claims)
         states = []
+        now = time.monotonic()
         for claim in claims:
             state = found[claim.key]
+            if state.kind == "run" and claim.key not in self._local:
+                recent = self._recent.get(claim.key)
+                if recent is not None and recent[0] > now:
+                    # Granted just before our own answer was stored: that answer is this call's.
+                    state = CallState("done", ok=recent[1], response=recent[2], fingerprint=state.fingerprint)
             if state.kind == "run":
                 running = self._local.get(claim.key)
                 if running is None:
@@ -179,7 +192,11 @@ class Deduplicator:
         Never raises: a store that stays unreachable for ``FINISH_RETRY_S`` is logged, and the claim
         then ends with its lease. Returns False in that case or when the claim was lost.
         """
-        local = self._local.pop(key, None)
+        # Duplicates get the answer now; the call stays ours (in ``_local``: a duplicate's claim waits on
+        # it instead of being granted the row we still own) until the store holds the answer.
+        local = self._local.get(key)
+        if local is not None and not local.future.done():
+            local.future.set_result((ok, response))
         try:
             keep = ok or error_type in STORED_ERROR_TYPES
             give_up = time.monotonic() + FINISH_RETRY_S
@@ -188,6 +205,7 @@ class Deduplicator:
                 try:
                     if keep:
                         if await self._completions.submit((key, ok, response)):
+                            self._remember(key, ok, response)
                             return True
                         log.warning("[%s] the claim was taken over; the answer was not stored", key[1])
                         return False
@@ -208,12 +226,25 @@ class Deduplicator:
                     log.warning("[%s] could not record the call's end: %s", key[1], exc)
                     return False
         finally:
-            if local is not None and not local.future.done():
-                local.future.set_result((ok, response))
+            if local is not None and self._local.get(key) is local:
+                del self._local[key]
+
+    def _remember(self, key: CallKey, ok: bool, response: bytes) -> None:
+        """Keep a just-stored answer for one lease (the longest a claim granted before it can lag)."""
+        now = time.monotonic()
+        while self._recent:
+            oldest = next(iter(self._recent))
+            if self._recent[oldest][0] > now:
+                break
+            del self._recent[oldest]
+        self._recent.pop(key, None)
+        self._recent[key] = (now + self.store.lease_s, ok, response)
 
     def settled(self, key: CallKey, ok: bool, response: bytes, *, stored: bool) -> None:
         """The answer was stored by the caller's own transaction (``stored``), or the claim was lost."""
         local = self._local.pop(key, None)
+        if stored:
+            self._remember(key, ok, response)
         if local is not None and not local.future.done():
             if stored:
                 local.future.set_result((ok, response))
