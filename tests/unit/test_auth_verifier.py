@@ -118,6 +118,11 @@ def _refused_tokens(issuer: Issuer) -> dict[str, str]:
         "wrong audience": issuer.sign(aud="someone-else"),
         "wrong issuer": issuer.sign(iss="https://evil.test"),
         "no expiry": issuer.sign(exp=None),
+        # Signed by the issuer, but claims a careless issuer could write: each refused, none reaching
+        # a generic exception (float(10**400) raises OverflowError).
+        "expiry beyond a float": issuer.sign(exp=10**400),
+        "expiry as a boolean": issuer.sign(exp=True),
+        "expiry as text": issuer.sign(exp=str(now + 600)),
         "unknown key": issuer.sign(key=RSAKey.generate_key(2048, parameters={"kid": "k-evil"})),
         "alg none": f"{_b64({'alg': 'none', 'kid': 'k1'})}.{body}.",
         "HS256 with the public key": jwt.encode(

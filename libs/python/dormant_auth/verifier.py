@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -99,10 +100,10 @@ class TokenVerifier:
             raise Unauthenticated("the bearer token has expired") from None
         except JoseError as exc:
             raise Unauthenticated(f"the bearer token is not valid: {exc.description or exc.error}") from None
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float):
-            raise Unauthenticated("the bearer token has no expiry")
-        return user_from_claims(claims, token, self.config.claims), float(exp)
+        exp = _seconds(claims.get("exp"))
+        if exp is None:
+            raise Unauthenticated("the bearer token has no expiry (a finite number of seconds)")
+        return user_from_claims(claims, token, self.config.claims), exp
 
     async def _introspect(self, token: str) -> tuple[UserContext, float]:
         await self._keys.keys_for(None)  # runs discovery, which may name the introspection endpoint
@@ -129,10 +130,26 @@ class TokenVerifier:
         if audience is not None and self.config.audience not in audiences:
             raise Unauthenticated("the bearer token is meant for another audience")
         now = time.time()
-        exp = answer.get("exp")
+        raw_exp = answer.get("exp")
+        exp = _seconds(raw_exp)
+        if raw_exp is not None and exp is None:
+            raise Unauthenticated("the bearer token's expiry is not a finite number of seconds")
         expires_at = now + INTROSPECTION_MAX_AGE_S
-        if isinstance(exp, int | float):
+        if exp is not None:
             if exp <= now:
                 raise Unauthenticated("the bearer token has expired")
-            expires_at = min(float(exp), expires_at)
+            expires_at = min(exp, expires_at)
         return user_from_claims(answer, token, self.config.claims), expires_at
+
+
+def _seconds(value: object) -> float | None:
+    """A claim holding seconds since the epoch as a finite float; None for anything else (a bool, a
+    string, NaN, or an integer too large for a float, such as 10**400, which ``float()`` refuses with
+    OverflowError)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
