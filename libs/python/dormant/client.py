@@ -69,9 +69,12 @@ RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 REFUSED_LOGIN = (0x86, 0x87)
 """CONNACK reason codes of a refused login: bad user name or password, not authorized."""
-RESUBSCRIBE_GRACE_S = 3.0
+RESUBSCRIBE_GRACE_S = 8.0
 """After the client (re)connects, "no subscribers" may only mean that runtimes are reconnecting too
-(a broker restart): for this long it is retried instead of failing fast."""
+(a broker restart): for this long it is retried instead of failing fast. Runtimes retry their connection
+up to RECONNECT_MAX_S (2 s) apart and then resubscribe, on a machine that may be busy: 3 s proved too
+short in a broker restart under load (Unavailable for calls a runtime answered moments later); a call
+is bounded by its deadline all the same, and only a call in the first seconds after a reconnect waits."""
 
 SWITCH_WAIT_S = 10.0
 """How long a call keeps trying a service whose state says it is serving while nothing subscribes to

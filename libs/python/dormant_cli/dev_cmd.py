@@ -304,8 +304,9 @@ async def _dev(args: argparse.Namespace, service_dirs: list[Path]) -> int:
         # Each pod and the controller serve /metrics, /healthz and /readyz on a port of their own (the
         # gateway on its HTTP port); mesh.json records them ("observability").
         pod_ports = {f"dev-pod-{index + 1}": free_port() for index in range(args.pods)}
-        # A TypeScript service runs on Node pods (base runtime dormant-node:1), as many as its replicas.
-        node_pods = args.replicas if any(is_node_service(d) for d in service_dirs) else 0
+        # TypeScript services run on Node pods (base runtime dormant-node:1); a pod serves one deployment,
+        # so each service gets as many as its replicas.
+        node_pods = args.replicas * sum(1 for d in service_dirs if is_node_service(d))
         pod_ports.update({f"dev-node-pod-{index + 1}": free_port() for index in range(node_pods)})
         children = [
             await _start_pod(pod_env, state, index, args.lease, pod_ports[f"dev-pod-{index + 1}"])

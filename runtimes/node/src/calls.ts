@@ -365,6 +365,18 @@ export class CallStore {
     return new Set(rows.map((row) => callKey(String(row.function), String(row.call_id))));
   }
 
+  /** Store one answer inside the handler's open transaction (`run` executes on it), fenced like `complete`:
+   * the handler's writes and the stored answer then commit together, or not at all. True when stored. */
+  async completeIn(
+    run: (text: string, values: unknown[]) => Promise<QueryResultRow[]>,
+    key: [string, string],
+    ok: boolean,
+    response: Buffer,
+  ): Promise<boolean> {
+    const rows = await run(COMPLETE_ONE, [this.appName, this.owner, key[0], key[1], ok ? "ok" : "error", response]);
+    return rows.length > 0;
+  }
+
   /** Forget our running claims (the call failed in a way a retry may fix). */
   async release(keys: [string, string][]): Promise<void> {
     if (keys.length > 0) await this.run(this.other, "release", RELEASE, this.keyParams(keys));

@@ -3,6 +3,7 @@
  */
 
 import { Logger } from "./logger";
+import { type Authorizer, type DataStore, type Messaging, runtimePlatform } from "./platform";
 
 /** The verified caller of a call (anonymous: no token, or authentication off). */
 export interface UserContext {
@@ -53,6 +54,21 @@ export class Context {
   readonly logger: Logger;
   /** Aborted when the call's deadline or timeout passes: hand it to fetch() and other cancellable work. */
   readonly signal: AbortSignal;
+
+  /** The DataStore, as this call's caller, in this call's transaction (see platform.ts). */
+  get data(): DataStore {
+    return runtimePlatform.interfaces.data;
+  }
+
+  /** The Authorizer, as this call's caller, in this call's transaction. */
+  get authorizer(): Authorizer {
+    return runtimePlatform.interfaces.authorizer;
+  }
+
+  /** Events sent on behalf of this call's caller. */
+  get messaging(): Messaging {
+    return runtimePlatform.interfaces.messaging;
+  }
 
   constructor(fields: ContextFields) {
     this.callId = fields.callId;

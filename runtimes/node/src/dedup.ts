@@ -220,6 +220,15 @@ export class Deduplicator {
     this.recent.set(id, { ok, response, until: now + this.store.leaseS * 1000 });
   }
 
+  /** The answer was stored by the call's own transaction (`stored`), or the claim was lost (not stored). */
+  settled(key: [string, string], ok: boolean, response: Buffer, stored: boolean): void {
+    const id = callKey(key[0], key[1]);
+    const local = this.local.get(id);
+    this.local.delete(id);
+    if (stored) this.remember(id, ok, response);
+    local?.settle(stored ? { ok, response } : null);
+  }
+
   /** Give a claim back without an answer (the call was cut off while draining). */
   async abandon(key: [string, string]): Promise<void> {
     const id = callKey(key[0], key[1]);

@@ -11,6 +11,7 @@ import { DeadlineExceeded, DormantError, Forbidden, NotFound, SystemError, Unaut
 import type { ErrorPayload } from "./errors";
 import { type FunctionSpec, type ServiceSpec } from "./loader";
 import { Logger, log } from "./logger";
+import { type CallTransaction, runtimePlatform } from "./platform";
 import { type Checker, compileSchema } from "./validation";
 import type { Call } from "./wire";
 
@@ -19,6 +20,8 @@ export interface Outcome {
   /** The result, or the error payload; JSON text, as it goes on the wire and into the store. */
   body: string;
   errorType: string | null;
+  /** The call's DataStore transaction when the handler opened one (the server commits or rolls it back). */
+  tx: CallTransaction | null;
 }
 
 interface Compiled {
@@ -67,12 +70,22 @@ export class Dispatcher {
 
   /** Run the call for `user`; the answer as JSON text. */
   async run(call: Call, user: UserContext): Promise<Outcome> {
+    const opened: { tx: CallTransaction | null } = { tx: null };
+    // The transaction the server must end; one the handler never opened is closed now, so a handler that
+    // runs on past its answer cannot open it later (nothing would ever commit or roll it back).
+    const used = (): CallTransaction | null => {
+      const tx = opened.tx;
+      if (tx === null) return null;
+      if (tx.opened) return tx;
+      tx.closed = true;
+      return null;
+    };
     try {
-      const result = await this.runChecked(call, user);
-      return { ok: true, body: result, errorType: null };
+      const result = await this.runChecked(call, user, opened);
+      return { ok: true, body: result, errorType: null, tx: used() };
     } catch (exc) {
       if (exc instanceof DormantError) {
-        return { ok: false, body: errorJson(exc.toPayload(), call.callId), errorType: exc.type };
+        return { ok: false, body: errorJson(exc.toPayload(), call.callId), errorType: exc.type, tx: used() };
       }
       const err = exc instanceof Error ? exc : new Error(String(exc));
       log.error(`[${call.callId}] ${this.service.name}.${call.function} failed`, {
@@ -81,11 +94,11 @@ export class Dispatcher {
         exception: err.stack ?? `${err.name}: ${err.message}`,
       });
       const failed = new SystemError(`${call.function} failed with an internal error`, { callId: call.callId });
-      return { ok: false, body: JSON.stringify(failed.toPayload()), errorType: failed.type };
+      return { ok: false, body: JSON.stringify(failed.toPayload()), errorType: failed.type, tx: used() };
     }
   }
 
-  private async runChecked(call: Call, user: UserContext): Promise<string> {
+  private async runChecked(call: Call, user: UserContext, opened: { tx: CallTransaction | null }): Promise<string> {
     const fn = call.function;
     this.admit(fn, user);
     const compiled = this.functions.get(fn)!;
@@ -119,6 +132,8 @@ export class Dispatcher {
       signal: abort.signal,
     });
     const method = this.service.handler[spec.method] as (input: unknown, ctx: Context) => unknown;
+    const scope = runtimePlatform.scope({ callId: call.callId, service: this.service.name, user, deadline: now + budget });
+    opened.tx = scope.tx;
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -132,7 +147,7 @@ export class Dispatcher {
     });
     let result: unknown;
     try {
-      result = await Promise.race([Promise.resolve().then(() => method.call(this.service.handler, call.params, ctx)), expired]);
+      result = await Promise.race([runtimePlatform.run(scope, () => Promise.resolve().then(() => method.call(this.service.handler, call.params, ctx))), expired]);
     } finally {
       clearTimeout(timer);
       abort.abort();

@@ -9,6 +9,7 @@
 export { fn, service, type FunctionOptions, type ServiceOptions } from "./registry";
 export { Context, ANONYMOUS, type UserContext } from "./context";
 export { Logger } from "./logger";
+export type { Authorizer, DataStore, JsonObject, Messaging, Platform, QueryOptions, QueryResult } from "./platform";
 export {
   BusinessLogicError,
   Conflict,

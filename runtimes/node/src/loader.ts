@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import Module from "node:module";
 
+import { runtimePlatform } from "./platform";
 import { registry } from "./registry";
 
 export const BASE_RUNTIME = "dormant-node:1";
@@ -124,7 +125,7 @@ export function loadService(appDir: string): ServiceSpec {
   }
   let handler: Record<string, unknown>;
   try {
-    handler = new found.cls() as Record<string, unknown>;
+    handler = new found.cls(runtimePlatform.interfaces) as Record<string, unknown>;
   } catch (exc) {
     const err = exc as Error;
     throw new LoadError(`constructing ${found.cls.name} failed: ${err.name}: ${err.message}`);

@@ -17,6 +17,7 @@ import { Dispatcher } from "./dispatcher";
 import { hookRuntimeResolution, loadService } from "./loader";
 import { log, setLogService } from "./logger";
 import { DEFAULT_MAX_IN_FLIGHT, Server, sleep } from "./server";
+import { runtimePlatform } from "./platform";
 import { CallStats } from "./stats";
 import { statsTopic } from "./wire";
 
@@ -133,6 +134,8 @@ async function serve(target: Target, args: Args, events: EventChannel, stop: Pro
       if (!(leaseS > 0)) throw new Error(`DORMANT_CALL_LEASE_S must be a positive number of seconds`);
       const store = new CallStore(catalogUrl, { appName: spec.name, owner, version: target.version, leaseS });
       dedup = new Deduplicator(store);
+      // The DataStore writes in the call's transaction on the same database, committed with the stored answer.
+      runtimePlatform.useDatabase(catalogUrl);
       try {
         await dedup.start();
       } catch (exc) {
@@ -185,6 +188,7 @@ async function serve(target: Target, args: Args, events: EventChannel, stop: Pro
     const left = await server.drain(args.drainTimeoutS * 1000);
     if (publishing !== null) clearInterval(publishing);
     if (dedup !== null) await dedup.close().catch(() => undefined);
+    await runtimePlatform.close();
     events.emit("drained", { cut_off: left });
     return 0;
   } catch (exc) {

@@ -6,6 +6,8 @@
  * copy of `@dormant/runtime` still registers where the runtime looks.
  */
 
+import type { Platform } from "./platform";
+
 export interface FunctionOptions {
   /** Seconds the function may run (1 to 900; the interface document, written by codegen, is what counts). */
   timeout?: number;
@@ -27,7 +29,8 @@ export interface ServiceOptions {
 export interface DeclaredService {
   name: string;
   options: ServiceOptions;
-  cls: new () => object;
+  /** Constructed once, with the platform interfaces (a constructor may ignore them). */
+  cls: new (platform: Platform) => object;
   functions: DeclaredFunction[];
 }
 
@@ -70,9 +73,10 @@ export function fn(name: string, opts: FunctionOptions = {}) {
 
 const pending: DeclaredFunction[] = [];
 
-/** Mark a class as the handler class of the service `name` (the runtime makes one instance of it). */
+/** Mark a class as the handler class of the service `name` (the runtime makes one instance of it, passing
+ * the platform interfaces to its constructor: `constructor(platform: Platform)`, or none). */
 export function service(name: string, opts: ServiceOptions = {}) {
-  return function <C extends new () => object>(cls: C, context: ClassDecoratorContext<C>): C {
+  return function <C extends new (platform: Platform) => object>(cls: C, context: ClassDecoratorContext<C>): C {
     if (context.kind !== "class") throw new TypeError(`@service("${name}") goes on a class`);
     const meta = context.metadata as Record<string, unknown> | undefined;
     const functions = [...(((meta?.dormantFunctions as DeclaredFunction[] | undefined) ?? [])), ...pending.splice(0)];

@@ -18,11 +18,12 @@ import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 
 import type { CallAuthenticator } from "./authn";
 import { type Claim, CatalogUnavailable } from "./calls";
 import type { UserContext } from "./context";
-import { DeadlinePassed, type Deduplicator } from "./dedup";
-import { Dispatcher } from "./dispatcher";
+import { DeadlinePassed, type Deduplicator, STORED_ERROR_TYPES } from "./dedup";
+import { Dispatcher, type Outcome } from "./dispatcher";
 import { Conflict, DeadlineExceeded, DormantError, SystemError, Throttled, Unavailable, ValidationError } from "./errors";
 import { fingerprintOf } from "./json";
 import { log } from "./logger";
+import { type CallTransaction, runtimePlatform } from "./platform";
 import type { CallStats } from "./stats";
 import {
   type Call,
@@ -45,6 +46,15 @@ const QUEUE_SETTLE_MS = 100;
 const FIRST_REVISION_WAIT_MS = 1000;
 const SESSION_TAKEN_OVER = 0x8e;
 const PERMANENT_PUBLISH_FAILURES = new Set([0x81, 0x87, 0x90]);
+const MAX_RUNS_PER_DELIVERY = 3;
+
+async function endQuietly(tx: CallTransaction, commit: boolean, callId: string): Promise<void> {
+  try {
+    await tx.end(commit);
+  } catch (exc) {
+    log.info(`[${callId}] ending the handler's transaction: ${(exc as Error).message}`, { requestId: callId });
+  }
+}
 
 export interface ServerOptions {
   brokerOptions: IClientOptions;
@@ -146,6 +156,21 @@ export class Server {
     });
     this.client = client;
     this.acks = new DeferredAcks(client);
+    // Handlers' events (ctx.messaging.send) go out on this connection, under the runtime's broker login.
+    runtimePlatform.usePublisher(async (topic, payload, userProperties, timeoutMs) => {
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Unavailable("messaging: the broker did not confirm the event in time")), timeoutMs);
+      });
+      try {
+        await Promise.race([client.publishAsync(topic, payload, { qos: 1, properties: { userProperties } }), expired]);
+      } catch (exc) {
+        if (exc instanceof DormantError) throw exc;
+        throw new Unavailable(`messaging: the event could not be published: ${(exc as Error).message}`);
+      } finally {
+        clearTimeout(timer);
+      }
+    });
     let subscribed = false;
     client.on("connect", () => {
       // No Nagle delay: an answer is one small packet that must leave at once.
@@ -299,6 +324,17 @@ export class Server {
       const dedup = this.options.dedup;
       if (dedup === null || !call.callIdGiven) {
         const outcome = await this.dispatcher.run(call, user);
+        if (outcome.tx !== null) {
+          try {
+            await outcome.tx.end(outcome.ok);
+          } catch (exc) {
+            await endQuietly(outcome.tx, false, call.callId);
+            log.warn(`[${call.callId}] committing the call's writes failed: ${(exc as Error).message}`, { requestId: call.callId });
+            const lost = new Unavailable("the call's writes could not be committed; retry later", { callId: call.callId });
+            await this.answer(call, false, JSON.stringify(lost.toPayload()), lost.type, ack, started);
+            return;
+          }
+        }
         await this.answer(call, outcome.ok, outcome.body, outcome.errorType, ack, started);
         return;
       }
@@ -321,36 +357,104 @@ export class Server {
       callId: call.callId,
       fingerprint: fingerprintOf(call.canonical ?? "null", user.userId),
     };
-    let state;
+    for (let runs = 1; ; runs++) {
+      let state;
+      try {
+        state = await this.awaitTurn(call, claim, dedup);
+      } catch (exc) {
+        const typed = asTyped(exc, call);
+        await this.answer(call, false, JSON.stringify(typed.toPayload()), typed.type, ack, started);
+        return;
+      }
+      if (state.kind === "done") {
+        const body = (state.response ?? Buffer.from("null")).toString("utf8");
+        await this.answer(call, Boolean(state.ok), body, state.ok ? null : errorTypeOf(body), ack, started);
+        return;
+      }
+      if (state.kind === "conflict") {
+        const reused = new Conflict(
+          `callId '${call.callId}' was already used for a ${call.function} call with another input or by another caller;` +
+            " use a new callId for a new call",
+          { callId: call.callId, function: call.function },
+        );
+        await this.answer(call, false, JSON.stringify(reused.toPayload()), reused.type, ack, started);
+        return;
+      }
+      // The call is ours (claimed, or taken over from a dead owner).
+      const outcome = await this.dispatcher.run(call, user);
+      const response = Buffer.from(outcome.body, "utf8");
+      if (outcome.tx === null) {
+        const [, published] = await Promise.all([
+          dedup.finish([claim.function, claim.callId], outcome.ok, response, outcome.errorType),
+          this.publishAnswer(call, outcome.ok, outcome.body, outcome.errorType, started),
+        ]);
+        if (published) ack();
+        return;
+      }
+      const verdict = await this.commitWithAnswer(claim, outcome, response, dedup);
+      if (verdict === "answer") {
+        await this.answer(call, outcome.ok, outcome.body, outcome.errorType, ack, started);
+        return;
+      }
+      if (verdict === "failed") {
+        const failed = new SystemError(`${call.function} failed with an internal error`, { callId: call.callId });
+        await this.answer(call, false, JSON.stringify(failed.toPayload()), failed.type, ack, started);
+        return;
+      }
+      // "again": the claim was lost or the connection broke around the commit; the store says what happened.
+      if (runs >= MAX_RUNS_PER_DELIVERY) {
+        log.warn(`[${call.callId}] gave up after ${runs} runs could not commit`, { requestId: call.callId });
+        await dedup.abandon([claim.function, claim.callId]);
+        const lost = new Unavailable("the database connection was lost while the call ran; retry later", { callId: call.callId });
+        await this.answer(call, false, JSON.stringify(lost.toPayload()), lost.type, ack, started);
+        return;
+      }
+    }
+  }
+
+  /**
+   * End the handler's transaction: commit it together with its stored answer, fenced by the claim (as
+   * server.py's `_commit_with_answer`). `answer`: the outcome stands (committed with its stored answer, or
+   * an error that is not stored: rolled back, the claim released). `again`: the claim was lost or the
+   * connection broke; `failed`: the commit failed for a reason a retry cannot fix. Never throws.
+   */
+  private async commitWithAnswer(
+    claim: Claim,
+    outcome: Outcome,
+    response: Buffer,
+    dedup: Deduplicator,
+  ): Promise<"answer" | "again" | "failed"> {
+    const tx = outcome.tx!;
+    const key: [string, string] = [claim.function, claim.callId];
+    if (!outcome.ok && tx.broken) {
+      await endQuietly(tx, false, claim.callId);
+      dedup.settled(key, outcome.ok, response, false);
+      return "again";
+    }
+    if (!(outcome.ok || (outcome.errorType !== null && STORED_ERROR_TYPES.has(outcome.errorType)))) {
+      await endQuietly(tx, false, claim.callId);
+      await dedup.finish(key, outcome.ok, response, outcome.errorType);
+      return "answer";
+    }
+    let stored = false;
     try {
-      state = await this.awaitTurn(call, claim, dedup);
+      stored = await dedup.store.completeIn((text, values) => tx.runAsRuntime(text, values), key, outcome.ok, response);
+      await tx.end(stored);
     } catch (exc) {
-      const typed = asTyped(exc, call);
-      await this.answer(call, false, JSON.stringify(typed.toPayload()), typed.type, ack, started);
-      return;
+      const code = (exc as { code?: unknown }).code;
+      const transient = tx.broken || typeof code !== "string" || code.startsWith("08") || code.startsWith("40") || code.startsWith("57P");
+      await endQuietly(tx, false, claim.callId);
+      if (transient) {
+        log.warn(`[${claim.callId}] the commit of the call's writes was cut off: ${(exc as Error).message}`, { requestId: claim.callId });
+        dedup.settled(key, outcome.ok, response, false);
+        return "again";
+      }
+      log.error(`[${claim.callId}] committing the call's writes failed: ${(exc as Error).message}`, { requestId: claim.callId });
+      await dedup.finish(key, false, response, "SystemError");
+      return "failed";
     }
-    if (state.kind === "done") {
-      const body = (state.response ?? Buffer.from("null")).toString("utf8");
-      await this.answer(call, Boolean(state.ok), body, state.ok ? null : errorTypeOf(body), ack, started);
-      return;
-    }
-    if (state.kind === "conflict") {
-      const reused = new Conflict(
-        `callId '${call.callId}' was already used for a ${call.function} call with another input or by another caller;` +
-          " use a new callId for a new call",
-        { callId: call.callId, function: call.function },
-      );
-      await this.answer(call, false, JSON.stringify(reused.toPayload()), reused.type, ack, started);
-      return;
-    }
-    // The call is ours (claimed, or taken over from a dead owner).
-    const outcome = await this.dispatcher.run(call, user);
-    const response = Buffer.from(outcome.body, "utf8");
-    const [, published] = await Promise.all([
-      dedup.finish([claim.function, claim.callId], outcome.ok, response, outcome.errorType),
-      this.publishAnswer(call, outcome.ok, outcome.body, outcome.errorType, started),
-    ]);
-    if (published) ack();
+    dedup.settled(key, outcome.ok, response, stored);
+    return stored ? "answer" : "again";
   }
 
   /** Claim the call, or wait for whoever runs it; retries an unreachable store until the deadline or 30 s. */
