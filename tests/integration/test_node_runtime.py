@@ -162,7 +162,7 @@ async def test_answers_and_errors(broker: MosquittoProcess, runtime: NodeRuntime
         assert marker not in system.value.message and marker not in json.dumps(system.value.details)
         with pytest.raises(errors.NotFound) as missing:
             await client.call(SERVICE, "nope", {})
-        assert missing.value.details == {"functions": ["echo", "fail", "sleep", "tally"]}
+        assert missing.value.details == {"functions": ["allocate", "echo", "fail", "sleep", "tally"]}
         with pytest.raises(errors.TimeoutError):
             await client.call(SERVICE, "sleep", {"ms": 5000}, timeout=20)  # its own timeout is 2 s
     assert marker in runtime.output()  # the traceback stays in the runtime's log
@@ -310,3 +310,34 @@ async def test_raw_mqtt_envelope_and_refusals(broker: MosquittoProcess, runtime:
     async with Client(broker.url) as client:
         assert (await client.call(SERVICE, "tally", {"key": key}))["runs"] == 1
     assert "refused reply topic" in runtime.output()
+
+
+async def test_the_memory_limit_holds(app_dir: Path, broker: MosquittoProcess, tmp_path: Path) -> None:
+    """``--memory-mb`` (a pod's ``memory_mb``) takes effect: a call that stays within it is answered; the
+    call that goes past it gets ``SystemError`` naming the limit, and the process ends with status 3 (the
+    pod starts a fresh one), as the Python runtime does."""
+    log = tmp_path / "node-memory.log"
+    env = {**os.environ, "DORMANT_BROKER_URL": broker.url, "DORMANT_POD_ID": f"mem-{uuid.uuid4().hex[:6]}"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: ASYNC220 - a child that outlives this call, not awaited here
+            ["node", str(MAIN), "--app-dir", str(app_dir), "--no-dedup", "--memory-mb", "64"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    node = NodeRuntime(process, log)
+    try:
+        await _wait_serving(broker.url, node)
+        async with Client(broker.url) as client:
+            within = await client.call(SERVICE, "allocate", {"mb": 16}, timeout=30)
+            assert within["heldMb"] == 16
+            with pytest.raises(errors.SystemError) as raised:
+                await client.call(SERVICE, "allocate", {"mb": 256}, timeout=30)
+        assert "memory limit of 64 MB" in raised.value.message
+        assert isinstance(raised.value.details, dict) and raised.value.details["memoryLimitMb"] == 64
+        assert process.wait(30) == 3, node.output()[-3000:]
+        assert "went past the memory limit" in node.output()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -10,6 +10,7 @@ import { Context, type UserContext } from "./context";
 import { DeadlineExceeded, DormantError, Forbidden, NotFound, SystemError, Unauthenticated, ValidationError } from "./errors";
 import type { ErrorPayload } from "./errors";
 import { type FunctionSpec, type ServiceSpec } from "./loader";
+import { MemoryExceeded, type MemoryLimit } from "./limits";
 import { Logger, log } from "./logger";
 import { type CallTransaction, runtimePlatform } from "./platform";
 import { type Checker, compileSchema } from "./validation";
@@ -36,6 +37,10 @@ export class Dispatcher {
   readonly functions = new Map<string, Compiled>();
   /** The live configuration handed to each call (replaced whole when a new revision arrives). */
   config: Readonly<Record<string, unknown>> = Object.freeze({});
+  /** The function's memory limit (limits.ts), or null: none. */
+  memory: MemoryLimit | null = null;
+  /** Set once a call went past the memory limit: the process must end after answering it. */
+  outOfMemory = false;
 
   constructor(
     readonly service: ServiceSpec,
@@ -82,8 +87,21 @@ export class Dispatcher {
     };
     try {
       const result = await this.runChecked(call, user, opened);
+      if (this.memory?.check()) throw new MemoryExceeded("went past the memory limit");
       return { ok: true, body: result, errorType: null, tx: used() };
     } catch (exc) {
+      if (exc instanceof MemoryExceeded || this.memory?.check()) {
+        // Whatever the handler did, the process went past its limit during the call: the answer says so,
+        // and the server ends the process once it is sent (the handler's writes are rolled back).
+        this.outOfMemory = true;
+        const limit = this.memory?.memoryMb ?? null;
+        const failed = new SystemError(`${call.function} went past its memory limit of ${limit} MB`, {
+          callId: call.callId,
+          memoryLimitMb: limit,
+          peakRssMb: this.memory?.peakRssMb ?? null,
+        });
+        return { ok: false, body: JSON.stringify(failed.toPayload()), errorType: failed.type, tx: used() };
+      }
       if (exc instanceof DormantError) {
         return { ok: false, body: errorJson(exc.toPayload(), call.callId), errorType: exc.type, tx: used() };
       }
@@ -146,10 +164,13 @@ export class Dispatcher {
       }, budget);
     });
     let result: unknown;
+    const cutoff = this.memory?.cutoff();
     try {
-      result = await Promise.race([runtimePlatform.run(scope, () => Promise.resolve().then(() => method.call(this.service.handler, call.params, ctx))), expired]);
+      const running = runtimePlatform.run(scope, () => Promise.resolve().then(() => method.call(this.service.handler, call.params, ctx)));
+      result = await Promise.race(cutoff === undefined ? [running, expired] : [running, expired, cutoff.promise]);
     } finally {
       clearTimeout(timer);
+      cutoff?.release();
       abort.abort();
     }
     return this.output(compiled, result);

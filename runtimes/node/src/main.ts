@@ -15,6 +15,7 @@ import { type Command, EventChannel, type LoadCommand, readCommands } from "./co
 import { Deduplicator } from "./dedup";
 import { Dispatcher } from "./dispatcher";
 import { hookRuntimeResolution, loadService } from "./loader";
+import { MemoryLimit } from "./limits";
 import { log, setLogService } from "./logger";
 import { DEFAULT_MAX_IN_FLIGHT, Server, sleep } from "./server";
 import { runtimePlatform } from "./platform";
@@ -118,14 +119,18 @@ async function serve(target: Target, args: Args, events: EventChannel, stop: Pro
   let clientId: string;
   let authenticator: CallAuthenticator;
   try {
-    if (args.memoryMb !== null) {
-      log.warn(`memory limit of ${args.memoryMb} MB not applied: the Node runtime does not enforce one yet`);
-    }
+    // Before the service's modules load: they count against the limit too.
+    const memory = args.memoryMb !== null ? new MemoryLimit(args.memoryMb) : null;
     const spec = loadService(target.appDir);
     setLogService(spec.name, target.version);
     podId = process.env.DORMANT_POD_ID || randomBytes(4).toString("hex");
     clientId = clientIdFor(spec.name, target.version, target.slot, podId, target.live, args.generation);
     dispatcher = new Dispatcher(spec, target.version);
+    if (memory !== null) {
+      dispatcher.memory = memory;
+      memory.start();
+      log.info(`memory limit: ${memory.memoryMb} MB beyond what the runtime holds`);
+    }
     authenticator = CallAuthenticator.fromEnv(spec.auth);
     const options = brokerOptions(brokerUrl);
     if (!args.noDedup) {

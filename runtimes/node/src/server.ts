@@ -22,6 +22,7 @@ import { DeadlinePassed, type Deduplicator, STORED_ERROR_TYPES } from "./dedup";
 import { Dispatcher, type Outcome } from "./dispatcher";
 import { Conflict, DeadlineExceeded, DormantError, SystemError, Throttled, Unavailable, ValidationError } from "./errors";
 import { fingerprintOf } from "./json";
+import { EXIT_OUT_OF_MEMORY } from "./limits";
 import { log } from "./logger";
 import { type CallTransaction, runtimePlatform } from "./platform";
 import type { CallStats } from "./stats";
@@ -245,7 +246,15 @@ export class Server {
       ack();
     });
     this.tasks.add(task);
-    void task.finally(() => this.tasks.delete(task));
+    void task.finally(() => {
+      this.tasks.delete(task);
+      if (this.dispatcher.outOfMemory) {
+        // The call that went past the memory limit has its answer; the calls still in flight are not
+        // acknowledged and are delivered again, to the runtime the pod starts in this one's place.
+        log.error(`a call went past the memory limit; this runtime ends (peak RSS ${this.dispatcher.memory?.peakRssMb} MB)`);
+        process.exit(EXIT_OUT_OF_MEMORY);
+      }
+    });
   }
 
   private applyConfig(payload: Buffer): void {

@@ -2,6 +2,7 @@
 import { BusinessLogicError, Context, NotFound, Forbidden, fn, service } from "@dormant/runtime";
 
 const tallies = new Map<string, number>();
+const held: Buffer[] = [];
 
 @service("node-echo")
 export class EchoService {
@@ -30,5 +31,15 @@ export class EchoService {
     await new Promise((r) => setTimeout(r, input.ms));
     if (input.key) tallies.set(input.key, (tallies.get(input.key) ?? 0) + 1);
     return { slept: input.ms };
+  }
+
+  @fn("allocate", { timeout: 30 })
+  async allocate(input: { mb: number }): Promise<object> {
+    // Holds `mb` more MiB (touched, so resident), 1 MiB at a time with a pause between (as real work would).
+    for (let i = 0; i < input.mb; i++) {
+      held.push(Buffer.alloc(1024 * 1024, 1));
+      if (i % 8 === 7) await new Promise((r) => setTimeout(r, 1));
+    }
+    return { pid: process.pid, heldMb: held.length };
   }
 }
