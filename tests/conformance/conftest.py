@@ -4,12 +4,11 @@ runtime), plus a raw MQTT 5 caller that sees every message on the broker.
 
 ``runtime_kind`` is parametrized over ``harness.RUNTIMES`` (``DORMANT_CONFORMANCE_RUNTIMES`` narrows it).
 A runtime whose build is missing fails its tests with the reason, unless
-``DORMANT_CONFORMANCE_ALLOW_MISSING=1`` is set (then they are skipped): CI never skips one silently.
+``DORMANT_CONFORMANCE_RUNTIMES`` leaves it out: a runtime is never skipped.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from dormant_catalog.migrate import migrate
 from dormant_local import ExternalPostgres, LocalPostgres, MosquittoProcess
 
 from .harness import (
-    ALLOW_MISSING_ENV,
+    ONLY_ENV,
     RUNTIMES,
     Caller,
     RuntimeKind,
@@ -37,9 +36,7 @@ def runtime_kind(request: pytest.FixtureRequest) -> RuntimeKind:
     kind = RUNTIMES[request.param]
     reason = kind.missing()
     if reason is not None:
-        if os.environ.get(ALLOW_MISSING_ENV) == "1":
-            pytest.skip(f"{reason} ({ALLOW_MISSING_ENV}=1)")
-        pytest.fail(f"{reason}; set {ALLOW_MISSING_ENV}=1 to skip it locally", pytrace=False)
+        pytest.fail(f"{reason}; run deploy/bootstrap.sh, or pick runtimes with {ONLY_ENV}", pytrace=False)
     return kind
 
 

@@ -45,8 +45,6 @@ SOURCE_ROOTS = [
     ROOT / p for p in ("libs/python", "codegen", "catalog", "sidecar", "runtimes/python", "gateway")
 ]
 
-ALLOW_MISSING_ENV = "DORMANT_CONFORMANCE_ALLOW_MISSING"
-"""Set to ``1`` to skip (instead of fail) the runtimes whose build is missing (local runs only)."""
 ONLY_ENV = "DORMANT_CONFORMANCE_RUNTIMES"
 """Comma-separated runtime names to run (default: all of ``RUNTIMES``)."""
 

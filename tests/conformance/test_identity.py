@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,7 +28,6 @@ from dormant_local.oidc import OidcProvider
 
 from .conftest import Stack
 from .harness import (
-    ALLOW_MISSING_ENV,
     SECURE_RUNTIMES,
     SECURE_SERVICE,
     Caller,
@@ -115,9 +113,7 @@ def secure_kind(runtime_kind: RuntimeKind) -> RuntimeKind:
     kind = SECURE_RUNTIMES[runtime_kind.name]
     reason = kind.missing()
     if reason is not None:
-        if os.environ.get(ALLOW_MISSING_ENV) == "1":
-            pytest.skip(f"{reason} ({ALLOW_MISSING_ENV}=1)")
-        pytest.fail(f"{reason}; set {ALLOW_MISSING_ENV}=1 to skip it locally", pytrace=False)
+        pytest.fail(f"{reason}; run deploy/bootstrap.sh", pytrace=False)
     return kind
 
 

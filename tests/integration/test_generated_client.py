@@ -207,13 +207,12 @@ def docs_transport() -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not TSC.exists() or not (NODE_MODULES / "mqtt").exists() or shutil.which("node") is None,
-    reason="needs node and runtimes/node's npm packages (typescript, mqtt): npm ci in runtimes/node",
-)
 async def test_the_typescript_client_and_the_documented_transport(
     runtime: str, typed_client: ModuleType, tmp_path: Path
 ) -> None:
+    assert TSC.exists() and (NODE_MODULES / "mqtt").exists() and shutil.which("node") is not None, (
+        "needs node and runtimes/node's npm packages (typescript, mqtt): run deploy/bootstrap.sh"
+    )
     models = importlib.import_module("typed_generated.models")
     async with dormant.Client(runtime, authorization="") as client:
         await wait_until_served(client, typed_client, models)

@@ -34,17 +34,14 @@ MAIN = NODE_RT / "dist" / "main.js"
 APP_SOURCE = Path(__file__).parent / "node_app"
 SERVICE = "node-echo"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None
-    or not MAIN.exists()
-    or not (NODE_RT / "node_modules" / ".bin" / "tsc").exists(),
-    reason="the Node runtime is not built (deploy/bootstrap.sh builds it)",
-)
 
 
 @pytest.fixture(scope="module")
 def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test service compiled into an app dir laid out as `dormant generate` lays it out."""
+    assert shutil.which("node") and MAIN.exists() and (NODE_RT / "node_modules" / ".bin" / "tsc").exists(), (
+        "the Node runtime is not built: run deploy/bootstrap.sh"
+    )
     app = tmp_path_factory.mktemp("node-app")
     (app / "src").mkdir()
     (app / "generated").mkdir()

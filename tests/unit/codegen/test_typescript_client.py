@@ -25,10 +25,14 @@ TSC = ROOT / "runtimes" / "node" / "node_modules" / ".bin" / "tsc"
 USER_SERVICE = ROOT / "examples" / "user-service"
 TYPED = ROOT / "tests" / "fixtures" / "services" / "typed-service"
 
-needs_tsc = pytest.mark.skipif(
-    not TSC.exists() or shutil.which("node") is None,
-    reason="TypeScript is not installed (npm ci in runtimes/node) or node is missing",
-)
+needs_tsc = pytest.mark.usefixtures("node_toolchain")
+
+
+@pytest.fixture
+def node_toolchain() -> None:
+    """TypeScript from runtimes/node (deploy/bootstrap.sh installs it): missing is a failure, not a skip."""
+    if not TSC.exists() or shutil.which("node") is None:
+        pytest.fail("TypeScript or node is missing: run deploy/bootstrap.sh (npm ci in runtimes/node)")
 
 
 def ts_type(schema: object, defs: dict[str, object] | None = None) -> str:
